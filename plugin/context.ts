@@ -1,0 +1,33 @@
+// The state shared by every reply of one plugin registration and of one route. Built once, at
+// `register` and at `asyncRoute()`, so that the per-request path only reads it.
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { Dispatcher } from 'undici'
+import type { Registry } from './registry.js'
+import type { AsyncReply, HangReport, UpstreamRequest, UpstreamResponse } from './types.js'
+
+export interface PluginContext {
+  readonly dispatcher: Dispatcher
+  readonly timeout: number
+  readonly onTimeout: ((request: FastifyRequest, reply: AsyncReply, report: HangReport) => void) | null
+  /** `null` when any origin may be reached. */
+  readonly allowedOrigins: ReadonlySet<string> | null
+  /** HTTP/2 responses have no socket of their own and refuse connection-specific headers. */
+  readonly http2: boolean
+  readonly registry: Registry
+}
+
+export type UpstreamTarget = string | URL | UpstreamRequest
+
+export type UserFunction = (this: FastifyInstance, ...args: any[]) => unknown
+
+export interface RouteContext {
+  readonly plugin: PluginContext
+  readonly instance: FastifyInstance
+  readonly handler: UserFunction
+  readonly timeout: number
+  /** `null` when the route has no `upstream` step. */
+  readonly upstream: UpstreamTarget | ((request: FastifyRequest) => UpstreamTarget | Promise<UpstreamTarget>) | null
+  readonly onUpstreamError: UserFunction | null
+}
+
+export type { UpstreamResponse }

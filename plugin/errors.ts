@@ -1,0 +1,57 @@
+// Every error the plugin creates, with the stable codes of the public contract. Messages are
+// what a client may see: they never name an upstream's URL, host or address (the undici error
+// stays attached as `cause`, for the logs).
+import createError from '@fastify/error'
+
+export const TimeoutError = createError(
+  'FST_ASYNC_ROUTE_TIMEOUT', 'The reply was not finished within %d ms', 504)
+
+export const UpstreamError = createError(
+  'FST_ASYNC_ROUTE_UPSTREAM_ERROR', 'The upstream request failed', 502)
+
+export const UpstreamTimeoutError = createError(
+  'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT', 'The upstream request timed out', 504)
+
+export const OriginDeniedError = createError(
+  'FST_ASYNC_ROUTE_ORIGIN_DENIED', 'The upstream origin is not allowed', 500)
+
+export const ClosingError = createError(
+  'FST_ASYNC_ROUTE_CLOSING', 'The server is closing', 503)
+
+/** What a `fetch` rejects with when its reply ended first; `cause` says how the reply ended. */
+export const CancelledError = createError(
+  'FST_ASYNC_ROUTE_CANCELLED', 'The reply ended before the upstream request completed', 500)
+
+/** What `signal.reason` holds when the client left before the reply was finished. */
+export const ClientGoneError = createError(
+  'FST_ASYNC_ROUTE_CLIENT_GONE', 'The client closed the connection before the reply was finished', 499)
+
+// undici's own codes (and the system ones it passes through) that mean "too slow" rather
+// than "broken".
+const TIMEOUT_CODES = new Set([
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'ETIMEDOUT'
+])
+
+const OWN_CODE_PREFIX = 'FST_ASYNC_ROUTE_'
+
+function codeOf (error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : undefined
+}
+
+/** Maps anything undici threw to the contract's 502 or 504; the plugin's own errors pass. */
+export function toUpstreamError (error: unknown): Error {
+  const code = codeOf(error)
+  if (code?.startsWith(OWN_CODE_PREFIX) === true) return error as Error
+  return code !== undefined && TIMEOUT_CODES.has(code)
+    ? new UpstreamTimeoutError({ cause: error })
+    : new UpstreamError({ cause: error })
+}
+
+/** True for errors undici raises, which may surface while a body is read, after `fetch`. */
+export function isUndiciError (error: unknown): boolean {
+  return codeOf(error)?.startsWith('UND_ERR_') === true
+}

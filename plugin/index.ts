@@ -1,0 +1,87 @@
+// The plugin entry: checks the options, decorates `app.asyncRoute`, and takes part in close.
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import { Agent, type Dispatcher } from 'undici'
+import type { PluginContext } from './context.js'
+import { resolveOptions } from './options.js'
+import { Registry } from './registry.js'
+import { createAsyncRoute } from './route.js'
+import type { AsyncRouteDecorator, AsyncRoutePlugin, AsyncRoutePluginOptions } from './types.js'
+
+export type * from './types.js'
+export {
+  TimeoutError,
+  UpstreamError,
+  UpstreamTimeoutError,
+  OriginDeniedError,
+  ClosingError,
+  CancelledError,
+  ClientGoneError
+} from './errors.js'
+
+/** How long `close()` gives the plugin's own dispatcher to close politely before destroying it. */
+const DISPATCHER_CLOSE_MS = 500
+
+/** Requests still running on the plugin's own Agent (typically an unread body being drained). */
+function busy (agent: Agent): boolean {
+  for (const stats of Object.values(agent.stats)) {
+    if (stats.running > 0 || stats.pending > 0) return true
+  }
+  return false
+}
+
+async function closeDispatcher (dispatcher: Dispatcher): Promise<void> {
+  // undici's Agent forgets its pools as soon as close() starts, so a destroy() after a close()
+  // that hangs reaches nothing and leaves the upstream sockets open. Wait briefly for running
+  // requests instead, then close politely, or destroy while the pools are still reachable.
+  const agent = dispatcher as Agent
+  const deadline = Date.now() + DISPATCHER_CLOSE_MS
+  while (busy(agent) && Date.now() < deadline) await sleep(10)
+  if (busy(agent)) {
+    await agent.destroy()
+  } else {
+    await agent.close()
+  }
+}
+
+function plugin (fastify: FastifyInstance, options: AsyncRoutePluginOptions, done: (error?: Error) => void): void {
+  // A callback plugin must report a bad option through done(): avvio does not catch a
+  // synchronous throw, which would become an uncaught exception instead of a rejection.
+  let resolved: ReturnType<typeof resolveOptions>
+  try {
+    resolved = resolveOptions(options)
+  } catch (error) {
+    done(error as Error)
+    return
+  }
+  const ownsDispatcher = resolved.dispatcher === undefined
+  const registry = new Registry()
+  const context: PluginContext = {
+    dispatcher: resolved.dispatcher ?? new Agent(),
+    timeout: resolved.timeout,
+    onTimeout: resolved.onTimeout ?? null,
+    allowedOrigins: resolved.allowedOrigins,
+    http2: fastify.initialConfig.http2 === true,
+    registry
+  }
+  const asyncRoute = createAsyncRoute(context, fastify) as unknown as AsyncRouteDecorator
+  asyncRoute.pending = () => registry.pending()
+  asyncRoute.stats = () => registry.stats()
+  fastify.decorate('asyncRoute', asyncRoute)
+
+  if (resolved.warnUnfinished > 0) registry.watchIdle(resolved.warnUnfinished)
+  // Fastify's server.close() waits for open connections before onClose hooks run, so the
+  // grace must start in preClose, or a pending reply would hold close() forever.
+  fastify.addHook('preClose', (hookDone) => registry.close(resolved.closeGrace, hookDone))
+  if (ownsDispatcher) fastify.addHook('onClose', async () => await closeDispatcher(context.dispatcher))
+  done()
+}
+
+const asyncRoute = fp(plugin, { name: 'fastify-async-route', fastify: '5.x' }) as unknown as AsyncRoutePlugin
+// `require('fastify-async-route')` returns the plugin itself; these keep the other import forms.
+asyncRoute.default = asyncRoute
+asyncRoute.asyncRoute = asyncRoute
+
+export default asyncRoute
+export { asyncRoute }

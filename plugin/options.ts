@@ -1,0 +1,69 @@
+// Checks the plugin options once, at `register`, so that nothing fails later at request time.
+import type { AsyncRoutePluginOptions } from './types.js'
+import { MAX_TIMER_MS } from './watchdog.js'
+
+export interface ResolvedOptions {
+  timeout: number
+  closeGrace: number
+  warnUnfinished: number
+  dispatcher: AsyncRoutePluginOptions['dispatcher']
+  onTimeout: AsyncRoutePluginOptions['onTimeout'] | null
+  allowedOrigins: Set<string> | null
+}
+
+function fail (name: string, expected: string, value: unknown): never {
+  const shown = typeof value === 'string' ? JSON.stringify(value) : String(value)
+  throw new TypeError(`fastify-async-route: option "${name}" must be ${expected}, got ${shown}`)
+}
+
+function duration (options: AsyncRoutePluginOptions, name: 'timeout' | 'closeGrace' | 'warnUnfinished', fallback: number): number {
+  const value: unknown = options[name]
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_TIMER_MS) {
+    fail(name, `an integer from 0 to ${MAX_TIMER_MS} (ms)`, value)
+  }
+  return value
+}
+
+/** `scheme://host[:port]` with an optional trailing `/`, normalised to `URL.origin`. */
+function origin (value: unknown, index: number): string {
+  const name = `allowedOrigins[${index}]`
+  if (typeof value !== 'string') fail(name, 'an origin string (scheme://host[:port])', value)
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    fail(name, 'an origin (scheme://host[:port])', value)
+  }
+  const bare = value.endsWith('/') ? value.slice(0, -1) : value
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.username !== '' || url.password !== '' ||
+      url.search !== '' || url.hash !== '' || bare.slice(url.protocol.length + 2).includes('/') ||
+      // WHATWG URL parsing also accepts `http:a/b` and `http://a\b`: a path all the same.
+      url.pathname !== '/' || !/^https?:\/\//i.test(value)) {
+    fail(name, 'an http(s) origin with no path, query or credentials (scheme://host[:port])', value)
+  }
+  return url.origin
+}
+
+export function resolveOptions (options: AsyncRoutePluginOptions): ResolvedOptions {
+  const { dispatcher, onTimeout, allowedOrigins } = options
+  if (dispatcher !== undefined && typeof (dispatcher as { dispatch?: unknown } | null)?.dispatch !== 'function') {
+    fail('dispatcher', 'an undici Dispatcher (an object with a dispatch() method)', dispatcher)
+  }
+  if (onTimeout !== undefined && typeof onTimeout !== 'function') {
+    fail('onTimeout', 'a function (request, reply, report)', onTimeout)
+  }
+  let origins: Set<string> | null = null
+  if (allowedOrigins !== undefined) {
+    if (!Array.isArray(allowedOrigins)) fail('allowedOrigins', 'an array of origins', allowedOrigins)
+    origins = new Set(allowedOrigins.map(origin))
+  }
+  return {
+    timeout: duration(options, 'timeout', 30_000),
+    closeGrace: duration(options, 'closeGrace', 10_000),
+    warnUnfinished: options.warnUnfinished === false ? 0 : duration(options, 'warnUnfinished', 0),
+    dispatcher,
+    onTimeout: onTimeout ?? null,
+    allowedOrigins: origins
+  }
+}

@@ -1,0 +1,106 @@
+// The replies of one plugin registration that are still open, the counts of how the others
+// ended, the diagnostics channels, and the graceful close.
+import diagnostics from 'node:diagnostics_channel'
+import type { FastifyRequest } from 'fastify'
+import type { AsyncRouteStats, HangReport, PendingReply } from './types.js'
+
+export const timeoutChannel = diagnostics.channel('fastify-async-route:timeout')
+export const abortChannel = diagnostics.channel('fastify-async-route:abort')
+export const finishChannel = diagnostics.channel('fastify-async-route:finish')
+
+/** How a reply ended: the first way counts. */
+export type Outcome = 'finished' | 'timedOut' | 'aborted' | 'failed'
+
+/** What the registry needs of a reply. */
+export interface Tracked {
+  readonly request: FastifyRequest
+  pendingEntry (now: number): PendingReply
+  hangReport (now: number): HangReport
+  /** Ends the reply because the close grace ran out. */
+  endForClose (): void
+  /** Logs the "did you forget finish()?" warning if the reply has been idle for `ms`. */
+  checkIdle (now: number, ms: number): void
+}
+
+export class Registry {
+  readonly #open = new Set<Tracked>()
+  #started = 0
+  #finished = 0
+  #timedOut = 0
+  #aborted = 0
+  #failed = 0
+  #closing = false
+  #onDrained: (() => void) | null = null
+  #idleSweep: NodeJS.Timeout | null = null
+
+  get closing (): boolean {
+    return this.#closing
+  }
+
+  add (reply: Tracked): void {
+    this.#started++
+    this.#open.add(reply)
+  }
+
+  end (reply: Tracked, outcome: Outcome): void {
+    this.#open.delete(reply)
+    switch (outcome) {
+      case 'finished': this.#finished++; break
+      case 'timedOut': this.#timedOut++; break
+      case 'aborted': this.#aborted++; break
+      default: this.#failed++
+    }
+    if (outcome === 'finished' && finishChannel.hasSubscribers) {
+      finishChannel.publish({ request: reply.request, report: reply.hangReport(Date.now()) })
+    } else if (outcome === 'aborted' && abortChannel.hasSubscribers) {
+      abortChannel.publish({ request: reply.request, report: reply.hangReport(Date.now()) })
+    }
+    if (this.#onDrained !== null && this.#open.size === 0) this.#onDrained()
+  }
+
+  pending (): PendingReply[] {
+    const now = Date.now()
+    const list: PendingReply[] = []
+    for (const reply of this.#open) list.push(reply.pendingEntry(now))
+    return list
+  }
+
+  stats (): AsyncRouteStats {
+    return {
+      started: this.#started,
+      finished: this.#finished,
+      timedOut: this.#timedOut,
+      aborted: this.#aborted,
+      failed: this.#failed,
+      pending: this.#open.size
+    }
+  }
+
+  /** Checks open replies for the `warnUnfinished` hint every quarter of its delay. */
+  watchIdle (ms: number): void {
+    const every = Math.max(10, Math.min(1000, Math.floor(ms / 4)))
+    this.#idleSweep = setInterval(() => {
+      const now = Date.now()
+      for (const reply of this.#open) reply.checkIdle(now, ms)
+    }, every)
+    this.#idleSweep.unref()
+  }
+
+  /**
+   * Starts the graceful close: waits up to `grace` ms for open replies, then ends the rest.
+   * Calls `done` as soon as nothing is open.
+   */
+  close (grace: number, done: () => void): void {
+    this.#closing = true
+    if (this.#idleSweep !== null) clearInterval(this.#idleSweep)
+    if (this.#open.size === 0) return done()
+    const timer = setTimeout(() => {
+      for (const reply of [...this.#open]) reply.endForClose()
+    }, grace)
+    this.#onDrained = () => {
+      this.#onDrained = null
+      clearTimeout(timer)
+      done()
+    }
+  }
+}

@@ -1,0 +1,465 @@
+// `AsyncReply`: the response head, the body methods, and the one place where a reply ends.
+import { STATUS_CODES, validateHeaderName, validateHeaderValue, type OutgoingHttpHeaders, type ServerResponse } from 'node:http'
+import { constants as http2Constants } from 'node:http2'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { byteLength, encodeBody, isBytes, JSON_TYPE, OCTET, TEXT } from './body.js'
+import type { RouteContext } from './context.js'
+import { ClientGoneError, ClosingError, isUndiciError, TimeoutError, toUpstreamError } from './errors.js'
+import { timeoutChannel, type Outcome, type Tracked } from './registry.js'
+import type { AsyncReply, FetchCallback, FetchOptions, HangReport, PendingReply, UpstreamRequest, UpstreamResponse } from './types.js'
+import { fetchUpstream, pipeUpstream, type Inflight } from './upstream.js'
+import { checkDuration, describeHang, describeInflight } from './watchdog.js'
+
+// How a reply ended. The handler's own finish()/fail() are told apart from the plugin's ends,
+// because a second call after the former is a bug worth a warning, after the latter it is not.
+const OPEN = 0
+const FINISHED = 1
+const FAILED_BY_HANDLER = 2
+const FAILED = 3
+const TIMED_OUT = 4
+const ABORTED = 5
+const CLOSED = 6
+type EndState = typeof OPEN | typeof FINISHED | typeof FAILED_BY_HANDLER | typeof FAILED | typeof TIMED_OUT | typeof ABORTED | typeof CLOSED
+
+const RESOLVED = Promise.resolve()
+
+/** A fetch callback that only takes the error (see the `fetch` overloads in types.ts). */
+type ErrorFirstCallback = (err: Error | null) => unknown
+
+// The reply behind a Node response, for the shared `close` listener (no closure per request).
+const kReply = Symbol('fastify-async-route.reply')
+type RawWithReply = ServerResponse & { [kReply]?: AsyncReplyImpl }
+
+export class AsyncReplyImpl implements AsyncReply, Tracked {
+  readonly request: FastifyRequest
+  readonly raw: ServerResponse
+  readonly route: RouteContext
+  readonly startedAt = Date.now()
+  readonly #fastifyReply: FastifyReply
+  #statusCode = 200
+  #head: OutgoingHttpHeaders | null = null
+  #state: EndState = OPEN
+  #reason: unknown = undefined
+  /** The watchdog fired, even if `onTimeout` then answered. */
+  #timedOut = false
+  #controller: AbortController | null = null
+  #closeListeners: Array<() => void> | null = null
+  #timer: NodeJS.Timeout | null = null
+  #warnedIdle = false
+  handlerSettled = false
+  bytesWritten = 0
+  /** Upstream requests whose headers or body are still outstanding; created on first use. */
+  inflight: Set<Inflight> | null = null
+  /** Last sign of life, for `warnUnfinished`. */
+  lastActivity: number
+
+  constructor (route: RouteContext, request: FastifyRequest, fastifyReply: FastifyReply) {
+    this.route = route
+    this.request = request
+    this.#fastifyReply = fastifyReply
+    this.raw = fastifyReply.raw
+    this.lastActivity = this.startedAt
+  }
+
+  /** Called once by the route: registers the reply, arms the watchdog, listens for the client. */
+  start (): void {
+    this.route.plugin.registry.add(this)
+    if (this.route.timeout > 0) this.#timer = setTimeout(fireWatchdog, this.route.timeout, this)
+    const raw = this.raw as RawWithReply
+    raw[kReply] = this
+    raw.on('close', onRawClose)
+    // The client may have left while hooks or body parsing ran.
+    if (raw.destroyed) this.clientGone()
+  }
+
+  get finished (): boolean {
+    return this.#state !== OPEN
+  }
+
+  get headersSent (): boolean {
+    return this.raw.headersSent
+  }
+
+  get open (): boolean {
+    return this.#state === OPEN
+  }
+
+  get signal (): AbortSignal {
+    // Created on first use: most replies never need one.
+    if (this.#controller === null) {
+      this.#controller = new AbortController()
+      // An open reply has not ended at all: only a reply that already ended abnormally
+      // hands out an aborted signal.
+      if (this.#state !== OPEN && this.#abnormal()) this.#controller.abort(this.#reason)
+    }
+    return this.#controller.signal
+  }
+
+  /** How the reply ended, for a fetch that it cancelled. */
+  get endReason (): unknown {
+    return this.#reason
+  }
+
+  status (code: number): this {
+    if (!Number.isInteger(code) || code < 100 || code > 999) {
+      throw new TypeError(`reply.status() takes an integer status code from 100 to 999, got ${String(code)}`)
+    }
+    if (this.#headIsOut('status')) return this
+    this.#statusCode = code
+    return this
+  }
+
+  code (code: number): this {
+    return this.status(code)
+  }
+
+  header (name: string, value: string | number | readonly string[]): this {
+    validateHeaderName(name)
+    validateHeaderValue(name, value as string)
+    if (this.#headIsOut('header')) return this
+    this.#head ??= {}
+    this.#head[name.toLowerCase()] = value as string | number | string[]
+    return this
+  }
+
+  headers (headers: Record<string, string | number | readonly string[]>): this {
+    for (const name of Object.keys(headers)) this.header(name, headers[name] as string)
+    return this
+  }
+
+  write (chunk: string | Uint8Array): boolean {
+    const isString = typeof chunk === 'string'
+    if (!isString && !isBytes(chunk)) {
+      throw new TypeError('reply.write() takes a string or bytes')
+    }
+    if (this.#state !== OPEN) {
+      this.#late('write')
+      return false
+    }
+    if (!this.raw.headersSent) this.#writeHead(this.#statusCode, isString ? TEXT : OCTET, undefined)
+    this.bytesWritten += byteLength(chunk)
+    this.lastActivity = Date.now()
+    return this.raw.write(chunk)
+  }
+
+  flush (): Promise<void> {
+    if (this.#state !== OPEN) return RESOLVED
+    const raw = this.raw
+    if (!raw.headersSent) {
+      this.#writeHead(this.#statusCode, undefined, undefined)
+      raw.flushHeaders()
+    }
+    if (raw.writableNeedDrain !== true) return RESOLVED
+    return new Promise((resolve) => {
+      const done = (): void => {
+        raw.off('drain', done)
+        raw.off('close', done)
+        resolve()
+      }
+      raw.on('drain', done)
+      raw.on('close', done)
+    })
+  }
+
+  finish (body?: unknown): void {
+    if (this.#state !== OPEN) return this.#late('finish')
+    let encoded
+    try {
+      encoded = encodeBody(body)
+    } catch (error) {
+      return this.failWith(error, FAILED)
+    }
+    const { payload, type } = encoded
+    const raw = this.raw
+    if (!raw.headersSent) {
+      const length = payload === undefined ? 0 : byteLength(payload)
+      this.#writeHead(this.#statusCode, type, length)
+    } else if (this.route.plugin.registry.closing) {
+      closeConnectionAfter(raw)
+    }
+    if (payload === undefined) {
+      raw.end()
+    } else {
+      this.bytesWritten += byteLength(payload)
+      raw.end(payload)
+    }
+    this.#end(FINISHED, undefined)
+  }
+
+  fail (error: unknown): void {
+    if (this.#state !== OPEN) return this.#late('fail')
+    this.failWith(error, FAILED_BY_HANDLER)
+  }
+
+  fetch (url: string | URL, options?: FetchOptions | FetchCallback | ErrorFirstCallback, callback?: FetchCallback | ErrorFirstCallback): any {
+    if (typeof options === 'function') {
+      callback = options
+      options = undefined
+    }
+    const response = fetchUpstream(this, url, options)
+    if (callback === undefined) return response
+    response.then(
+      (res) => this.#callBack(callback, null, res),
+      (error: Error) => this.#callBack(callback, error, undefined)
+    )
+  }
+
+  pipe (source: UpstreamResponse | string | URL | UpstreamRequest, options?: FetchOptions): Promise<void> {
+    return pipeUpstream(this, source, options)
+  }
+
+  setTimeout (ms: number): this {
+    checkDuration('reply.setTimeout(ms)', ms)
+    if (this.#state !== OPEN) return this
+    if (this.#timer !== null) clearTimeout(this.#timer)
+    this.#timer = ms > 0 ? setTimeout(fireWatchdog, ms, this) : null
+    return this
+  }
+
+  onClose (fn: () => void): this {
+    if (typeof fn !== 'function') throw new TypeError('reply.onClose() takes a function')
+    if (this.#state === OPEN) {
+      this.#closeListeners ??= []
+      this.#closeListeners.push(fn)
+    }
+    return this
+  }
+
+  // ---- used by the route, the upstream code and the registry ----
+
+  /** Ends the reply with an error answer, or cuts the connection if the head is out. */
+  failWith (error: unknown, state: typeof FAILED | typeof FAILED_BY_HANDLER | typeof TIMED_OUT | typeof CLOSED): void {
+    if (this.#state !== OPEN) {
+      this.request.log.debug({ err: error }, 'async reply already ended; error ignored')
+      return
+    }
+    const err = asError(error)
+    this.#end(state, err)
+    const status = statusOf(err)
+    if (status >= 500) {
+      this.request.log.error({ err }, err.message)
+    } else {
+      this.request.log.info({ err }, err.message)
+    }
+    const raw = this.raw
+    if (raw.headersSent || raw.destroyed) {
+      cut(raw, this.route.plugin.http2)
+      return
+    }
+    const code = (err as { code?: unknown }).code
+    const payload = JSON.stringify({
+      statusCode: status,
+      code: typeof code === 'string' ? code : undefined,
+      error: STATUS_CODES[status],
+      message: err.message
+    })
+    // The answer is JSON whatever content type the handler had set for its own body.
+    this.#writeHead(status, JSON_TYPE, Buffer.byteLength(payload), undefined, true)
+    raw.end(payload)
+  }
+
+  /** The client left before the reply was finished. */
+  clientGone (): void {
+    if (this.#state !== OPEN) return
+    this.#end(ABORTED, new ClientGoneError())
+    const listeners = this.#closeListeners
+    if (listeners === null) return
+    this.#closeListeners = null
+    for (const fn of listeners) {
+      try {
+        fn()
+      } catch (error) {
+        this.request.log.error({ err: error }, 'reply.onClose() callback threw')
+      }
+    }
+  }
+
+  /** Ends the reply for a failure the handler did not report itself (throw, upstream error). */
+  failByPlugin (error: unknown): void {
+    this.failWith(error, FAILED)
+  }
+
+  endForClose (): void {
+    this.failWith(new ClosingError(), CLOSED)
+  }
+
+  /** The watchdog fired. */
+  timeOut (): void {
+    this.#timer = null
+    this.#timedOut = true
+    const now = Date.now()
+    const report = this.hangReport(now)
+    const log = this.request.log
+    log.warn({ report }, describeHang(report.elapsedMs, report.handlerSettled, report.headersSent, report.inflight))
+    if (timeoutChannel.hasSubscribers) timeoutChannel.publish({ request: this.request, report })
+    const onTimeout = this.route.plugin.onTimeout
+    if (onTimeout !== null) {
+      try {
+        onTimeout(this.request, this, report)
+      } catch (error) {
+        log.error({ err: error }, 'onTimeout threw')
+      }
+      if (this.#state !== OPEN) return
+    }
+    this.failWith(new TimeoutError(report.elapsedMs), TIMED_OUT)
+  }
+
+  hangReport (now: number): HangReport {
+    return {
+      id: this.request.id,
+      method: this.request.method,
+      url: this.request.url,
+      elapsedMs: now - this.startedAt,
+      handlerSettled: this.handlerSettled,
+      headersSent: this.raw.headersSent,
+      bytesWritten: this.bytesWritten,
+      inflight: describeInflight(this.inflight, now)
+    }
+  }
+
+  pendingEntry (now: number): PendingReply {
+    return {
+      id: this.request.id,
+      method: this.request.method,
+      url: this.request.url,
+      ageMs: now - this.startedAt,
+      headersSent: this.raw.headersSent,
+      handlerSettled: this.handlerSettled,
+      inflight: describeInflight(this.inflight, now)
+    }
+  }
+
+  checkIdle (now: number, ms: number): void {
+    if (this.#warnedIdle || !this.handlerSettled || (this.inflight !== null && this.inflight.size > 0)) return
+    if (now - this.lastActivity < ms) return
+    this.#warnedIdle = true
+    this.request.log.warn(
+      { report: this.hangReport(now) },
+      `async reply idle for ${now - this.lastActivity} ms after its handler returned, with nothing in flight: did you forget reply.finish()?`
+    )
+  }
+
+  /** Sends the head of a piped upstream response: base headers, upstream's, then the handler's. */
+  writeUpstreamHead (statusCode: number, upstreamHeaders: OutgoingHttpHeaders): void {
+    this.#writeHead(statusCode, undefined, undefined, upstreamHeaders)
+  }
+
+  /** A piped body ended: the response is complete. */
+  finishPiped (): void {
+    if (this.#state !== OPEN) return
+    if (this.route.plugin.registry.closing) closeConnectionAfter(this.raw)
+    this.raw.end()
+    this.#end(FINISHED, undefined)
+  }
+
+  // ---- internals ----
+
+  #callBack (callback: FetchCallback | ErrorFirstCallback, error: Error | null, res: UpstreamResponse | undefined): void {
+    try {
+      const result = (callback as (error: Error | null, res: UpstreamResponse | undefined) => unknown)(error, res)
+      if (isPromise(result)) result.then(undefined, (thrown: unknown) => this.failWith(thrown, FAILED))
+    } catch (thrown) {
+      this.failWith(thrown, FAILED)
+    }
+  }
+
+  #headIsOut (method: string): boolean {
+    if (!this.raw.headersSent) return false
+    this.request.log.warn(`reply.${method}() ignored: the response head was already sent`)
+    return true
+  }
+
+  #writeHead (statusCode: number, contentType: string | undefined, length: number | undefined, upstream?: OutgoingHttpHeaders, forceType = false): void {
+    // Headers set on the Fastify reply before the handler ran are the base; Fastify itself
+    // would drop them after hijack().
+    const headers = this.#fastifyReply.getHeaders()
+    if (upstream !== undefined) Object.assign(headers, upstream)
+    if (this.#head !== null) Object.assign(headers, this.#head)
+    if (contentType !== undefined && (forceType || headers['content-type'] === undefined)) headers['content-type'] = contentType
+    if (length !== undefined) headers['content-length'] = length
+    if (this.route.plugin.registry.closing && !this.route.plugin.http2) headers.connection = 'close'
+    this.raw.writeHead(statusCode, headers as OutgoingHttpHeaders)
+  }
+
+  /** A late call of a public method: a warning if the handler itself had ended the reply. */
+  #late (method: string): void {
+    const log = this.request.log
+    if ((this.#state === FINISHED || this.#state === FAILED_BY_HANDLER) && !this.#timedOut) {
+      log.warn(`reply.${method}() called after the reply was already ended by the handler; ignored`)
+    } else {
+      log.debug(`reply.${method}() called after the reply ended; ignored`)
+    }
+  }
+
+  #abnormal (): boolean {
+    return this.#state !== FINISHED || this.#timedOut
+  }
+
+  /** The one place where a reply ends. Every way out goes through here, exactly once. */
+  #end (state: Exclude<EndState, typeof OPEN>, reason: unknown): void {
+    // onTimeout answered with finish(): the reply still ended because the watchdog fired, and
+    // its signal says so like every other timed-out reply's.
+    if (reason === undefined && this.#timedOut) reason = new TimeoutError(Date.now() - this.startedAt)
+    this.#state = state
+    this.#reason = reason
+    if (this.#timer !== null) {
+      clearTimeout(this.#timer)
+      this.#timer = null
+    }
+    const abnormal = this.#abnormal()
+    if (abnormal && this.#controller !== null) this.#controller.abort(reason)
+    if (this.inflight !== null) {
+      for (const request of this.inflight) request.release(abnormal)
+    }
+    this.route.plugin.registry.end(this, outcomeOf(state, this.#timedOut))
+  }
+}
+
+function outcomeOf (state: EndState, timedOut: boolean): Outcome {
+  if (timedOut || state === TIMED_OUT) return 'timedOut'
+  if (state === FINISHED) return 'finished'
+  if (state === ABORTED) return 'aborted'
+  return 'failed'
+}
+
+function fireWatchdog (reply: AsyncReplyImpl): void {
+  reply.timeOut()
+}
+
+function onRawClose (this: RawWithReply): void {
+  // `close` after a complete response is the normal end of the exchange, not a client abort.
+  if (!this.writableFinished) this[kReply]?.clientGone()
+}
+
+/** Ends the connection once a response that is already streaming is complete (app closing). */
+function closeConnectionAfter (raw: ServerResponse): void {
+  const socket = raw.socket
+  if (socket !== null) raw.once('finish', () => socket.end())
+}
+
+/** Cuts the response so the client sees it truncated, never cleanly ended. */
+function cut (raw: ServerResponse, http2: boolean): void {
+  if (http2) {
+    const stream = (raw as unknown as { stream: { close (code: number): void } }).stream
+    stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR)
+  } else {
+    raw.destroy()
+  }
+}
+
+function asError (error: unknown): Error {
+  if (isUndiciError(error)) return toUpstreamError(error)
+  if (error instanceof Error) return error
+  return new Error(String(error))
+}
+
+function statusOf (error: Error): number {
+  const { statusCode, status } = error as { statusCode?: unknown, status?: unknown }
+  const value = statusCode ?? status
+  return typeof value === 'number' && Number.isInteger(value) && value >= 400 && value <= 599 ? value : 500
+}
+
+export function isPromise (value: unknown): value is PromiseLike<unknown> {
+  return value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function'
+}
+

@@ -1,0 +1,164 @@
+// Public types and the `declare module 'fastify'` augmentation. Imports nothing of ours.
+import type {
+  FastifyInstance,
+  FastifyPluginCallback,
+  FastifyRequest,
+  RouteGenericInterface,
+  RouteOptions,
+  RawServerDefault,
+  RawRequestDefaultExpression,
+  RawReplyDefaultExpression,
+  ContextConfigDefault,
+  FastifySchema,
+  FastifyTypeProviderDefault,
+  FastifyBaseLogger
+} from 'fastify'
+import type { Dispatcher } from 'undici'
+
+/** The undici response that `fetch` resolves with and the `upstream` option passes on. */
+export type UpstreamResponse = Dispatcher.ResponseData<unknown>
+
+/** undici's request options, less what the plugin sets itself (dispatcher, signal). */
+export type FetchOptions = Omit<Dispatcher.RequestOptions, 'origin' | 'path' | 'method' | 'signal'> & {
+  method?: Dispatcher.HttpMethod | (string & {})
+}
+
+/** A whole upstream request: where, and optionally how. */
+export type UpstreamRequest = FetchOptions & { url: string | URL }
+
+/** `(err, res)`: once `err` is checked, `res` is defined. */
+export type FetchCallback = (
+  ...args: [err: Error, res: undefined] | [err: null, res: UpstreamResponse]
+) => unknown
+
+/** The hang report: where an unfinished reply was when the watchdog fired. */
+export interface HangReport {
+  id: string
+  method: string
+  url: string
+  elapsedMs: number
+  handlerSettled: boolean
+  headersSent: boolean
+  bytesWritten: number
+  inflight: InflightReport[]
+}
+
+export interface InflightReport {
+  method: string
+  url: string
+  ageMs: number
+}
+
+export interface PendingReply {
+  id: string
+  method: string
+  url: string
+  ageMs: number
+  headersSent: boolean
+  handlerSettled: boolean
+  inflight: InflightReport[]
+}
+
+export interface AsyncRouteStats {
+  started: number
+  finished: number
+  timedOut: number
+  aborted: number
+  failed: number
+  pending: number
+}
+
+type Body = string | Uint8Array | Record<string, unknown> | unknown[] | null | undefined
+
+/** The reply of an async route: open until `finish()`, `fail()` or the watchdog ends it. */
+export interface AsyncReply<Request extends FastifyRequest = FastifyRequest> {
+  /** Sets the status code of the response (100–999); chainable. */
+  status (code: number): this
+  /** Alias of `status`. */
+  code (code: number): this
+  header (name: string, value: string | number | readonly string[]): this
+  headers (headers: Record<string, string | number | readonly string[]>): this
+  /** Writes a chunk, sending the head first if needed; `false` when the socket buffer is full. */
+  write (chunk: string | Uint8Array): boolean
+  /** Resolves once everything written so far was handed to the socket; sends the head. */
+  flush (): Promise<void>
+  /** Ends the response. */
+  finish (body?: Body): void
+  /** Ends the response with an error answer (or a cut connection once the head is out). */
+  fail (error: unknown): void
+  fetch (url: string | URL, options?: FetchOptions): Promise<UpstreamResponse>
+  fetch (url: string | URL, callback: FetchCallback): void
+  fetch (url: string | URL, options: FetchOptions | undefined, callback: FetchCallback): void
+  // A callback that only looks at the error, `(err) => …`, which TypeScript does not accept
+  // for the tuple-typed `FetchCallback`.
+  fetch (url: string | URL, callback: (err: Error | null) => unknown): void
+  fetch (url: string | URL, options: FetchOptions | undefined, callback: (err: Error | null) => unknown): void
+  /** Streams an upstream response (or performs the request) to the client; never rejects. */
+  pipe (source: UpstreamResponse | string | URL | UpstreamRequest, options?: FetchOptions): Promise<void>
+  /** Re-arms the watchdog to fire `ms` from now; `0` disarms it. */
+  setTimeout (ms: number): this
+  /** Runs `fn` once if the client disconnects before the reply is finished. */
+  onClose (fn: () => void): this
+  readonly finished: boolean
+  readonly headersSent: boolean
+  readonly signal: AbortSignal
+  readonly request: Request
+  readonly raw: RawReplyDefaultExpression
+}
+
+export type AsyncRouteHandler<RouteGeneric extends RouteGenericInterface = RouteGenericInterface> = (
+  this: FastifyInstance,
+  request: FastifyRequest<RouteGeneric>,
+  reply: AsyncReply<FastifyRequest<RouteGeneric>>,
+  upstream: UpstreamResponse | undefined
+) => unknown
+
+export type UpstreamOption<RouteGeneric extends RouteGenericInterface = RouteGenericInterface> =
+  | string
+  | URL
+  | ((request: FastifyRequest<RouteGeneric>) => string | URL | UpstreamRequest | Promise<string | URL | UpstreamRequest>)
+
+export interface AsyncRouteOptions<RouteGeneric extends RouteGenericInterface = RouteGenericInterface>
+  extends Omit<RouteOptions<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, RouteGeneric, ContextConfigDefault, FastifySchema, FastifyTypeProviderDefault, FastifyBaseLogger>, 'handler'> {
+  handler: AsyncRouteHandler<RouteGeneric>
+  /** Watchdog for this route in ms; overrides the plugin's; `0` turns it off. */
+  timeout?: number
+  /** A request performed before the handler runs; its response is the handler's third argument. */
+  upstream?: UpstreamOption<RouteGeneric>
+  /** Called instead of failing the reply when the `upstream` request fails. */
+  onUpstreamError?: (error: Error, request: FastifyRequest<RouteGeneric>, reply: AsyncReply<FastifyRequest<RouteGeneric>>) => unknown
+}
+
+export interface AsyncRouteDecorator {
+  <RouteGeneric extends RouteGenericInterface = RouteGenericInterface>(options: AsyncRouteOptions<RouteGeneric>): FastifyInstance
+  /** One entry per unfinished async reply. */
+  pending (): PendingReply[]
+  stats (): AsyncRouteStats
+}
+
+export interface AsyncRoutePluginOptions {
+  /** Watchdog in ms for every async route; `0` turns it off. Default 30000. */
+  timeout?: number
+  /** Used by `fetch`, `pipe` and `upstream`. Default: an undici Agent the plugin creates and closes. */
+  dispatcher?: Dispatcher
+  /** On `app.close()`, ms to wait for pending replies before ending them. Default 10000. */
+  closeGrace?: number
+  /** Called when the watchdog fires, before the default action; may answer itself. */
+  onTimeout?: (request: FastifyRequest, reply: AsyncReply, report: HangReport) => void
+  /** ms; logs one warning for a settled, idle, unfinished reply. Default `false` (off). */
+  warnUnfinished?: number | false
+  /** Origins (`http://host:port`) that `fetch`, `pipe` and `upstream` may reach. Default: any. */
+  allowedOrigins?: readonly string[]
+}
+
+/** The plugin; also its own `default` and `asyncRoute` properties, for every import form. */
+export interface AsyncRoutePlugin extends FastifyPluginCallback<AsyncRoutePluginOptions> {
+  default: AsyncRoutePlugin
+  asyncRoute: AsyncRoutePlugin
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    asyncRoute: AsyncRouteDecorator
+  }
+}

@@ -1,0 +1,328 @@
+// app.close(): the grace for pending replies, what clients get when it runs out, keep-alive
+// sockets, and what plain Fastify would do instead.
+import http, { type IncomingMessage } from 'node:http'
+import Fastify from 'fastify'
+import t from 'tap'
+import { Agent, request as undiciRequest } from 'undici'
+import type { AsyncReply } from '../plugin/index.js'
+import { LEVEL, logsAt, startApp } from './helpers/app.js'
+import { request, sendOnly, sleep, waitFor } from './helpers/client.js'
+import { startUpstream } from './helpers/upstream.js'
+
+/** Starts `app.close()` and reports how long it took once it resolves. */
+function timedClose (app: { close: () => Promise<unknown> }): { done: Promise<number>, settled: () => boolean } {
+  const started = Date.now()
+  let settled = false
+  const done = app.close().then(() => {
+    settled = true
+    return Date.now() - started
+  })
+  return { done, settled: () => settled }
+}
+
+/** Resolves with 'closed' if `promise` settles within `ms`, else with 'pending'. */
+async function within (promise: Promise<unknown>, ms: number): Promise<'closed' | 'pending'> {
+  let timer: NodeJS.Timeout | undefined
+  const result = await Promise.race([
+    promise.then(() => 'closed' as const),
+    new Promise<'pending'>((resolve) => { timer = setTimeout(resolve, ms, 'pending') })
+  ])
+  clearTimeout(timer)
+  return result
+}
+
+function keepAliveAgent (test: { teardown: (fn: () => unknown) => void }): http.Agent {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  test.teardown(() => agent.destroy())
+  return agent
+}
+
+// Lets Fastify start its close sequence (preClose) before the test acts during the grace.
+const CLOSE_STARTS = 100
+
+t.test('a pending reply that finishes within closeGrace sends its real answer, and close resolves soon after', async (t) => {
+  let theReply: AsyncReply | undefined
+  const { url, app } = await startApp(t, { closeGrace: 3000, timeout: 10_000 }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/', handler (request, reply) { theReply = reply } })
+  })
+  const response = request(`${url}/`)
+  await waitFor(() => theReply !== undefined, 2000, 'the handler')
+  const close = timedClose(app)
+  await sleep(CLOSE_STARTS + 100)
+  t.equal(close.settled(), false, 'close waits for the pending reply')
+  const finishedAt = Date.now()
+  theReply?.finish('the real answer')
+  const res = await response
+  t.equal(res.statusCode, 200)
+  t.equal(res.body, 'the real answer')
+  t.ok(res.complete)
+  t.equal(res.headers.connection, 'close', 'a reply ending while closing ends its connection')
+  await close.done
+  const after = Date.now() - finishedAt
+  t.ok(after < 1500, `close resolved ${after} ms after the finish, not at the end of the grace`)
+  t.same(app.asyncRoute.stats(), { started: 1, finished: 1, timedOut: 0, aborted: 0, failed: 0, pending: 0 })
+})
+
+t.test('a reply that never finishes gets 503 FST_ASYNC_ROUTE_CLOSING when closeGrace runs out', async (t) => {
+  let entered = false
+  const { url, app, logs } = await startApp(t, { closeGrace: 200, timeout: 0 }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/', handler () { entered = true } })
+  })
+  const response = request(`${url}/`, { timeout: 5000 })
+  await waitFor(() => entered, 2000, 'the handler')
+  const close = timedClose(app)
+  const res = await response
+  t.equal(res.statusCode, 503)
+  t.same(JSON.parse(res.body), {
+    statusCode: 503,
+    code: 'FST_ASYNC_ROUTE_CLOSING',
+    error: 'Service Unavailable',
+    message: 'The server is closing'
+  })
+  t.equal(res.headers.connection, 'close')
+  const elapsed = await close.done
+  t.ok(elapsed >= 190, `close waited for the grace (${elapsed} ms)`)
+  t.ok(elapsed < 200 + 1500, `close resolved within closeGrace + about a second (${elapsed} ms)`)
+  t.equal(logsAt(logs, LEVEL.error, 'closing').length, 1, 'the 503 is logged at error level')
+  t.same(app.asyncRoute.stats(), { started: 1, finished: 0, timedOut: 0, aborted: 0, failed: 1, pending: 0 })
+})
+
+t.test('a streaming reply that never finishes has its socket cut when closeGrace runs out', async (t) => {
+  let entered = false
+  const { url, app } = await startApp(t, { closeGrace: 200, timeout: 0 }, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      handler (request, reply) {
+        entered = true
+        reply.write('data: 1\n\n')
+      }
+    })
+  })
+  const response = request(`${url}/`, { timeout: 5000 })
+  await waitFor(() => entered, 2000, 'the handler')
+  const close = timedClose(app)
+  const res = await response
+  t.equal(res.statusCode, 200)
+  t.equal(res.body, 'data: 1\n\n')
+  t.equal(res.complete, false, 'truncated, never a clean end')
+  const elapsed = await close.done
+  t.ok(elapsed < 200 + 1500, `close resolved in ${elapsed} ms`)
+})
+
+t.test('with nothing pending, close does not wait for closeGrace', async (t) => {
+  const { url, app } = await startApp(t, { closeGrace: 10_000 }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/', handler (request, reply) { reply.finish('ok') } })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 200)
+  const elapsed = await timedClose(app).done
+  t.ok(elapsed < 500, `close resolved in ${elapsed} ms`)
+})
+
+t.test('a reply finishing during the grace on a keep-alive connection does not hold close open', async (t) => {
+  const replies: AsyncReply[] = []
+  const agent = keepAliveAgent(t)
+  const { url, app } = await startApp(t, { closeGrace: 5000, timeout: 0 }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/', handler (request, reply) { replies.push(reply) } })
+  }, { keepAliveTimeout: 60_000 })
+  // A first exchange puts the connection in keep-alive mode.
+  const first = request(`${url}/`, { agent })
+  await waitFor(() => replies.length === 1, 2000, 'the first handler')
+  replies[0]?.finish('first')
+  t.equal((await first).headers.connection, 'keep-alive')
+
+  const second = request(`${url}/`, { agent })
+  await waitFor(() => replies.length === 2, 2000, 'the second handler')
+  const close = timedClose(app)
+  await sleep(CLOSE_STARTS)
+  replies[1]?.finish({ last: true })
+  const res = await second
+  t.equal(res.statusCode, 200)
+  t.same(JSON.parse(res.body), { last: true })
+  t.equal(res.headers.connection, 'close', 'the answer ends its keep-alive connection')
+  const state = await within(close.done, 3000)
+  t.equal(state, 'closed', 'close resolved long before keepAliveTimeout')
+  if (state === 'pending') agent.destroy()
+})
+
+t.test('a streaming reply finishing during the grace on a keep-alive connection ends that connection', async (t) => {
+  let theReply: AsyncReply | undefined
+  const agent = keepAliveAgent(t)
+  const { url, app } = await startApp(t, { closeGrace: 5000, timeout: 0 }, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      handler (request, reply) {
+        theReply = reply
+        reply.write('head sent before close;')
+      }
+    })
+  }, { keepAliveTimeout: 60_000 })
+  const response = request(`${url}/`, { agent })
+  await waitFor(() => theReply !== undefined, 2000, 'the handler')
+  const close = timedClose(app)
+  await sleep(CLOSE_STARTS)
+  theReply?.finish(' finished while closing')
+  const res = await response
+  t.equal(res.body, 'head sent before close; finished while closing')
+  t.ok(res.complete, 'the streamed answer ends cleanly')
+  const state = await within(close.done, 3000)
+  t.equal(state, 'closed', 'close resolved long before keepAliveTimeout')
+  if (state === 'pending') agent.destroy()
+})
+
+t.test('a piped response completing during the grace on a keep-alive connection ends that connection', async (t) => {
+  let release: (() => void) | undefined
+  const upstream = await startUpstream((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' })
+    res.write('upstream head;')
+    release = () => res.end(' upstream tail')
+  })
+  t.teardown(() => upstream.close())
+  const agent = keepAliveAgent(t)
+  const { url, app } = await startApp(t, { closeGrace: 5000, timeout: 0 }, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      handler (request, reply) {
+        void reply.pipe(upstream.url)
+      }
+    })
+  }, { keepAliveTimeout: 60_000 })
+  const response = request(`${url}/`, { agent })
+  await waitFor(() => release !== undefined, 2000, 'the upstream request')
+  const close = timedClose(app)
+  await sleep(CLOSE_STARTS)
+  release?.()
+  const res = await response
+  t.equal(res.body, 'upstream head; upstream tail')
+  t.ok(res.complete)
+  const state = await within(close.done, 3000)
+  t.equal(state, 'closed', 'close resolved long before keepAliveTimeout')
+  if (state === 'pending') agent.destroy()
+})
+
+t.test('new requests during close are refused as Fastify does', async (t) => {
+  let theReply: AsyncReply | undefined
+  const { url, app } = await startApp(t, { closeGrace: 5000, timeout: 0 }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/', handler (request, reply) { theReply = reply } })
+  })
+  const pending = request(`${url}/`)
+  await waitFor(() => theReply !== undefined, 2000, 'the handler')
+  const close = timedClose(app)
+  await sleep(CLOSE_STARTS)
+  // The listener stays open during the grace (preClose), so Fastify itself answers.
+  const refused = await request(`${url}/`, { timeout: 3000 })
+  t.equal(refused.statusCode, 503, "Fastify's own 503")
+  t.same(JSON.parse(refused.body), { error: 'Service Unavailable', message: 'Service Unavailable', statusCode: 503 })
+  t.equal(refused.headers.connection, 'close')
+  t.equal(app.asyncRoute.stats().started, 1, 'the new request never reached the async route')
+  theReply?.finish('done')
+  t.equal((await pending).body, 'done')
+  await close.done
+})
+
+t.test('plain Fastify with hijack() waits on close forever; an async route does not', async (t) => {
+  // Plain Fastify 5: a hijacked reply that never ends.
+  const plain = Fastify()
+  let hijacked = false
+  plain.get('/', (request, reply) => {
+    reply.hijack()
+    hijacked = true
+  })
+  const plainUrl = await plain.listen({ port: 0, host: '127.0.0.1' })
+  const plainReq = await sendOnly(`${plainUrl}/`)
+  t.teardown(() => plainReq.destroy())
+  await waitFor(() => hijacked, 2000, 'the plain handler')
+  const plainClose = plain.close()
+  t.equal(await within(plainClose, 500), 'pending', 'plain Fastify close() is still pending after 500 ms')
+  plainReq.destroy()
+  t.equal(await within(plainClose, 3000), 'closed', 'it resolves only once the client goes away')
+
+  // The same hang as an async route, with no watchdog.
+  let entered = false
+  const { url, app } = await startApp(t, { closeGrace: 200, timeout: 0 }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/', handler () { entered = true } })
+  })
+  const response = request(`${url}/`)
+  await waitFor(() => entered, 2000, 'the async handler')
+  const close = timedClose(app)
+  t.equal(await within(close.done, 200 + 1500), 'closed', 'the async route app closed within closeGrace + about a second')
+  t.equal((await response).statusCode, 503)
+})
+
+t.test("close() does not wait on an upstream body nobody finished reading: the plugin's dispatcher is destroyed", async (t) => {
+  const upstream = await startUpstream((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' })
+    res.write('a body that never ends')
+  })
+  t.teardown(() => upstream.close())
+  const { url, app } = await startApp(t, { closeGrace: 5000, timeout: 0 }, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      async handler (request, reply) {
+        const res = await reply.fetch(upstream.url)
+        reply.finish(`upstream said ${res.statusCode}`)
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.body, 'upstream said 200')
+  t.equal(upstream.openSockets(), 1, 'the upstream connection is still busy with the endless body')
+  const elapsed = await timedClose(app).done
+  t.ok(elapsed < 3000, `close resolved in ${elapsed} ms`)
+  await waitFor(() => upstream.openSockets() === 0, 2000, 'the upstream socket to close')
+  t.pass('the upstream connection was closed')
+})
+
+t.test('a dispatcher passed in is not closed by app.close()', async (t) => {
+  const upstream = await startUpstream((req, res) => res.end('still usable'))
+  t.teardown(() => upstream.close())
+  const dispatcher = new Agent()
+  t.teardown(() => dispatcher.close())
+  const { url, app } = await startApp(t, { dispatcher }, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      async handler (request, reply) {
+        const res = await reply.fetch(upstream.url)
+        reply.finish(await res.body.text())
+      }
+    })
+  })
+  t.equal((await request(`${url}/`)).body, 'still usable')
+  await app.close()
+  const res = await undiciRequest(upstream.url, { dispatcher })
+  t.equal(await res.body.text(), 'still usable', 'the dispatcher still works after close')
+})
+
+t.test('an upstream request in flight when the grace runs out is cancelled', async (t) => {
+  const upstream = await startUpstream(() => {})
+  t.teardown(() => upstream.close())
+  const { url, app } = await startApp(t, { closeGrace: 200, timeout: 0 }, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      handler (request, reply) {
+        reply.fetch(upstream.url, (err, res) => {
+          if (err !== null) return reply.fail(err)
+          reply.finish(String(res.statusCode))
+        })
+      }
+    })
+  })
+  const response = request(`${url}/`)
+  await waitFor(() => upstream.requests.length === 1, 2000, 'the upstream request')
+  const close = timedClose(app)
+  const res = await response
+  t.equal(res.statusCode, 503)
+  await new Promise<void>((resolve) => {
+    const socket = (upstream.requests[0] as IncomingMessage).socket
+    if (socket.destroyed) resolve()
+    else socket.once('close', () => resolve())
+  })
+  t.pass('the upstream saw its request socket closed')
+  t.ok(await close.done < 200 + 1500)
+})

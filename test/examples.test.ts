@@ -1,0 +1,127 @@
+// Runs every file in examples/ against a local upstream, through the built package as a
+// user would import it ('fastify-async-route').
+import { spawn } from 'node:child_process'
+import http from 'node:http'
+import { Writable } from 'node:stream'
+import type { FastifyInstance } from 'fastify'
+import t from 'tap'
+import { startFeedServer } from '../examples/feed-server.js'
+import { buildForgetfulApp } from '../examples/forgot-finish.js'
+import { buildProxyApp } from '../examples/proxy.js'
+import { buildStreamingApp } from '../examples/streaming.js'
+import { buildTornadoApp } from '../examples/tornado.js'
+import { LEVEL, type LogLine } from './helpers/app.js'
+import { openRequest, request } from './helpers/client.js'
+
+function capture (): { logs: LogLine[], logger: { level: string, stream: Writable } } {
+  const logs: LogLine[] = []
+  const stream = new Writable({
+    write (chunk: Buffer, _encoding, callback) {
+      for (const line of chunk.toString().split('\n')) if (line !== '') logs.push(JSON.parse(line) as LogLine)
+      callback()
+    }
+  })
+  return { logs, logger: { level: 'info', stream } }
+}
+
+async function serve (t: { teardown: (fn: () => unknown) => void }, app: FastifyInstance): Promise<string> {
+  t.teardown(() => app.close())
+  return await app.listen({ port: 0, host: '127.0.0.1' })
+}
+
+t.test('tornado: the handler returns, the callback finishes the reply later', async (t) => {
+  const feed = await startFeedServer(4)
+  t.teardown(feed.close)
+  const { logs, logger } = capture()
+  const url = await serve(t, await buildTornadoApp(feed.url, { logger }))
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 200)
+  t.equal(res.body, 'Fetched 4 entries from the feed')
+  const answered = logs.find((line) => line.msg === 'feed answered')
+  t.ok(answered, 'the callback logged the upstream header names')
+  t.ok((answered?.headers as string[]).includes('content-type'))
+})
+
+t.test('streaming: the head and the first chunks arrive before the reply is finished', async (t) => {
+  const url = await serve(t, await buildStreamingApp({ logger: false }))
+  const { res } = await openRequest(`${url}/countdown?from=3`)
+  t.equal(res.headers['content-type'], 'text/plain; charset=utf-8')
+  const first = await new Promise<string>((resolve) => res.once('data', (chunk: Buffer) => resolve(chunk.toString())))
+  t.equal(first, '3\n', 'first chunk arrives on its own')
+  let rest = ''
+  res.on('data', (chunk: Buffer) => { rest += chunk.toString() })
+  await new Promise((resolve) => res.on('end', resolve))
+  t.equal(first + rest, '3\n2\n1\nliftoff\n')
+  const invalid = await request(`${url}/countdown?from=x`)
+  t.equal(invalid.statusCode, 400, 'schema validation runs before the handler')
+})
+
+t.test('forgot-finish: the watchdog answers 504 and logs where the reply hung', async (t) => {
+  const feed = await startFeedServer()
+  t.teardown(feed.close)
+  const { logs, logger } = capture()
+  const url = await serve(t, await buildForgetfulApp(feed.url, { logger }))
+  const started = Date.now()
+  const res = await request(`${url}/forgot`)
+  t.equal(res.statusCode, 504)
+  t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_TIMEOUT')
+  t.ok(Date.now() - started >= 450, 'answered by the 500 ms watchdog')
+  const hang = logs.filter((line) => line.level === LEVEL.warn && String(line.msg).includes('reply.finish() forgotten'))
+  t.equal(hang.length, 1, 'one hang report')
+  t.match(hang[0]?.report, { method: 'GET', url: '/forgot', handlerSettled: true, headersSent: false, inflight: [] })
+})
+
+t.test('proxy: pipe(url), fetch + pipe(res) and the upstream option stream the feed', async (t) => {
+  const feed = await startFeedServer(2)
+  t.teardown(feed.close)
+  const url = await serve(t, await buildProxyApp(feed.url, { logger: false }))
+  for (const path of ['/direct', '/checked', '/declared']) {
+    const res = await request(`${url}${path}`)
+    t.equal(res.statusCode, 200, path)
+    t.equal(res.headers['content-type'], 'application/json', path)
+    t.equal(JSON.parse(res.body).entries.length, 2, path)
+  }
+  t.equal((await request(`${url}/checked`)).headers['x-proxied-by'], 'fastify-async-route')
+})
+
+t.test('quick-start: the README example runs as written against 127.0.0.1:8080', async (t) => {
+  const upstream = http.createServer((_request, response) => response.end('upstream'))
+  const listening = await new Promise<boolean>((resolve) => {
+    upstream.once('error', () => resolve(false))
+    upstream.listen(8080, '127.0.0.1', () => resolve(true))
+  })
+  if (!listening) {
+    t.comment('port 8080 is taken on this machine: the quick-start example cannot run here')
+    return
+  }
+  t.teardown(() => new Promise<void>((resolve) => { upstream.closeAllConnections(); upstream.close(() => resolve()) }))
+  const { app } = await import('../examples/quick-start.js')
+  app.log.level = 'silent'
+  const url = await serve(t, app)
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 200)
+  t.equal(res.body, 'done')
+})
+
+t.test('npm start: the example app prints its URL and answers GET / with 200', async (t) => {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/start.ts'], {
+    env: { ...process.env, PORT: '0' },
+    stdio: ['ignore', 'pipe', 'inherit']
+  })
+  t.teardown(() => { child.kill('SIGKILL') })
+  const address = await new Promise<string>((resolve, reject) => {
+    let out = ''
+    child.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString()
+      const found = /listening on (http:\/\/127\.0\.0\.1:\d+)\//.exec(out)
+      if (found !== null) resolve(found[1] as string)
+    })
+    child.once('exit', (code) => reject(new Error(`example exited early (${String(code)}): ${out}`)))
+  })
+  const res = await request(`${address}/`)
+  t.equal(res.statusCode, 200)
+  t.match(res.body, /^Fetched 3 entries/)
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
+  child.kill('SIGTERM')
+  t.equal(await exited, 0, 'stops cleanly on SIGTERM')
+})

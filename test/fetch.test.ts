@@ -1,0 +1,661 @@
+// reply.fetch(): promise and callback styles, undici options reaching a real upstream, the
+// mapping of upstream failures to 502/504 as the client sees it, callbacks that throw, and
+// fetches cancelled because their reply ended.
+import type { IncomingMessage } from 'node:http'
+import t from 'tap'
+import { Agent, DecoratorHandler, type Dispatcher } from 'undici'
+import { LEVEL, logsAt, startApp, type LogLine } from './helpers/app.js'
+import { request, sendOnly, waitFor } from './helpers/client.js'
+import { refusedOrigin, startUpstream, type Upstream, type UpstreamHandler } from './helpers/upstream.js'
+import { OriginDeniedError } from '../plugin/index.js'
+
+// The subtest type: the last overload of t.test takes only the callback.
+type Test = Parameters<Parameters<typeof t.test>[0]>[0]
+
+async function upstreamFor (test: Test, handler?: UpstreamHandler): Promise<Upstream> {
+  const up = await startUpstream(handler)
+  test.teardown(() => up.close())
+  return up
+}
+
+/** Reads a request body on the upstream side. */
+function readBody (req: IncomingMessage): Promise<string> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = []
+    req.on('data', (chunk: Buffer) => chunks.push(chunk))
+    req.on('end', () => resolve(Buffer.concat(chunks).toString()))
+  })
+}
+
+/** The upstream answers with what it received, as JSON. */
+const echo: UpstreamHandler = (req, res) => {
+  void readBody(req).then((body) => {
+    res.setHeader('content-type', 'application/json')
+    res.setHeader('x-upstream', 'echo')
+    res.statusCode = 201
+    res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers, body }))
+  })
+}
+
+/** The upstream never answers (the socket stays open until the upstream is closed). */
+const stall: UpstreamHandler = () => {}
+
+function portOf (url: string): string {
+  return new URL(url).port
+}
+
+/** The client-facing error body names no upstream host, port or URL. */
+function assertNoUpstreamDetails (test: Test, body: string, upstreamUrl: string): void {
+  test.notOk(body.includes('127.0.0.1'), 'the answer does not name the upstream host')
+  test.notOk(body.includes(portOf(upstreamUrl)), 'the answer does not name the upstream port')
+  test.notOk(body.includes('stack'), 'the answer carries no stack')
+}
+
+function errorLines (logs: LogLine[]): LogLine[] {
+  return logsAt(logs, LEVEL.error)
+}
+
+t.test('fetch as a promise resolves with the upstream response, and method, headers and body reach the upstream', async (t) => {
+  const up = await upstreamFor(t, echo)
+  const { url } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      async handler (_request, reply) {
+        const res = await reply.fetch(`${up.origin}/path?q=1`, {
+          method: 'POST',
+          headers: { 'x-test': 'from-handler', 'content-type': 'text/plain' },
+          body: 'hello upstream'
+        })
+        const text = await res.body.text()
+        reply.status(res.statusCode).header('x-upstream', String(res.headers['x-upstream'])).finish(text)
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 201, 'the handler relayed the upstream status')
+  t.equal(res.headers['x-upstream'], 'echo')
+  const seen = JSON.parse(res.body)
+  t.equal(seen.method, 'POST', 'the upstream saw the method')
+  t.equal(seen.url, '/path?q=1', 'the upstream saw path and query')
+  t.equal(seen.headers['x-test'], 'from-handler', 'the upstream saw the header')
+  t.equal(seen.body, 'hello upstream', 'the upstream saw the body')
+  t.equal(up.requests.length, 1)
+})
+
+t.test('fetch with a callback calls back with (null, res) and returns nothing', async (t) => {
+  const up = await upstreamFor(t, (_req, res) => res.end('upstream body'))
+  let returned: unknown = 'not set'
+  const { url } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      handler (_request, reply) {
+        returned = reply.fetch(up.url, (err, res) => {
+          if (err) return reply.fail(err)
+          res.body.text().then((text) => reply.finish(`got: ${text} (${res.statusCode})`), (error) => reply.fail(error))
+        })
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 200)
+  t.equal(res.body, 'got: upstream body (200)')
+  t.equal(returned, undefined, 'the callback form returns undefined')
+})
+
+t.test('fetch(url, options, callback) passes the options to the upstream', async (t) => {
+  const up = await upstreamFor(t, echo)
+  const { url } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      handler (_request, reply) {
+        reply.fetch(new URL('/put', up.origin), { method: 'PUT', headers: { 'x-opt': '1' }, body: 'put body' }, (err, res) => {
+          if (err) return reply.fail(err)
+          res.body.json().then((json) => reply.finish(json as Record<string, unknown>), (error) => reply.fail(error))
+        })
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 200)
+  const seen = JSON.parse(res.body)
+  t.equal(seen.method, 'PUT')
+  t.equal(seen.url, '/put')
+  t.equal(seen.headers['x-opt'], '1')
+  t.equal(seen.body, 'put body')
+})
+
+t.test('fetch callback gets an error with code and statusCode when the upstream refuses', async (t) => {
+  const refused = await refusedOrigin()
+  const { url } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      handler (_request, reply) {
+        reply.fetch(`${refused}/`, (err, res) => {
+          reply.finish({
+            isError: err instanceof Error,
+            code: (err as { code?: string } | null)?.code,
+            statusCode: (err as { statusCode?: number } | null)?.statusCode,
+            message: err?.message,
+            res: res === undefined ? 'undefined' : 'defined'
+          })
+        })
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 200)
+  const seen = JSON.parse(res.body)
+  t.same(seen, {
+    isError: true,
+    code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR',
+    statusCode: 502,
+    message: 'The upstream request failed',
+    res: 'undefined'
+  })
+  t.notOk(res.body.includes(portOf(refused)), 'the error message does not name the port')
+})
+
+t.test('a rejected fetch carries code and statusCode, and its cause keeps the undici error', async (t) => {
+  const refused = await refusedOrigin()
+  const { url } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      async handler (_request, reply) {
+        try {
+          await reply.fetch(`${refused}/`)
+          reply.finish('unexpected')
+        } catch (error) {
+          const err = error as Error & { code: string, statusCode: number, cause?: { code?: string } }
+          reply.finish({ code: err.code, statusCode: err.statusCode, causeCode: err.cause?.code })
+        }
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.same(JSON.parse(res.body), { code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR', statusCode: 502, causeCode: 'ECONNREFUSED' })
+})
+
+t.test('upstream refused: the client gets 502 FST_ASYNC_ROUTE_UPSTREAM_ERROR without the upstream address, the log keeps the cause', async (t) => {
+  const refused = await refusedOrigin()
+  const { url, logs } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      async handler (_request, reply) {
+        const res = await reply.fetch(`${refused}/secret-path`)
+        reply.finish(await res.body.text())
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 502)
+  t.match(res.headers['content-type'], /^application\/json/)
+  t.same(JSON.parse(res.body), {
+    statusCode: 502,
+    code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR',
+    error: 'Bad Gateway',
+    message: 'The upstream request failed'
+  })
+  assertNoUpstreamDetails(t, res.body, refused)
+  t.notOk(res.body.includes('secret-path'), 'the answer does not name the upstream path')
+  const lines = errorLines(logs)
+  t.equal(lines.length, 1, 'one error line')
+  const logged = JSON.stringify(lines[0])
+  t.ok(logged.includes('ECONNREFUSED'), 'the error log keeps the undici cause')
+  t.ok(logged.includes(portOf(refused)), 'the error log names the upstream port')
+})
+
+t.test('upstream resets the socket before answering: 502', async (t) => {
+  const up = await upstreamFor(t, (req) => req.socket.resetAndDestroy())
+  const { url, logs } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      async handler (_request, reply) {
+        const res = await reply.fetch(up.url)
+        reply.finish(await res.body.text())
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 502)
+  t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
+  assertNoUpstreamDetails(t, res.body, up.url)
+  t.equal(up.connections(), 1, 'the upstream was reached')
+  t.equal(errorLines(logs).length, 1)
+})
+
+t.test('upstream answers with non-HTTP bytes: 502', async (t) => {
+  const up = await upstreamFor(t, (req) => { req.socket.end('SSH-2.0-OpenSSH_9.6 this is not http\r\n\r\n') })
+  const { url } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      async handler (_request, reply) {
+        const res = await reply.fetch(up.url)
+        reply.finish(await res.body.text())
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 502)
+  t.same(JSON.parse(res.body), {
+    statusCode: 502,
+    code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR',
+    error: 'Bad Gateway',
+    message: 'The upstream request failed'
+  })
+  assertNoUpstreamDetails(t, res.body, up.url)
+})
+
+t.test('upstream stalls before its head past headersTimeout: 504 FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT', async (t) => {
+  const up = await upstreamFor(t, stall)
+  const { url, logs } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      async handler (_request, reply) {
+        const res = await reply.fetch(up.url, { headersTimeout: 100 })
+        reply.finish(await res.body.text())
+      }
+    })
+  })
+  const started = Date.now()
+  const res = await request(`${url}/`, { timeout: 5000 })
+  t.equal(res.statusCode, 504)
+  t.same(JSON.parse(res.body), {
+    statusCode: 504,
+    code: 'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT',
+    error: 'Gateway Timeout',
+    message: 'The upstream request timed out'
+  })
+  t.ok(Date.now() - started >= 90, 'not before the headers timeout')
+  assertNoUpstreamDetails(t, res.body, up.url)
+  const lines = errorLines(logs)
+  t.equal(lines.length, 1)
+  t.match(lines[0]?.err, { code: 'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT', stack: /caused by: HeadersTimeoutError/ }, 'the log keeps the undici cause')
+})
+
+/** Sends the head and part of a content-length body, then does `then` with the response. */
+function partialBody (then: 'stall' | 'destroy'): UpstreamHandler {
+  return (_req, res) => {
+    res.setHeader('content-length', 1000)
+    res.write('x'.repeat(100), () => {
+      if (then === 'destroy') setTimeout(() => res.socket?.destroy(), 20)
+    })
+  }
+}
+
+t.test('upstream stalls mid-body past bodyTimeout while the handler reads it, the error escapes: 504', async (t) => {
+  const up = await upstreamFor(t, partialBody('stall'))
+  let readError: unknown
+  const { url, logs } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      async handler (_request, reply) {
+        const res = await reply.fetch(up.url, { bodyTimeout: 100 })
+        try {
+          await res.body.text()
+        } catch (error) {
+          readError = error
+          throw error
+        }
+        reply.finish('unexpected')
+      }
+    })
+  })
+  const res = await request(`${url}/`, { timeout: 5000 })
+  t.equal(res.statusCode, 504)
+  t.same(JSON.parse(res.body), {
+    statusCode: 504,
+    code: 'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT',
+    error: 'Gateway Timeout',
+    message: 'The upstream request timed out'
+  })
+  t.equal((readError as { code?: string }).code, 'UND_ERR_BODY_TIMEOUT', 'reading the body threw undici\'s body timeout')
+  assertNoUpstreamDetails(t, res.body, up.url)
+  const lines = errorLines(logs)
+  t.equal(lines.length, 1)
+  t.match(lines[0]?.err, { code: 'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT', stack: /caused by: BodyTimeoutError/ }, 'the log keeps the undici cause')
+})
+
+t.test('upstream stalls mid-body past bodyTimeout, the handler passes the error to reply.fail: 504', async (t) => {
+  const up = await upstreamFor(t, partialBody('stall'))
+  const { url } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      handler (_request, reply) {
+        reply.fetch(up.url, { bodyTimeout: 100 }, (err, res) => {
+          if (err) return reply.fail(err)
+          res.body.text().then((text) => reply.finish(text), (error: unknown) => reply.fail(error))
+        })
+      }
+    })
+  })
+  const res = await request(`${url}/`, { timeout: 5000 })
+  t.equal(res.statusCode, 504)
+  t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT')
+  assertNoUpstreamDetails(t, res.body, up.url)
+})
+
+t.test('upstream resets mid-body while the handler reads it: 502', async (t) => {
+  const up = await upstreamFor(t, partialBody('destroy'))
+  const { url, logs } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      async handler (_request, reply) {
+        const res = await reply.fetch(up.url)
+        reply.finish(await res.body.text())
+      }
+    })
+  })
+  const res = await request(`${url}/`, { timeout: 5000 })
+  t.equal(res.statusCode, 502)
+  t.same(JSON.parse(res.body), {
+    statusCode: 502,
+    code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR',
+    error: 'Bad Gateway',
+    message: 'The upstream request failed'
+  })
+  assertNoUpstreamDetails(t, res.body, up.url)
+  const lines = errorLines(logs)
+  t.equal(lines.length, 1)
+  t.match(lines[0]?.err, { code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR', stack: /caused by: SocketError/ }, 'the log keeps the undici cause')
+})
+
+t.test('a throw inside the fetch callback fails the reply with 500, not the process', async (t) => {
+  const up = await upstreamFor(t)
+  const { url, logs } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      handler (_request, reply) {
+        reply.fetch(up.url, () => {
+          throw new Error('callback broke')
+        })
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 500)
+  t.same(JSON.parse(res.body), { statusCode: 500, error: 'Internal Server Error', message: 'callback broke' })
+  const lines = errorLines(logs)
+  t.equal(lines.length, 1, 'logged at error level')
+  t.equal(lines[0]?.msg, 'callback broke')
+  // The app still serves.
+  const again = await request(`${url}/`)
+  t.equal(again.statusCode, 500)
+})
+
+t.test('a fetch callback that throws a non-Error value fails the reply with 500', async (t) => {
+  const up = await upstreamFor(t)
+  const { url } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      handler (_request, reply) {
+        reply.fetch(up.url, () => {
+          // eslint-disable-next-line no-throw-literal
+          throw null
+        })
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 500)
+  t.equal(JSON.parse(res.body).message, 'null')
+})
+
+t.test('a fetch callback that returns a rejected promise fails the reply with its status', async (t) => {
+  const up = await upstreamFor(t)
+  const { url } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      handler (_request, reply) {
+        reply.fetch(up.url, async (err, res) => {
+          if (err) throw err
+          await res.body.dump()
+          throw Object.assign(new Error('teapot upstream'), { statusCode: 418, code: 'E_TEAPOT' })
+        })
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 418)
+  t.same(JSON.parse(res.body), { statusCode: 418, code: 'E_TEAPOT', error: "I'm a Teapot", message: 'teapot upstream' })
+})
+
+t.test('a fetch callback whose promise resolves after finishing leaves the reply as finished', async (t) => {
+  const up = await upstreamFor(t, (_req, res) => res.end('fine'))
+  const { url, logs } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      handler (_request, reply) {
+        reply.fetch(up.url, async (err, res) => {
+          if (err) throw err
+          reply.finish(await res.body.text())
+        })
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 200)
+  t.equal(res.body, 'fine')
+  t.equal(errorLines(logs).length, 0)
+})
+
+t.test('a fetch started after the reply ended rejects with FST_ASYNC_ROUTE_CANCELLED without connecting', async (t) => {
+  const up = await upstreamFor(t)
+  let late: { code?: string, statusCode?: number } | undefined
+  let calledBack: { code?: string } | null | undefined
+  const { url } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      handler (_request, reply) {
+        reply.finish('done')
+        reply.fetch(up.url).then(() => { late = { code: 'resolved' } }, (error: { code?: string, statusCode?: number }) => { late = error })
+        reply.fetch(up.url, (err) => { calledBack = err as { code?: string } | null })
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 200)
+  t.equal(res.body, 'done')
+  await waitFor(() => late !== undefined && calledBack !== undefined, 2000, 'the late fetches to settle')
+  t.equal(late?.code, 'FST_ASYNC_ROUTE_CANCELLED', 'the promise rejects as cancelled')
+  t.equal(calledBack?.code, 'FST_ASYNC_ROUTE_CANCELLED', 'the callback gets the cancellation')
+  t.equal(up.connections(), 0, 'the upstream was never contacted')
+})
+
+t.test('a fetch pending when the handler finishes is cancelled: it rejects and the upstream sees its request closed', async (t) => {
+  let upstreamClosed!: () => void
+  const closed = new Promise<void>((resolve) => { upstreamClosed = resolve })
+  let arrived!: () => void
+  const arrival = new Promise<void>((resolve) => { arrived = resolve })
+  const up = await upstreamFor(t, (_req, res) => {
+    res.on('close', () => upstreamClosed())
+    arrived()
+  })
+  let outcome: { code?: string } | undefined
+  const { url, app } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      async handler (_request, reply) {
+        const pending = reply.fetch(up.url).then(
+          () => { outcome = { code: 'resolved' } },
+          (error: { code?: string }) => { outcome = error })
+        await arrival
+        reply.finish('finished first')
+        await pending
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 200)
+  t.equal(res.body, 'finished first')
+  await waitFor(() => outcome !== undefined, 2000, 'the pending fetch to settle')
+  t.equal(outcome?.code, 'FST_ASYNC_ROUTE_CANCELLED')
+  await closed
+  t.pass('the upstream saw its request closed')
+  t.same(app.asyncRoute.stats(), { started: 1, finished: 1, timedOut: 0, aborted: 0, failed: 0, pending: 0 })
+})
+
+t.test('a fetch whose reply ends just as the upstream head arrives rejects as cancelled instead of yielding the response', async (t) => {
+  const up = await upstreamFor(t, (_req, res) => res.end('too late'))
+  // A user dispatcher whose hook runs right after undici delivered the head, before the
+  // plugin's code sees the response: the reply is ended exactly in that gap.
+  let onHead: (() => void) | null = null
+  type OnResponseStart = NonNullable<Dispatcher.DispatchHandler['onResponseStart']>
+  // undici's typings declare no methods on DecoratorHandler; its code has them all.
+  interface Decorated { onResponseStart (...args: Parameters<OnResponseStart>): void }
+  const Decorator = DecoratorHandler as unknown as new (handler: Dispatcher.DispatchHandler) => Decorated
+  class HeadHook extends Decorator {
+    override onResponseStart (...args: Parameters<OnResponseStart>): void {
+      super.onResponseStart(...args)
+      onHead?.()
+    }
+  }
+  const dispatcher = new Agent().compose((dispatch) => (options, handler) => dispatch(options, new HeadHook(handler)))
+  t.teardown(() => dispatcher.destroy())
+  let outcome: { code?: string } | undefined
+  const { url } = await startApp(t, { dispatcher }, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      async handler (_request, reply) {
+        onHead = () => reply.finish('finished at the upstream head')
+        try {
+          const res = await reply.fetch(up.url)
+          outcome = { code: `resolved ${res.statusCode}` }
+        } catch (error) {
+          outcome = error as { code?: string }
+        }
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.body, 'finished at the upstream head')
+  await waitFor(() => outcome !== undefined, 2000, 'the fetch to settle')
+  t.equal(outcome?.code, 'FST_ASYNC_ROUTE_CANCELLED', 'the response is never handed out')
+})
+
+t.test('a fetch pending when the watchdog fires is cancelled and the callback gets the error', async (t) => {
+  const up = await upstreamFor(t, stall)
+  let calledBack: { code?: string, cause?: { code?: string } } | undefined
+  const { url } = await startApp(t, { timeout: 100 }, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      handler (_request, reply) {
+        reply.fetch(up.url, (err) => {
+          calledBack = err as { code?: string }
+          if (err) return reply.fail(err)
+          reply.finish('unexpected')
+        })
+      }
+    })
+  })
+  const res = await request(`${url}/`, { timeout: 5000 })
+  t.equal(res.statusCode, 504)
+  t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_TIMEOUT')
+  await waitFor(() => calledBack !== undefined, 2000, 'the callback')
+  t.equal(calledBack?.code, 'FST_ASYNC_ROUTE_CANCELLED')
+  t.equal(calledBack?.cause?.code, 'FST_ASYNC_ROUTE_TIMEOUT', 'the cause says how the reply ended')
+  await waitFor(() => up.openSockets() === 0, 2000, 'the upstream socket to close')
+})
+
+t.test('a fetch pending when the client leaves is cancelled and the upstream sees its request closed', async (t) => {
+  let arrived!: () => void
+  const arrival = new Promise<void>((resolve) => { arrived = resolve })
+  let upstreamClosed = false
+  const up = await upstreamFor(t, (_req, res) => {
+    res.on('close', () => { upstreamClosed = true })
+    arrived()
+  })
+  let outcome: { code?: string } | undefined
+  const { url, app } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      handler (_request, reply) {
+        reply.fetch(up.url).then(() => { outcome = { code: 'resolved' } }, (error: { code?: string }) => { outcome = error })
+      }
+    })
+  })
+  const client = await sendOnly(`${url}/`)
+  await arrival
+  client.destroy()
+  await waitFor(() => outcome !== undefined && upstreamClosed, 2000, 'cancellation')
+  t.equal(outcome?.code, 'FST_ASYNC_ROUTE_CANCELLED')
+  t.equal(app.asyncRoute.stats().aborted, 1)
+})
+
+t.test('a user dispatcher that fails with a code-less error gives 502', async (t) => {
+  const up = await upstreamFor(t)
+  const dispatcher = new Agent().compose(() => () => { throw new Error('interceptor broke') })
+  t.teardown(() => dispatcher.destroy())
+  const { url } = await startApp(t, { dispatcher }, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      async handler (_request, reply) {
+        await reply.fetch(up.url)
+        reply.finish('unexpected')
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 502)
+  t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
+  t.equal(up.connections(), 0)
+})
+
+t.test('a user dispatcher failing with ETIMEDOUT gives 504', async (t) => {
+  const up = await upstreamFor(t)
+  const dispatcher = new Agent().compose(() => () => { throw Object.assign(new Error('connect ETIMEDOUT'), { code: 'ETIMEDOUT' }) })
+  t.teardown(() => dispatcher.destroy())
+  const { url } = await startApp(t, { dispatcher }, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      async handler (_request, reply) {
+        await reply.fetch(up.url)
+        reply.finish('unexpected')
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 504)
+  t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT')
+})
+
+t.test('a user dispatcher failing with one of the plugin\'s own errors keeps that error', async (t) => {
+  const up = await upstreamFor(t)
+  const dispatcher = new Agent().compose(() => () => { throw new OriginDeniedError() })
+  t.teardown(() => dispatcher.destroy())
+  const { url } = await startApp(t, { dispatcher }, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      async handler (_request, reply) {
+        await reply.fetch(up.url)
+        reply.finish('unexpected')
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 500)
+  t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_ORIGIN_DENIED')
+})

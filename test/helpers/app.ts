@@ -1,0 +1,64 @@
+// A Fastify app with the plugin, listening on 127.0.0.1 port 0, whose log lines are kept for
+// assertions; closed when the test ends. Importing this module also makes any unhandled
+// rejection or uncaught exception fail the run.
+import { Writable } from 'node:stream'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import t from 'tap'
+import asyncRoute, { type AsyncRoutePluginOptions } from '../../plugin/index.js'
+
+process.on('unhandledRejection', (reason) => {
+  t.fail(`unhandled rejection: ${String((reason as Error)?.stack ?? reason)}`)
+})
+process.on('uncaughtException', (error) => {
+  t.fail(`uncaught exception: ${String(error?.stack ?? error)}`)
+})
+
+export interface LogLine {
+  level: number
+  msg: string
+  reqId?: string
+  [key: string]: unknown
+}
+
+export const LEVEL = { debug: 20, info: 30, warn: 40, error: 50 } as const
+
+export interface TestApp {
+  app: FastifyInstance
+  logs: LogLine[]
+  /** Base URL once listening, e.g. http://127.0.0.1:1234 */
+  url: string
+}
+
+type Test = { teardown: (fn: () => unknown) => void }
+
+/**
+ * Registers the plugin, lets `setup` declare routes, listens. The app is closed at teardown
+ * (if the test did not close it).
+ */
+export async function startApp (
+  test: Test,
+  pluginOptions: AsyncRoutePluginOptions,
+  setup: (app: FastifyInstance) => void | Promise<void>,
+  fastifyOptions: FastifyServerOptions = {}
+): Promise<TestApp> {
+  const logs: LogLine[] = []
+  const stream = new Writable({
+    write (chunk: Buffer, _encoding, callback) {
+      for (const line of chunk.toString().split('\n')) {
+        if (line !== '') logs.push(JSON.parse(line) as LogLine)
+      }
+      callback()
+    }
+  })
+  const app = Fastify({ logger: { level: 'debug', stream }, ...fastifyOptions })
+  await app.register(asyncRoute, pluginOptions)
+  await setup(app)
+  const url = await app.listen({ port: 0, host: '127.0.0.1' })
+  test.teardown(() => app.close())
+  return { app, logs, url }
+}
+
+/** Log lines at exactly this level whose message includes `text`. */
+export function logsAt (logs: LogLine[], level: number, text = ''): LogLine[] {
+  return logs.filter((line) => line.level === level && String(line.msg).includes(text))
+}

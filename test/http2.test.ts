@@ -1,0 +1,87 @@
+// Over HTTP/2, ending one reply abnormally must reset only its own stream: the client's
+// session, and every other stream on it, carry on.
+import http2 from 'node:http2'
+import type { FastifyServerOptions } from 'fastify'
+import t from 'tap'
+import { startApp } from './helpers/app.js'
+
+const H2C = { http2: true } as unknown as FastifyServerOptions
+
+interface H2Response { status: number, body: string, rstCode: number }
+
+function h2get (session: http2.ClientHttp2Session, path: string): Promise<H2Response> {
+  return new Promise((resolve, reject) => {
+    const req = session.request({ ':path': path })
+    let status = 0
+    const chunks: Buffer[] = []
+    const timer = setTimeout(() => reject(new Error(`no HTTP/2 response for ${path} within 5000 ms`)), 5000)
+    req.on('response', (headers) => { status = Number(headers[':status']) })
+    req.on('data', (chunk: Buffer) => chunks.push(chunk))
+    req.on('error', () => {})
+    req.on('close', () => {
+      clearTimeout(timer)
+      resolve({ status, body: Buffer.concat(chunks).toString(), rstCode: req.rstCode ?? 0 })
+    })
+    req.end()
+  })
+}
+
+t.test('HTTP/2: a watchdog firing after the head resets only that stream', async (t) => {
+  const { url } = await startApp(t, { timeout: 100 }, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/stuck',
+      handler (_request, reply) {
+        reply.write('partial')
+      }
+    })
+    app.asyncRoute({
+      method: 'GET',
+      url: '/slow',
+      handler (_request, reply) {
+        setTimeout(() => reply.finish('whole'), 250)
+      }
+    })
+  }, H2C)
+  const session = http2.connect(url)
+  session.on('error', () => {})
+  t.teardown(() => session.close())
+
+  const [stuck, slow] = await Promise.all([h2get(session, '/stuck'), h2get(session, '/slow').catch((e: Error) => e)])
+  t.equal(stuck.status, 200, 'the head had been sent')
+  t.equal(stuck.body, 'partial')
+  t.equal(stuck.rstCode, http2.constants.NGHTTP2_INTERNAL_ERROR, 'the stream was reset, not ended cleanly')
+  t.notOk(session.destroyed, 'the session survives')
+  t.equal((slow as H2Response).status, 504, 'the other stream got its own watchdog answer')
+
+  const after = await h2get(session, '/stuck')
+  t.equal(after.rstCode, http2.constants.NGHTTP2_INTERNAL_ERROR, 'a new stream on the same session works')
+})
+
+t.test('HTTP/2: finish() and fail() answer over a stream like over HTTP/1', async (t) => {
+  const { url } = await startApp(t, { timeout: 1000 }, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/ok',
+      handler (_request, reply) {
+        setTimeout(() => reply.finish({ ok: true }), 10)
+      }
+    })
+    app.asyncRoute({
+      method: 'GET',
+      url: '/fail',
+      handler (_request, reply) {
+        setTimeout(() => reply.fail(Object.assign(new Error('gone'), { statusCode: 410 })), 10)
+      }
+    })
+  }, H2C)
+  const session = http2.connect(url)
+  session.on('error', () => {})
+  t.teardown(() => session.close())
+  const ok = await h2get(session, '/ok')
+  t.equal(ok.status, 200)
+  t.same(JSON.parse(ok.body), { ok: true })
+  const failed = await h2get(session, '/fail')
+  t.equal(failed.status, 410)
+  t.same(JSON.parse(failed.body), { statusCode: 410, error: 'Gone', message: 'gone' })
+})

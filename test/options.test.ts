@@ -1,0 +1,151 @@
+// Plugin options are checked at register(), with a message naming the option; and the built
+// package loads through every import form.
+import { createRequire } from 'node:module'
+import Fastify from 'fastify'
+import t, { type Test } from 'tap'
+import asyncRouteFromPackage, { asyncRoute as namedFromPackage } from 'fastify-async-route'
+import asyncRoute, { type AsyncRoutePluginOptions } from '../plugin/index.js'
+import { startApp } from './helpers/app.js'
+import { request } from './helpers/client.js'
+import { startUpstream } from './helpers/upstream.js'
+
+/** Registers the plugin on a fresh app and resolves with the error register() rejected with. */
+async function registerError (t: Test, options: unknown): Promise<Error | undefined> {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  try {
+    await app.register(asyncRoute, options as AsyncRoutePluginOptions)
+    await app.ready()
+  } catch (error) {
+    return error as Error
+  }
+  return undefined
+}
+
+async function rejects (t: Test, options: unknown, name: string): Promise<void> {
+  const shown = JSON.stringify(options, (key, value: unknown) => typeof value === 'function' ? '[function]' : value)
+  const error = await registerError(t, options)
+  if (error === undefined) {
+    t.fail(`register accepted ${shown}`)
+    return
+  }
+  t.equal(error.name, 'TypeError', `${shown}: a TypeError`)
+  t.match(error.message, `"${name}"`, `${shown}: the message names ${name}`)
+}
+
+async function accepts (t: Test, options: unknown): Promise<void> {
+  const error = await registerError(t, options)
+  t.equal(error, undefined, `register accepts ${JSON.stringify(options)}${error === undefined ? '' : `: ${error.message}`}`)
+}
+
+t.test('durations must be integers from 0 to 2147483647', async (t) => {
+  for (const name of ['timeout', 'closeGrace', 'warnUnfinished']) {
+    for (const value of [-1, 1.5, 2_147_483_648, '100', Number.NaN, Infinity, null, true]) {
+      await rejects(t, { [name]: value }, name)
+    }
+    await accepts(t, { [name]: 0 })
+    await accepts(t, { [name]: 2_147_483_647 })
+  }
+  await accepts(t, { warnUnfinished: false })
+  await accepts(t, { timeout: undefined, closeGrace: undefined, warnUnfinished: undefined })
+  await accepts(t, {})
+})
+
+t.test('the message says what was expected and what was given', async (t) => {
+  const error = await registerError(t, { timeout: '100' })
+  t.match(error?.message, /^fastify-async-route: option "timeout" must be an integer from 0 to 2147483647 \(ms\), got "100"$/)
+  const negative = await registerError(t, { closeGrace: -5 })
+  t.match(negative?.message, /"closeGrace".*got -5/)
+})
+
+t.test('a dispatcher must have a dispatch() method', async (t) => {
+  await rejects(t, { dispatcher: {} }, 'dispatcher')
+  await rejects(t, { dispatcher: { dispatch: 'not a function' } }, 'dispatcher')
+  await rejects(t, { dispatcher: null }, 'dispatcher')
+  await rejects(t, { dispatcher: 'http://127.0.0.1' }, 'dispatcher')
+  await accepts(t, { dispatcher: { dispatch () { return true }, close: async () => {}, destroy: async () => {} } })
+})
+
+t.test('onTimeout must be a function', async (t) => {
+  await rejects(t, { onTimeout: 'log it' }, 'onTimeout')
+  await rejects(t, { onTimeout: {} }, 'onTimeout')
+  await rejects(t, { onTimeout: null }, 'onTimeout')
+  await accepts(t, { onTimeout () {} })
+})
+
+t.test('allowedOrigins must be an array of scheme://host[:port] origins', async (t) => {
+  await rejects(t, { allowedOrigins: 'http://127.0.0.1:8080' }, 'allowedOrigins')
+  await rejects(t, { allowedOrigins: { 0: 'http://a' } }, 'allowedOrigins')
+  await rejects(t, { allowedOrigins: null }, 'allowedOrigins')
+  const invalid = [
+    42,
+    null,
+    'http://a/b',
+    'http://a.example:8080/path/',
+    'http://a//',
+    'http://a?x=1',
+    'http://a/?x=1',
+    'http://a#top',
+    'http:a/b',
+    'http:a',
+    'http://a\\b',
+    'http:\\\\a',
+    'http://user:pass@a',
+    'http://user@a',
+    'ftp://a',
+    'file:///etc/passwd',
+    'ws://a',
+    'not an origin',
+    '127.0.0.1:8080',
+    ''
+  ]
+  for (const value of invalid) {
+    await rejects(t, { allowedOrigins: ['http://fine.example', value] }, 'allowedOrigins[1]')
+  }
+  await accepts(t, { allowedOrigins: [] })
+  await accepts(t, { allowedOrigins: ['http://a', 'https://b.example:8443', 'http://127.0.0.1:3000/', 'HTTP://UPPER.example'] })
+})
+
+t.test('an origin with a trailing / is tolerated and still allows its requests', async (t) => {
+  const upstream = await startUpstream((req, res) => res.end('from upstream'))
+  t.teardown(() => upstream.close())
+  const { url } = await startApp(t, { allowedOrigins: [`${upstream.origin}/`], closeGrace: 100 }, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      async handler (request, reply) {
+        const res = await reply.fetch(upstream.url)
+        reply.finish(await res.body.text())
+      }
+    })
+  })
+  const res = await request(url)
+  t.equal(res.statusCode, 200)
+  t.equal(res.body, 'from upstream')
+  t.equal(upstream.requests.length, 1)
+})
+
+t.test('the built package loads through import, named import and require', async (t) => {
+  const required = createRequire(import.meta.url)('fastify-async-route') as typeof asyncRouteFromPackage
+  t.type(asyncRouteFromPackage, 'function', 'default import')
+  t.equal(namedFromPackage, asyncRouteFromPackage, 'the named import is the default one')
+  t.type(required, 'function', 'require() returns the plugin function itself')
+  t.equal(required.default, required, 'require(...).default')
+  t.equal(required.asyncRoute, required, 'require(...).asyncRoute')
+  t.equal(asyncRouteFromPackage.default, asyncRouteFromPackage)
+  t.equal(asyncRouteFromPackage.asyncRoute, asyncRouteFromPackage)
+
+  for (const [form, plugin] of [['default', asyncRouteFromPackage], ['named', namedFromPackage], ['require', required]] as const) {
+    const app = Fastify()
+    t.teardown(() => app.close())
+    await app.register(plugin, { timeout: 1000 })
+    t.type(app.asyncRoute, 'function', `${form}: decorates app.asyncRoute`)
+    app.asyncRoute({ method: 'GET', url: '/', handler (request, reply) { setTimeout(() => reply.finish(form), 5) } })
+    const url = await app.listen({ port: 0, host: '127.0.0.1' })
+    const res = await request(url)
+    t.equal(res.statusCode, 200, form)
+    t.equal(res.body, form)
+    t.equal(res.headers['content-type'], 'text/plain; charset=utf-8', form)
+    await app.close()
+  }
+})
