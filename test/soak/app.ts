@@ -1,0 +1,162 @@
+// The application under soak: one async route per behaviour, good and bad.
+import { Writable } from 'node:stream'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { Agent } from 'undici'
+import asyncRoute from '../../plugin/index.js'
+
+/** The short watchdog of the routes that are meant to time out. */
+export const SHORT_TIMEOUT_MS = 300
+/** Upstream headers timeout of `/stall`. */
+export const STALL_HEADERS_TIMEOUT_MS = 150
+const STREAM_CHUNK = Buffer.alloc(64 * 1024, 0x61)
+const STREAM_CHUNKS = 32
+
+export interface LogCounts {
+  warn: number
+  error: number
+}
+
+export interface SoakApp {
+  app: FastifyInstance
+  url: string
+  logs: LogCounts
+  dispatcher: Agent
+}
+
+export async function startSoakApp (upstream: string, refused: string): Promise<SoakApp> {
+  const logs: LogCounts = { warn: 0, error: 0 }
+  const stream = new Writable({
+    write (chunk: Buffer, _encoding, callback) {
+      for (const line of chunk.toString().split('\n')) {
+        if (line.includes('"level":40')) logs.warn++
+        else if (line.includes('"level":50')) logs.error++
+      }
+      callback()
+    }
+  })
+  // Short keep-alive so that, once idle, every upstream socket must be gone: one that stays
+  // open was leaked.
+  const dispatcher = new Agent({ keepAliveTimeout: 500, keepAliveMaxTimeout: 500, connections: 128 })
+  const app = Fastify({ logger: { level: 'warn', stream }, keepAliveTimeout: 5_000 })
+  await app.register(asyncRoute, { timeout: 3_000, dispatcher, closeGrace: 1_000 })
+
+  app.asyncRoute<{ Querystring: { size: string } }>({
+    method: 'GET',
+    url: '/ok/pipe-url',
+    handler (request, reply) {
+      void reply.pipe(`${upstream}/ok?size=${request.query.size}`)
+    }
+  })
+  app.asyncRoute<{ Querystring: { size: string } }>({
+    method: 'GET',
+    url: '/ok/fetch-pipe',
+    async handler (request, reply) {
+      const res = await reply.fetch(`${upstream}/ok?size=${request.query.size}`)
+      await reply.pipe(res)
+    }
+  })
+  app.asyncRoute<{ Querystring: { size: string } }>({
+    method: 'GET',
+    url: '/ok/upstream',
+    upstream: (request) => `${upstream}/ok?size=${request.query.size}`,
+    handler (_request, reply, res) {
+      void reply.pipe(res!)
+    }
+  })
+  app.asyncRoute<{ Querystring: { size: string } }>({
+    method: 'GET',
+    url: '/ok/buffered',
+    handler (request, reply) {
+      reply.fetch(`${upstream}/ok?size=${request.query.size}`, (err, res) => {
+        if (err) return reply.fail(err)
+        res.body.arrayBuffer().then((body) => reply.finish(Buffer.from(body)), (error: unknown) => reply.fail(error))
+      })
+    }
+  })
+  app.asyncRoute({
+    method: 'GET',
+    url: '/slow',
+    timeout: SHORT_TIMEOUT_MS,
+    async handler (_request, reply) {
+      const res = await reply.fetch(`${upstream}/slow`)
+      reply.finish(await res.body.text())
+    }
+  })
+  app.asyncRoute({
+    method: 'GET',
+    url: '/refuse',
+    handler (_request, reply) {
+      reply.fetch(`${refused}/`, (err) => {
+        if (err) return reply.fail(err)
+        reply.finish('unexpected')
+      })
+    }
+  })
+  app.asyncRoute({
+    method: 'GET',
+    url: '/stall',
+    async handler (_request, reply) {
+      const res = await reply.fetch(`${upstream}/stall`, { headersTimeout: STALL_HEADERS_TIMEOUT_MS })
+      await reply.pipe(res)
+    }
+  })
+  app.asyncRoute({
+    method: 'GET',
+    url: '/reset',
+    handler (_request, reply) {
+      void reply.pipe(`${upstream}/reset`)
+    }
+  })
+  app.asyncRoute({
+    method: 'GET',
+    url: '/forget',
+    timeout: SHORT_TIMEOUT_MS,
+    handler () {
+      // Forgets reply.finish() on purpose.
+    }
+  })
+  app.asyncRoute({
+    method: 'GET',
+    url: '/throw',
+    async handler () {
+      await new Promise((resolve) => setImmediate(resolve))
+      throw new Error('handler failed on purpose')
+    }
+  })
+  app.asyncRoute({
+    method: 'GET',
+    url: '/twice',
+    handler (_request, reply) {
+      setImmediate(() => {
+        reply.finish('first')
+        reply.finish('second')
+      })
+    }
+  })
+  app.asyncRoute({
+    method: 'GET',
+    url: '/hold',
+    handler (_request, reply) {
+      // Sends the head and never finishes: only the client leaving ends it.
+      void reply.flush()
+    }
+  })
+  app.asyncRoute({
+    method: 'GET',
+    url: '/stream',
+    async handler (_request, reply) {
+      reply.header('content-type', 'application/octet-stream')
+      for (let i = 0; i < STREAM_CHUNKS && !reply.finished; i++) {
+        if (!reply.write(STREAM_CHUNK)) await reply.flush()
+        // Paced, so that a client leaving after the first chunk leaves before the end.
+        await new Promise((resolve) => setTimeout(resolve, 5))
+      }
+      reply.finish()
+    }
+  })
+
+  const url = await app.listen({ port: 0, host: '127.0.0.1' })
+  return { app, url, logs, dispatcher }
+}
+
+export const STREAM_BYTES = STREAM_CHUNK.length * STREAM_CHUNKS

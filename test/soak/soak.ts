@@ -1,0 +1,314 @@
+// The soak: mixed traffic with injected faults through async routes, then proof that every
+// request ended as the contract says and that nothing was lost or leaked.
+import http from 'node:http'
+import { SHORT_TIMEOUT_MS, startSoakApp, STREAM_BYTES } from './app.js'
+import { BODY_SIZES, startSoakUpstream, verifyBody } from './upstreams.js'
+
+export interface SoakOptions {
+  durationMs: number
+  concurrency: number
+  print?: (line: string) => void
+}
+
+/** What the server must count a request of each kind as. */
+type Expected = 'finished' | 'timedOut' | 'failed' | 'aborted'
+
+interface Kind {
+  name: string
+  expected: Expected
+  /** Resolves with null when the outcome is the one the contract promises, else with what went wrong. */
+  run: (base: string, agent: http.Agent, size: number) => Promise<string | null>
+}
+
+interface Response {
+  status: number
+  body: Buffer
+  complete: boolean
+}
+
+/** No answer within this long is a hang: every route ends well before it. */
+const HANG_MS = 8_000
+
+function get (url: string, agent: http.Agent, onResponse?: (res: http.IncomingMessage, req: http.ClientRequest) => void): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent }, (res) => {
+      const chunks: Buffer[] = []
+      let ended = false
+      res.on('data', (chunk: Buffer) => chunks.push(chunk))
+      res.on('end', () => { ended = true })
+      res.on('error', () => {})
+      res.on('close', () => {
+        clearTimeout(timer)
+        resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), complete: ended && res.complete })
+      })
+      onResponse?.(res, req)
+    })
+    const timer = setTimeout(() => req.destroy(new Error('hang')), HANG_MS)
+    req.on('error', (error) => {
+      clearTimeout(timer)
+      reject(error)
+    })
+  })
+}
+
+function errorAnswer (res: Response, status: number, code: string): string | null {
+  if (res.status !== status || !res.complete) return `expected ${status} ${code}, got ${res.status}${res.complete ? '' : ' (cut)'}`
+  const parsed = JSON.parse(res.body.toString()) as { code?: string }
+  return parsed.code === code ? null : `expected code ${code}, got ${String(parsed.code)}`
+}
+
+function wholeBody (res: Response, size: number): string | null {
+  if (res.status !== 200) return `expected 200, got ${res.status}`
+  if (!res.complete) return 'silent truncation: body cut short'
+  return verifyBody(res.body, size) ? null : 'wrong body: checksum mismatch'
+}
+
+const okKind = (route: string): Kind => ({
+  name: `ok ${route}`,
+  expected: 'finished',
+  run: async (base, agent, size) => wholeBody(await get(`${base}/ok/${route}?size=${size}`, agent), size)
+})
+
+const KINDS: Kind[] = [
+  okKind('pipe-url'),
+  okKind('fetch-pipe'),
+  okKind('upstream'),
+  okKind('buffered'),
+  okKind('pipe-url'),
+  okKind('fetch-pipe'),
+  {
+    name: 'slow upstream (watchdog)',
+    expected: 'timedOut',
+    run: async (base, agent) => errorAnswer(await get(`${base}/slow`, agent), 504, 'FST_ASYNC_ROUTE_TIMEOUT')
+  },
+  {
+    name: 'refused upstream',
+    expected: 'failed',
+    run: async (base, agent) => errorAnswer(await get(`${base}/refuse`, agent), 502, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
+  },
+  {
+    name: 'stalled upstream',
+    expected: 'failed',
+    run: async (base, agent) => errorAnswer(await get(`${base}/stall`, agent), 504, 'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT')
+  },
+  {
+    name: 'upstream reset mid-body',
+    expected: 'failed',
+    run: async (base, agent) => {
+      const res = await get(`${base}/reset`, agent)
+      if (res.status !== 200) return `expected a 200 head, got ${res.status}`
+      return res.complete ? 'silent truncation: a reset upstream body ended cleanly' : null
+    }
+  },
+  {
+    name: 'forgotten finish()',
+    expected: 'timedOut',
+    run: async (base, agent) => errorAnswer(await get(`${base}/forget`, agent), 504, 'FST_ASYNC_ROUTE_TIMEOUT')
+  },
+  {
+    name: 'handler throws',
+    expected: 'failed',
+    run: async (base, agent) => {
+      const res = await get(`${base}/throw`, agent)
+      return res.status === 500 && res.complete ? null : `expected 500, got ${res.status}`
+    }
+  },
+  {
+    name: 'finish() twice',
+    expected: 'finished',
+    run: async (base, agent) => {
+      const res = await get(`${base}/twice`, agent)
+      return res.status === 200 && res.complete && res.body.toString() === 'first' ? null : `expected 200 "first", got ${res.status} ${res.body.toString()}`
+    }
+  },
+  {
+    name: 'client leaves before the answer',
+    expected: 'aborted',
+    run: async (base, agent) => {
+      await get(`${base}/hold`, agent, (res) => res.destroy())
+      return null
+    }
+  },
+  {
+    name: 'client leaves mid-stream',
+    expected: 'aborted',
+    run: async (base, agent) => {
+      const res = await get(`${base}/stream`, agent, (response) => response.once('data', () => response.destroy()))
+      return res.complete ? 'the stream ended although the client left' : null
+    }
+  },
+  {
+    name: 'client reads slowly',
+    expected: 'finished',
+    run: async (base, agent) => {
+      const size = 1024 * 1024
+      const res = await get(`${base}/ok/pipe-url?size=${size}`, agent, (response) => {
+        let seen = 0
+        response.on('data', (chunk: Buffer) => {
+          seen += chunk.length
+          if (seen >= 128 * 1024) {
+            seen = 0
+            response.pause()
+            setTimeout(() => response.resume(), 5)
+          }
+        })
+      })
+      return wholeBody(res, size)
+    }
+  },
+  {
+    name: 'stream read whole',
+    expected: 'finished',
+    run: async (base, agent) => {
+      const res = await get(`${base}/stream`, agent)
+      return res.status === 200 && res.complete && res.body.length === STREAM_BYTES ? null : `expected ${STREAM_BYTES} bytes, got ${res.body.length}${res.complete ? '' : ' (cut)'}`
+    }
+  }
+]
+
+export interface SoakResult {
+  ok: boolean
+  problems: string[]
+  report: string
+}
+
+function mib (bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`
+}
+
+function forceGc (): void {
+  const gc = (globalThis as { gc?: () => void }).gc
+  if (gc === undefined) throw new Error('run the soak with node --expose-gc')
+  for (let i = 0; i < 3; i++) gc()
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+async function until (check: () => boolean, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms
+  while (!check()) {
+    if (Date.now() > deadline) return false
+    await sleep(20)
+  }
+  return true
+}
+
+function activeTimers (): number {
+  return process.getActiveResourcesInfo().filter((type) => type === 'Timeout').length
+}
+
+export async function runSoak (options: SoakOptions): Promise<SoakResult> {
+  const print = options.print ?? (() => {})
+  const problems: string[] = []
+  let unhandled = 0
+  const onUnhandled = (error: unknown): void => {
+    unhandled++
+    problems.push(`unhandled: ${String((error as Error)?.stack ?? error)}`)
+  }
+  process.on('unhandledRejection', onUnhandled)
+  process.on('uncaughtException', onUnhandled)
+
+  const upstream = await startSoakUpstream()
+  const { app, url, logs, dispatcher } = await startSoakApp(upstream.origin, upstream.refusedOrigin)
+  const agent = new http.Agent({ keepAlive: true, maxSockets: options.concurrency })
+
+  // Warm up every path once, so that the baseline holds compiled code and pools.
+  for (const kind of KINDS) await kind.run(url, agent, BODY_SIZES[0] as number)
+  const warmStats = app.asyncRoute.stats()
+  await until(() => upstream.openSockets() === 0, 3_000)
+  forceGc()
+  const heapBefore = process.memoryUsage().heapUsed
+  const timersBefore = activeTimers()
+
+  const sent = new Map<string, number>()
+  const failedByKind = new Map<string, number>()
+  const expected = { finished: 0, timedOut: 0, failed: 0, aborted: 0 }
+  let next = 0
+  const deadline = Date.now() + options.durationMs
+  const started = Date.now()
+  async function worker (): Promise<void> {
+    while (Date.now() < deadline) {
+      const n = next++
+      const kind = KINDS[n % KINDS.length] as Kind
+      const size = BODY_SIZES[Math.floor(n / KINDS.length) % BODY_SIZES.length] as number
+      sent.set(kind.name, (sent.get(kind.name) ?? 0) + 1)
+      expected[kind.expected]++
+      let problem: string | null
+      try {
+        problem = await kind.run(url, agent, size)
+      } catch (error) {
+        problem = `client error: ${(error as Error).message}`
+      }
+      if (problem !== null) {
+        failedByKind.set(kind.name, (failedByKind.get(kind.name) ?? 0) + 1)
+        if (problems.length < 20) problems.push(`${kind.name}: ${problem}`)
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: options.concurrency }, worker))
+  const elapsed = Date.now() - started
+
+  // Let the last aborts and cancellations settle, then check that nothing is left.
+  const drained = await until(() => app.asyncRoute.pending().length === 0, 3_000)
+  agent.destroy()
+  const socketsFreed = await until(() => upstream.openSockets() === 0, 3_000)
+  const socketsLeft = upstream.openSockets()
+  await sleep(50)
+  forceGc()
+  const heapAfter = process.memoryUsage().heapUsed
+  const timersAfter = activeTimers()
+
+  const stats = app.asyncRoute.stats()
+  const total = [...sent.values()].reduce((a, b) => a + b, 0)
+  const delta = {
+    started: stats.started - warmStats.started,
+    finished: stats.finished - warmStats.finished,
+    timedOut: stats.timedOut - warmStats.timedOut,
+    failed: stats.failed - warmStats.failed,
+    aborted: stats.aborted - warmStats.aborted
+  }
+  if (!drained) problems.push(`pending() not empty: ${app.asyncRoute.pending().length} replies left`)
+  if (stats.started !== stats.finished + stats.timedOut + stats.aborted + stats.failed + stats.pending) {
+    problems.push(`stats do not add up: ${JSON.stringify(stats)}`)
+  }
+  if (delta.started !== total) problems.push(`stats.started counted ${delta.started} replies for ${total} requests sent`)
+  for (const outcome of ['finished', 'timedOut', 'failed', 'aborted'] as const) {
+    if (delta[outcome] !== expected[outcome]) problems.push(`stats.${outcome} is ${delta[outcome]}, expected ${expected[outcome]}`)
+  }
+  if (!socketsFreed) problems.push(`${socketsLeft} upstream sockets still open after the keep-alive timeout`)
+  if (timersAfter > timersBefore) problems.push(`${timersAfter - timersBefore} timers left behind`)
+  const heapGrowth = heapAfter - heapBefore
+  const heapMargin = Math.max(16 * 1024 * 1024, heapBefore * 0.25)
+  if (heapGrowth > heapMargin) problems.push(`heap grew by ${mib(heapGrowth)} (margin ${mib(heapMargin)})`)
+  if (unhandled > 0) problems.push(`${unhandled} unhandled rejections or uncaught exceptions`)
+
+  await app.close()
+  await dispatcher.close()
+  await upstream.close()
+  process.off('unhandledRejection', onUnhandled)
+  process.off('uncaughtException', onUnhandled)
+
+  const lines: string[] = []
+  lines.push(`soak: ${elapsed} ms, ${options.concurrency} concurrent clients, ${total} requests (${Math.round(total / (elapsed / 1000))} req/s), watchdog ${SHORT_TIMEOUT_MS} ms on the slow routes`)
+  lines.push('')
+  lines.push('| request kind | sent | wrong outcome | server counts it as |')
+  lines.push('| --- | ---: | ---: | --- |')
+  const byName = new Map(KINDS.map((kind) => [kind.name, kind.expected]))
+  for (const [name, count] of sent) lines.push(`| ${name} | ${count} | ${failedByKind.get(name) ?? 0} | ${byName.get(name) as string} |`)
+  lines.push('')
+  lines.push('| check | result |')
+  lines.push('| --- | --- |')
+  lines.push(`| stats (this run) | started ${delta.started}, finished ${delta.finished}, timedOut ${delta.timedOut}, failed ${delta.failed}, aborted ${delta.aborted}, pending ${stats.pending} |`)
+  lines.push(`| expected | finished ${expected.finished}, timedOut ${expected.timedOut}, failed ${expected.failed}, aborted ${expected.aborted} |`)
+  lines.push(`| faults injected | ${total - (sent.get('ok pipe-url') ?? 0) - (sent.get('ok fetch-pipe') ?? 0) - (sent.get('ok upstream') ?? 0) - (sent.get('ok buffered') ?? 0) - (sent.get('stream read whole') ?? 0)} |`)
+  lines.push(`| log lines | ${logs.warn} warnings, ${logs.error} errors |`)
+  lines.push(`| heap after GC | ${mib(heapBefore)} before, ${mib(heapAfter)} after (${heapGrowth >= 0 ? '+' : ''}${mib(heapGrowth)}) |`)
+  lines.push(`| upstream sockets left | ${socketsLeft} (of ${upstream.connections()} opened) |`)
+  lines.push(`| timers | ${timersBefore} before, ${timersAfter} after |`)
+  lines.push(`| unhandled rejections / exceptions | ${unhandled} |`)
+  lines.push('')
+  lines.push(problems.length === 0 ? 'verdict: PASS' : `verdict: FAIL\n${problems.map((p) => `- ${p}`).join('\n')}`)
+  const report = lines.join('\n')
+  print(report)
+  return { ok: problems.length === 0, problems, report }
+}

@@ -1,0 +1,92 @@
+// The soak's upstream: one real server on 127.0.0.1 whose paths misbehave on purpose, plus a
+// port where nothing listens. Every good body ends with the SHA-256 of what precedes it, so a
+// client can tell a whole body from a corrupted or truncated one.
+import { createHash, randomBytes } from 'node:crypto'
+import http from 'node:http'
+import type { Socket } from 'node:net'
+
+export const BODY_SIZES = [100, 4 * 1024, 64 * 1024, 256 * 1024, 1024 * 1024]
+/** How long `/slow` waits before answering: longer than the soak's short watchdog. */
+export const SLOW_MS = 600
+const CHECKSUM_LENGTH = 64
+
+/** True when the body is whole: its last 64 characters are the SHA-256 of the rest. */
+export function verifyBody (body: Buffer, expectedSize: number): boolean {
+  if (body.length !== expectedSize + CHECKSUM_LENGTH) return false
+  const payload = body.subarray(0, expectedSize)
+  const checksum = body.subarray(expectedSize).toString()
+  return createHash('sha256').update(payload).digest('hex') === checksum
+}
+
+function makeBodies (): Map<number, Buffer> {
+  const pool = randomBytes(Math.max(...BODY_SIZES))
+  const bodies = new Map<number, Buffer>()
+  for (const size of BODY_SIZES) {
+    const payload = pool.subarray(0, size)
+    bodies.set(size, Buffer.concat([payload, Buffer.from(createHash('sha256').update(payload).digest('hex'))]))
+  }
+  return bodies
+}
+
+export interface SoakUpstream {
+  origin: string
+  refusedOrigin: string
+  openSockets: () => number
+  connections: () => number
+  close: () => Promise<void>
+}
+
+export async function startSoakUpstream (): Promise<SoakUpstream> {
+  const bodies = makeBodies()
+  const sockets = new Set<Socket>()
+  let accepted = 0
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://upstream')
+    switch (url.pathname) {
+      case '/ok': {
+        const body = bodies.get(Number(url.searchParams.get('size'))) as Buffer
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length })
+        res.end(body)
+        return
+      }
+      case '/slow': {
+        const timer = setTimeout(() => res.end('too late'), SLOW_MS)
+        res.once('close', () => clearTimeout(timer))
+        return
+      }
+      case '/stall':
+        // Never answers; the socket is freed when the plugin gives up on it.
+        return
+      case '/reset':
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': 100_000 })
+        res.write(Buffer.alloc(10_000, 1), () => res.socket?.destroy())
+        return
+      default:
+        res.writeHead(404).end()
+    }
+  })
+  server.keepAliveTimeout = 5_000
+  server.on('connection', (socket) => {
+    accepted++
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as { port: number }
+
+  const refused = http.createServer()
+  await new Promise<void>((resolve) => refused.listen(0, '127.0.0.1', resolve))
+  const refusedPort = (refused.address() as { port: number }).port
+  await new Promise<void>((resolve) => refused.close(() => resolve()))
+
+  return {
+    origin: `http://127.0.0.1:${port}`,
+    refusedOrigin: `http://127.0.0.1:${refusedPort}`,
+    openSockets: () => sockets.size,
+    connections: () => accepted,
+    close: async () => {
+      for (const socket of sockets) socket.destroy()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    }
+  }
+}
