@@ -428,7 +428,9 @@ function fireWatchdog (reply: AsyncReplyImpl): void {
 
 function onRawClose (this: RawWithReply): void {
   // `close` after a complete response is the normal end of the exchange, not a client abort.
-  if (!this.writableFinished) this[kReply]?.clientGone()
+  // (`writableEnded`, not `writableFinished`: an HTTP/2 stream the client cancelled reports
+  // itself finished.)
+  if (!this.writableEnded) this[kReply]?.clientGone()
 }
 
 /** Ends the connection once a response that is already streaming is complete (app closing). */

@@ -85,3 +85,40 @@ t.test('HTTP/2: finish() and fail() answer over a stream like over HTTP/1', asyn
   t.equal(failed.status, 410)
   t.same(JSON.parse(failed.body), { statusCode: 410, error: 'Gone', message: 'gone' })
 })
+
+t.test('HTTP/2: a client cancelling its stream aborts that reply only', async (t) => {
+  let closed = 0
+  let aborted = false
+  const { url, app } = await startApp(t, { timeout: 2000 }, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/held',
+      handler (_request, reply) {
+        reply.onClose(() => { closed++ })
+        reply.signal.addEventListener('abort', () => { aborted = true })
+        void reply.flush()
+      }
+    })
+    app.asyncRoute({
+      method: 'GET',
+      url: '/ok',
+      handler (_request, reply) {
+        setTimeout(() => reply.finish('still here'), 10)
+      }
+    })
+  }, H2C)
+  const session = http2.connect(url)
+  session.on('error', () => {})
+  t.teardown(() => session.close())
+  const held = session.request({ ':path': '/held' })
+  held.on('error', () => {})
+  await new Promise((resolve) => held.once('response', resolve))
+  held.close(http2.constants.NGHTTP2_CANCEL)
+  const deadline = Date.now() + 2000
+  while (app.asyncRoute.stats().aborted === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.equal(app.asyncRoute.stats().aborted, 1, 'counted as aborted')
+  t.equal(closed, 1, 'onClose ran once')
+  t.ok(aborted, 'signal aborted')
+  const ok = await h2get(session, '/ok')
+  t.equal(ok.body, 'still here', 'the session carries on')
+})
