@@ -37,7 +37,7 @@ export async function buildProxyApp (feedUrl: string, options: FastifyServerOpti
     url: '/declared',
     upstream: feedUrl,
     handler (_request, reply, res) {
-      void reply.pipe(res!)
+      void reply.pipe(res)
     }
   })
   return app

@@ -1,7 +1,9 @@
 // Every error the plugin creates, with the stable codes of the public contract. Messages are
 // what a client may see: they never name an upstream's URL, host or address (the undici error
 // stays attached as `cause`, for the logs).
-import createError from '@fastify/error'
+// The named import: the default one of this `export =` module loses its namespace (and so the
+// error types) in the declarations under TypeScript's bundler resolution.
+import { createError } from '@fastify/error'
 
 export const TimeoutError = createError(
   'FST_ASYNC_ROUTE_TIMEOUT', 'The reply was not finished within %d ms', 504)

@@ -7,7 +7,7 @@ import type { RouteContext } from './context.js'
 import { ClientGoneError, ClosingError, isUndiciError, TimeoutError, toUpstreamError } from './errors.js'
 import { timeoutChannel, type Outcome, type Tracked } from './registry.js'
 import type { AsyncReply, FetchCallback, FetchOptions, HangReport, PendingReply, UpstreamRequest, UpstreamResponse } from './types.js'
-import { fetchUpstream, pipeUpstream, type Inflight } from './upstream.js'
+import { fetchUpstream, pipeUpstream, type Releasable } from './upstream.js'
 import { checkDuration, describeHang, describeInflight } from './watchdog.js'
 
 // How a reply ended. The handler's own finish()/fail() are told apart from the plugin's ends,
@@ -49,7 +49,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
   handlerSettled = false
   bytesWritten = 0
   /** Upstream requests whose headers or body are still outstanding; created on first use. */
-  inflight: Set<Inflight> | null = null
+  inflight: Set<Releasable> | null = null
   /** Last sign of life, for `warnUnfinished`. */
   lastActivity: number
 

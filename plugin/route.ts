@@ -37,6 +37,14 @@ export function createAsyncRoute (plugin: PluginContext, owner: FastifyInstance)
         startReply(route, request, reply)
       }
     })
+    // Fastify serialises with the response schema only in reply.send(), which a hijacked reply
+    // never reaches: say so once, when the route is declared, rather than let it look applied.
+    if (routeOptions.schema?.response !== undefined) {
+      instance.log.warn(
+        { method: routeOptions.method, url: routeOptions.url },
+        'asyncRoute(): schema.response is not used by async routes (the reply is hijacked): it neither serialises nor filters what reply.finish() sends'
+      )
+    }
     return instance
   }
 }

@@ -1,17 +1,20 @@
 // Public types and the `declare module 'fastify'` augmentation. Imports nothing of ours.
 import type {
+  ContextConfigDefault,
+  FastifyBaseLogger,
   FastifyInstance,
   FastifyPluginCallback,
   FastifyRequest,
-  RouteGenericInterface,
-  RouteOptions,
-  RawServerDefault,
-  RawRequestDefaultExpression,
-  RawReplyDefaultExpression,
-  ContextConfigDefault,
   FastifySchema,
+  FastifyTypeProvider,
   FastifyTypeProviderDefault,
-  FastifyBaseLogger
+  HTTPMethods,
+  RawReplyDefaultExpression,
+  RawRequestDefaultExpression,
+  RawServerBase,
+  RawServerDefault,
+  RouteGenericInterface,
+  RouteShorthandOptions
 } from 'fastify'
 import type { Dispatcher } from 'undici'
 
@@ -71,7 +74,7 @@ export interface AsyncRouteStats {
 type Body = string | Uint8Array | Record<string, unknown> | unknown[] | null | undefined
 
 /** The reply of an async route: open until `finish()`, `fail()` or the watchdog ends it. */
-export interface AsyncReply<Request extends FastifyRequest = FastifyRequest> {
+export interface AsyncReply<Request = FastifyRequest, RawReply = RawReplyDefaultExpression> {
   /** Sets the status code of the response (100–999); chainable. */
   status (code: number): this
   /** Alias of `status`. */
@@ -102,35 +105,126 @@ export interface AsyncReply<Request extends FastifyRequest = FastifyRequest> {
   readonly finished: boolean
   readonly headersSent: boolean
   readonly signal: AbortSignal
+  /** The Fastify request, typed as the route's. */
   readonly request: Request
-  readonly raw: RawReplyDefaultExpression
+  /** The Node response (`ServerResponse`, or `Http2ServerResponse` on an HTTP/2 server). */
+  readonly raw: RawReply
 }
 
-export type AsyncRouteHandler<RouteGeneric extends RouteGenericInterface = RouteGenericInterface> = (
-  this: FastifyInstance,
-  request: FastifyRequest<RouteGeneric>,
-  reply: AsyncReply<FastifyRequest<RouteGeneric>>,
-  upstream: UpstreamResponse | undefined
+/*
+ * The route types carry the same type parameters as Fastify's own (`RouteHandler`'s order), so
+ * that `request.params`, `query`, `headers` and `body` come from the route generic
+ * (`app.asyncRoute<{ Querystring: … }>`) or from the instance's type provider and the schema
+ * (`app.withTypeProvider<TypeBoxTypeProvider>().asyncRoute({ schema: … })`).
+ */
+
+/** The request an async route's functions receive. */
+export type AsyncRouteRequest<
+  RouteGeneric extends RouteGenericInterface = RouteGenericInterface,
+  RawServer extends RawServerBase = RawServerDefault,
+  RawRequest extends RawRequestDefaultExpression<RawServer> = RawRequestDefaultExpression<RawServer>,
+  ContextConfig = ContextConfigDefault,
+  SchemaCompiler extends FastifySchema = FastifySchema,
+  TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault,
+  Logger extends FastifyBaseLogger = FastifyBaseLogger
+> = FastifyRequest<RouteGeneric, RawServer, RawRequest, SchemaCompiler, TypeProvider, ContextConfig, Logger>
+
+/**
+ * `handler(request, reply, upstreamResponse)`. The third argument is the `upstream` option's
+ * response: defined on a route that has `upstream`, `undefined` on one that has not.
+ */
+export type AsyncRouteHandler<
+  RouteGeneric extends RouteGenericInterface = RouteGenericInterface,
+  RawServer extends RawServerBase = RawServerDefault,
+  RawRequest extends RawRequestDefaultExpression<RawServer> = RawRequestDefaultExpression<RawServer>,
+  RawReply extends RawReplyDefaultExpression<RawServer> = RawReplyDefaultExpression<RawServer>,
+  ContextConfig = ContextConfigDefault,
+  SchemaCompiler extends FastifySchema = FastifySchema,
+  TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault,
+  Logger extends FastifyBaseLogger = FastifyBaseLogger,
+  Upstream extends UpstreamResponse | undefined = UpstreamResponse | undefined
+> = (
+  this: FastifyInstance<RawServer, RawRequest, RawReply, Logger, TypeProvider>,
+  request: AsyncRouteRequest<RouteGeneric, RawServer, RawRequest, ContextConfig, SchemaCompiler, TypeProvider, Logger>,
+  reply: AsyncReply<AsyncRouteRequest<RouteGeneric, RawServer, RawRequest, ContextConfig, SchemaCompiler, TypeProvider, Logger>, RawReply>,
+  upstream: Upstream
 ) => unknown
 
-export type UpstreamOption<RouteGeneric extends RouteGenericInterface = RouteGenericInterface> =
+/** The `upstream` option: a URL (plain GET), or a function of the request returning what to request. */
+export type UpstreamOption<Request = FastifyRequest> =
   | string
   | URL
-  | ((request: FastifyRequest<RouteGeneric>) => string | URL | UpstreamRequest | Promise<string | URL | UpstreamRequest>)
+  | ((request: Request) => string | URL | UpstreamRequest | Promise<string | URL | UpstreamRequest>)
 
-export interface AsyncRouteOptions<RouteGeneric extends RouteGenericInterface = RouteGenericInterface>
-  extends Omit<RouteOptions<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, RouteGeneric, ContextConfigDefault, FastifySchema, FastifyTypeProviderDefault, FastifyBaseLogger>, 'handler'> {
-  handler: AsyncRouteHandler<RouteGeneric>
+/** What every `asyncRoute()` call accepts: `app.route()`'s options, less the handler, plus the plugin's. */
+export interface AsyncRouteOptionsBase<
+  RouteGeneric extends RouteGenericInterface = RouteGenericInterface,
+  RawServer extends RawServerBase = RawServerDefault,
+  RawRequest extends RawRequestDefaultExpression<RawServer> = RawRequestDefaultExpression<RawServer>,
+  RawReply extends RawReplyDefaultExpression<RawServer> = RawReplyDefaultExpression<RawServer>,
+  ContextConfig = ContextConfigDefault,
+  SchemaCompiler extends FastifySchema = FastifySchema,
+  TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault,
+  Logger extends FastifyBaseLogger = FastifyBaseLogger
+> extends RouteShorthandOptions<RawServer, RawRequest, RawReply, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger> {
+  method: HTTPMethods | HTTPMethods[]
+  url: string
   /** Watchdog for this route in ms; overrides the plugin's; `0` turns it off. */
   timeout?: number
-  /** A request performed before the handler runs; its response is the handler's third argument. */
-  upstream?: UpstreamOption<RouteGeneric>
   /** Called instead of failing the reply when the `upstream` request fails. */
-  onUpstreamError?: (error: Error, request: FastifyRequest<RouteGeneric>, reply: AsyncReply<FastifyRequest<RouteGeneric>>) => unknown
+  onUpstreamError?: (
+    error: Error,
+    request: AsyncRouteRequest<RouteGeneric, RawServer, RawRequest, ContextConfig, NoInfer<SchemaCompiler>, TypeProvider, Logger>,
+    reply: AsyncReply<AsyncRouteRequest<RouteGeneric, RawServer, RawRequest, ContextConfig, NoInfer<SchemaCompiler>, TypeProvider, Logger>, RawReply>
+  ) => unknown
 }
 
-export interface AsyncRouteDecorator {
-  <RouteGeneric extends RouteGenericInterface = RouteGenericInterface>(options: AsyncRouteOptions<RouteGeneric>): FastifyInstance
+/** Options of an async route, with or without `upstream` (the handler's third argument may be `undefined`). */
+export interface AsyncRouteOptions<
+  RouteGeneric extends RouteGenericInterface = RouteGenericInterface,
+  RawServer extends RawServerBase = RawServerDefault,
+  RawRequest extends RawRequestDefaultExpression<RawServer> = RawRequestDefaultExpression<RawServer>,
+  RawReply extends RawReplyDefaultExpression<RawServer> = RawReplyDefaultExpression<RawServer>,
+  ContextConfig = ContextConfigDefault,
+  SchemaCompiler extends FastifySchema = FastifySchema,
+  TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault,
+  Logger extends FastifyBaseLogger = FastifyBaseLogger
+> extends AsyncRouteOptionsBase<RouteGeneric, RawServer, RawRequest, RawReply, ContextConfig, SchemaCompiler, TypeProvider, Logger> {
+  handler: AsyncRouteHandler<RouteGeneric, RawServer, RawRequest, RawReply, ContextConfig, NoInfer<SchemaCompiler>, TypeProvider, Logger>
+  /** A request performed before the handler runs; its response is the handler's third argument. */
+  upstream?: UpstreamOption<AsyncRouteRequest<RouteGeneric, RawServer, RawRequest, ContextConfig, NoInfer<SchemaCompiler>, TypeProvider, Logger>> | undefined
+}
+
+/** Options of an async route that has `upstream`: the handler's third argument is defined. */
+export interface AsyncRouteOptionsWithUpstream<
+  RouteGeneric extends RouteGenericInterface = RouteGenericInterface,
+  RawServer extends RawServerBase = RawServerDefault,
+  RawRequest extends RawRequestDefaultExpression<RawServer> = RawRequestDefaultExpression<RawServer>,
+  RawReply extends RawReplyDefaultExpression<RawServer> = RawReplyDefaultExpression<RawServer>,
+  ContextConfig = ContextConfigDefault,
+  SchemaCompiler extends FastifySchema = FastifySchema,
+  TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault,
+  Logger extends FastifyBaseLogger = FastifyBaseLogger
+> extends AsyncRouteOptionsBase<RouteGeneric, RawServer, RawRequest, RawReply, ContextConfig, SchemaCompiler, TypeProvider, Logger> {
+  handler: AsyncRouteHandler<RouteGeneric, RawServer, RawRequest, RawReply, ContextConfig, NoInfer<SchemaCompiler>, TypeProvider, Logger, UpstreamResponse>
+  /** A request performed before the handler runs; its response is the handler's third argument. */
+  upstream: UpstreamOption<AsyncRouteRequest<RouteGeneric, RawServer, RawRequest, ContextConfig, NoInfer<SchemaCompiler>, TypeProvider, Logger>>
+}
+
+/** `app.asyncRoute`: generic like `app.route`, plus the introspection functions. */
+export interface AsyncRouteDecorator<
+  RawServer extends RawServerBase = RawServerDefault,
+  RawRequest extends RawRequestDefaultExpression<RawServer> = RawRequestDefaultExpression<RawServer>,
+  RawReply extends RawReplyDefaultExpression<RawServer> = RawReplyDefaultExpression<RawServer>,
+  Logger extends FastifyBaseLogger = FastifyBaseLogger,
+  TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault
+> {
+  <RouteGeneric extends RouteGenericInterface = RouteGenericInterface, ContextConfig = ContextConfigDefault, const SchemaCompiler extends FastifySchema = FastifySchema>(
+    options: AsyncRouteOptionsWithUpstream<RouteGeneric, RawServer, RawRequest, RawReply, ContextConfig, SchemaCompiler, TypeProvider, Logger>
+  ): FastifyInstance<RawServer, RawRequest, RawReply, Logger, TypeProvider>
+  <RouteGeneric extends RouteGenericInterface = RouteGenericInterface, ContextConfig = ContextConfigDefault, const SchemaCompiler extends FastifySchema = FastifySchema>(
+    options: AsyncRouteOptions<RouteGeneric, RawServer, RawRequest, RawReply, ContextConfig, SchemaCompiler, TypeProvider, Logger>
+  ): FastifyInstance<RawServer, RawRequest, RawReply, Logger, TypeProvider>
   /** One entry per unfinished async reply. */
   pending (): PendingReply[]
   stats (): AsyncRouteStats
@@ -157,8 +251,16 @@ export interface AsyncRoutePlugin extends FastifyPluginCallback<AsyncRoutePlugin
   asyncRoute: AsyncRoutePlugin
 }
 
+// The type parameters must be those of Fastify's own declaration (types/instance.d.ts), names,
+// constraints and defaults alike: TypeScript requires identical lists on every declaration.
 declare module 'fastify' {
-  interface FastifyInstance {
-    asyncRoute: AsyncRouteDecorator
+  interface FastifyInstance<
+    RawServer extends RawServerBase = RawServerDefault,
+    RawRequest extends RawRequestDefaultExpression<RawServer> = RawRequestDefaultExpression<RawServer>,
+    RawReply extends RawReplyDefaultExpression<RawServer> = RawReplyDefaultExpression<RawServer>,
+    Logger extends FastifyBaseLogger = FastifyBaseLogger,
+    TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault
+  > {
+    asyncRoute: AsyncRouteDecorator<RawServer, RawRequest, RawReply, Logger, TypeProvider>
   }
 }

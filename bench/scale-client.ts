@@ -1,0 +1,66 @@
+// The client of the scale benchmark: `node --import tsx bench/scale-client.ts <port> <n>
+// <timeoutMs>`. Opens n sockets (in batches), sends one GET /hold on each, tells the parent
+// when all are sent, then waits for every answer and reports the statuses and how late each
+// came after its own send time + timeout. Bounded: gives up timeout + 15 s after the last send.
+import net from 'node:net'
+
+const port = Number(process.argv[2])
+const n = Number(process.argv[3])
+const timeout = Number(process.argv[4])
+const BATCH = 500
+const REQUEST = 'GET /hold HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'
+
+interface Held { socket: net.Socket, sentAt: number, arrivedAt: number, status: string }
+
+const held: Held[] = []
+let answered = 0
+let finish: () => void = () => {}
+const allAnswered = new Promise<void>((resolve) => { finish = resolve })
+
+function open (): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => {
+      const entry: Held = { socket, sentAt: 0, arrivedAt: 0, status: '' }
+      held.push(entry)
+      socket.setEncoding('latin1')
+      socket.once('data', (chunk: string) => {
+        entry.arrivedAt = performance.now()
+        entry.status = chunk.slice(9, 12)
+        socket.destroy()
+        if (++answered === n) finish()
+      })
+      socket.on('error', () => {})
+      socket.write(REQUEST)
+      entry.sentAt = performance.now()
+      resolve()
+    })
+    socket.once('error', reject)
+  })
+}
+
+const start = performance.now()
+for (let i = 0; i < n; i += BATCH) {
+  const batch: Array<Promise<void>> = []
+  for (let j = i; j < Math.min(n, i + BATCH); j++) batch.push(open())
+  await Promise.all(batch)
+}
+process.send?.({ sent: n, openMs: Math.round(performance.now() - start) })
+
+const deadline = setTimeout(finish, timeout + 15_000)
+await allAnswered
+clearTimeout(deadline)
+const statuses: Record<string, number> = {}
+const late: number[] = []
+for (const entry of held) {
+  const status = entry.status === '' ? 'none' : entry.status
+  statuses[status] = (statuses[status] ?? 0) + 1
+  if (entry.status !== '') late.push(entry.arrivedAt - entry.sentAt - timeout)
+  entry.socket.destroy()
+}
+late.sort((a, b) => a - b)
+process.send?.({
+  statuses,
+  maxLateMs: Math.round(late[late.length - 1] ?? NaN),
+  p50LateMs: Math.round(late[late.length >> 1] ?? NaN),
+  minLateMs: Math.round(late[0] ?? NaN)
+}, () => process.exit(0))

@@ -1,0 +1,60 @@
+// The server of the scale benchmark: `node --expose-gc --import tsx bench/scale-server.ts
+// <variant> <timeoutMs>`. GET /hold is never answered by its handler: in the `async` variant an
+// asyncRoute whose watchdog ends it with a 504; in the `bare` variant a plain Fastify route
+// that only hijacks, keeps the reply in a Set and ends it from its own timer (the baseline).
+// GET /warm answers at once (to warm both up). IPC: 'pending' → count, 'measure' → memory after GC.
+import Fastify, { type FastifyReply } from 'fastify'
+import asyncRoute from '../plugin/index.js'
+
+const variant = process.argv[2]
+const timeout = Number(process.argv[3])
+const app = Fastify({ logger: false })
+const held = new Set<FastifyReply>()
+const body504 = JSON.stringify({ statusCode: 504, code: 'FST_ASYNC_ROUTE_TIMEOUT', error: 'Gateway Timeout', message: `The reply was not finished within ${timeout} ms` })
+
+function endBare (reply: FastifyReply): void {
+  held.delete(reply)
+  reply.raw.writeHead(504, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body504) })
+  reply.raw.end(body504)
+}
+
+if (variant === 'async') {
+  await app.register(asyncRoute, { timeout })
+  app.asyncRoute({ method: 'GET', url: '/hold', handler () {} })
+  app.asyncRoute({ method: 'GET', url: '/warm', handler (request, reply) { reply.finish('ok') } })
+} else if (variant === 'bare') {
+  app.get('/hold', (request, reply) => {
+    reply.hijack()
+    held.add(reply)
+    setTimeout(endBare, timeout, reply)
+  })
+  app.get('/warm', (request, reply) => {
+    reply.hijack()
+    reply.raw.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'content-length': 2 })
+    reply.raw.end('ok')
+  })
+} else {
+  throw new Error(`unknown variant ${String(variant)}`)
+}
+
+const gc = (globalThis as { gc?: () => void }).gc
+if (gc === undefined) throw new Error('run with --expose-gc')
+
+function pending (): number {
+  return variant === 'async' ? app.asyncRoute.stats().pending : held.size
+}
+
+process.on('message', (message) => {
+  if (message === 'pending') {
+    process.send?.({ pending: pending() })
+  } else if (message === 'measure') {
+    for (let i = 0; i < 4; i++) gc()
+    const { heapUsed, rss, external } = process.memoryUsage()
+    process.send?.({ heapUsed, rss, external, pending: pending() })
+  }
+})
+process.on('disconnect', () => process.exit(0))
+process.on('SIGTERM', () => process.exit(0))
+
+await app.listen({ port: 0, host: '127.0.0.1', backlog: 4096 })
+process.send?.({ port: (app.server.address() as { port: number }).port })

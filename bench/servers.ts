@@ -1,0 +1,127 @@
+// One server under test per process: `node --import tsx bench/servers.ts <target> <upstream>`.
+// Every server listens on 127.0.0.1, forwards `GET <path>` to `<upstream><path>` (or answers
+// JSON itself for the no-upstream targets), and reports its port over IPC.
+import http, { type OutgoingHttpHeaders } from 'node:http'
+import Fastify, { type FastifyInstance } from 'fastify'
+import replyFrom from '@fastify/reply-from'
+import { Pool, request } from 'undici'
+import { JSON_BODY, TARGETS, type Target } from './common.js'
+
+// BENCH_PLUGIN: another copy of the plugin sources to measure (`--baseline=` of index.ts).
+const pluginPath = process.env.BENCH_PLUGIN ?? '../plugin/index.js'
+const { default: asyncRoute } = await import(pluginPath) as typeof import('../plugin/index.js')
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization'])
+
+async function fastifyServer (target: Target, upstream: string): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false })
+  switch (target) {
+    case 'pipe-url':
+      await app.register(asyncRoute)
+      app.asyncRoute({
+        method: 'GET',
+        url: '/*',
+        handler (request, reply) {
+          void reply.pipe(upstream + request.url)
+        }
+      })
+      break
+    case 'fetch-pipe':
+      await app.register(asyncRoute)
+      app.asyncRoute({
+        method: 'GET',
+        url: '/*',
+        async handler (request, reply) {
+          await reply.pipe(await reply.fetch(upstream + request.url))
+        }
+      })
+      break
+    case 'upstream-pipe':
+      await app.register(asyncRoute)
+      app.asyncRoute({
+        method: 'GET',
+        url: '/*',
+        upstream: (request) => upstream + request.url,
+        handler (request, reply, res) {
+          void reply.pipe(res)
+        }
+      })
+      break
+    case 'undici-send':
+      app.get('/*', async (req, reply) => {
+        const res = await request(upstream + req.url)
+        reply.code(res.statusCode)
+        const type = res.headers['content-type']
+        if (type !== undefined) reply.header('content-type', type)
+        return await reply.send(res.body)
+      })
+      break
+    case 'reply-from':
+      await app.register(replyFrom, { base: upstream })
+      app.get('/*', (req, reply) => {
+        reply.from(req.url)
+      })
+      break
+    case 'finish-json':
+      await app.register(asyncRoute)
+      app.asyncRoute({
+        method: 'GET',
+        url: '/json',
+        handler (request, reply) {
+          reply.finish(JSON_BODY)
+        }
+      })
+      break
+    case 'plain-json':
+      app.get('/json', async () => JSON_BODY)
+      break
+    default:
+      throw new Error(`not a Fastify target: ${target}`)
+  }
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  return app
+}
+
+/** The ceiling: one bare Node hop, an undici Pool, `stream()` straight into the response. */
+async function ceilingServer (upstream: string): Promise<number> {
+  const pool = new Pool(upstream)
+  const server = http.createServer((req, res) => {
+    pool.stream({ path: req.url ?? '/', method: 'GET' }, ({ statusCode, headers }) => {
+      const out: OutgoingHttpHeaders = {}
+      for (const name of Object.keys(headers)) {
+        if (!HOP_BY_HOP.has(name)) out[name] = headers[name]
+      }
+      res.writeHead(statusCode, out)
+      return res
+    }, (err) => {
+      if (err !== null) {
+        if (res.headersSent) res.destroy()
+        else res.writeHead(502).end()
+      }
+    })
+  })
+  server.keepAliveTimeout = 72_000
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return (server.address() as { port: number }).port
+}
+
+async function main (): Promise<void> {
+  const target = process.argv[2] as Target
+  const upstream = process.argv[3] ?? ''
+  if (!(target in TARGETS)) throw new Error(`unknown target ${String(target)}`)
+  let port: number
+  if (target === 'ceiling') {
+    port = await ceilingServer(upstream)
+  } else {
+    const app = await fastifyServer(target, upstream)
+    port = (app.server.address() as { port: number }).port
+  }
+  process.send?.({ port })
+}
+
+process.on('disconnect', () => process.exit(0))
+process.on('SIGTERM', () => process.exit(0))
+main().catch((error: unknown) => {
+  console.error(error)
+  process.exit(1)
+})
