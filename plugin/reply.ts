@@ -464,4 +464,3 @@ function statusOf (error: Error): number {
 export function isPromise (value: unknown): value is PromiseLike<unknown> {
   return value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function'
 }
-

@@ -424,7 +424,7 @@ function pipeDirect (reply: AsyncReplyImpl, url: string | URL, options: FetchOpt
   }
   const method = options?.method ?? 'GET'
   let resolve!: () => void
-  const done = new Promise<void>((resolvePipe) => { resolve = resolvePipe })
+  const done = new Promise<void>((_resolve) => { resolve = _resolve })
   const pipe = new DirectPipe(reply, method, url, resolve)
   reply.inflight ??= new Set()
   reply.inflight.add(pipe)

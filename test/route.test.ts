@@ -259,7 +259,7 @@ t.test('a thrown or rejected non-Error value becomes a 500', async (t) => {
         throw 'a plain string'
       }
     })
-    app.asyncRoute({ method: 'GET', url: '/undefined', handler () { return Promise.reject(undefined) } })
+    app.asyncRoute({ method: 'GET', url: '/undefined', handler () { return Promise.reject(undefined) } }) // eslint-disable-line prefer-promise-reject-errors
     app.asyncRoute({ method: 'GET', url: '/object', async handler () { throw { statusCode: 404 } } }) // eslint-disable-line no-throw-literal
   })
   for (const path of ['/string', '/undefined', '/object']) {
