@@ -5,14 +5,7 @@ import t from 'tap'
 import type { AsyncReply } from '../plugin/index.js'
 import { LEVEL, logsAt, startApp, type LogLine } from './helpers/app.js'
 import { openRequest, request, sendOnly, sleep, waitFor } from './helpers/client.js'
-import { startUpstream } from './helpers/upstream.js'
-
-function socketClosed (req: IncomingMessage): Promise<void> {
-  return new Promise((resolve) => {
-    if (req.socket.destroyed) return resolve()
-    req.socket.once('close', () => resolve())
-  })
-}
+import { socketClosed, startUpstream } from './helpers/upstream.js'
 
 function codeOf (value: unknown): unknown {
   return (value as { code?: unknown } | undefined)?.code

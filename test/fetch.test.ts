@@ -1,31 +1,15 @@
 // reply.fetch(): promise and callback styles, undici options reaching a real upstream, the
 // mapping of upstream failures to 502/504 as the client sees it, callbacks that throw, and
 // fetches cancelled because their reply ended.
-import type { IncomingMessage } from 'node:http'
 import t from 'tap'
 import { Agent, DecoratorHandler, type Dispatcher } from 'undici'
 import { LEVEL, logsAt, startApp, type LogLine } from './helpers/app.js'
 import { request, sendOnly, waitFor } from './helpers/client.js'
-import { refusedOrigin, startUpstream, type Upstream, type UpstreamHandler } from './helpers/upstream.js'
+import { readBody, refusedOrigin, upstreamFor, type UpstreamHandler } from './helpers/upstream.js'
 import { OriginDeniedError } from '../plugin/index.js'
 
 // The subtest type: the last overload of t.test takes only the callback.
 type Test = Parameters<Parameters<typeof t.test>[0]>[0]
-
-async function upstreamFor (test: Test, handler?: UpstreamHandler): Promise<Upstream> {
-  const up = await startUpstream(handler)
-  test.teardown(() => up.close())
-  return up
-}
-
-/** Reads a request body on the upstream side. */
-function readBody (req: IncomingMessage): Promise<string> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = []
-    req.on('data', (chunk: Buffer) => chunks.push(chunk))
-    req.on('end', () => resolve(Buffer.concat(chunks).toString()))
-  })
-}
 
 /** The upstream answers with what it received, as JSON. */
 const echo: UpstreamHandler = (req, res) => {
@@ -602,60 +586,31 @@ t.test('a fetch pending when the client leaves is cancelled and the upstream see
   t.equal(app.asyncRoute.stats().aborted, 1)
 })
 
-t.test('a user dispatcher that fails with a code-less error gives 502', async (t) => {
-  const up = await upstreamFor(t)
-  const dispatcher = new Agent().compose(() => () => { throw new Error('interceptor broke') })
-  t.teardown(() => dispatcher.destroy())
-  const { url } = await startApp(t, { dispatcher }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        await reply.fetch(up.url)
-        reply.finish('unexpected')
-      }
-    })
-  })
-  const res = await request(`${url}/`)
-  t.equal(res.statusCode, 502)
-  t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
-  t.equal(up.connections(), 0)
-})
+// A dispatcher that throws before connecting: the error is mapped like undici's own.
+const dispatcherFailures = [
+  { name: 'a code-less error gives 502', error: () => new Error('interceptor broke'), status: 502, code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR' },
+  { name: 'ETIMEDOUT gives 504', error: () => Object.assign(new Error('connect ETIMEDOUT'), { code: 'ETIMEDOUT' }), status: 504, code: 'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT' },
+  { name: 'one of the plugin\'s own errors keeps that error', error: () => new OriginDeniedError(), status: 500, code: 'FST_ASYNC_ROUTE_ORIGIN_DENIED' }
+]
 
-t.test('a user dispatcher failing with ETIMEDOUT gives 504', async (t) => {
-  const up = await upstreamFor(t)
-  const dispatcher = new Agent().compose(() => () => { throw Object.assign(new Error('connect ETIMEDOUT'), { code: 'ETIMEDOUT' }) })
-  t.teardown(() => dispatcher.destroy())
-  const { url } = await startApp(t, { dispatcher }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        await reply.fetch(up.url)
-        reply.finish('unexpected')
-      }
+for (const failure of dispatcherFailures) {
+  t.test(`a user dispatcher failing with ${failure.name}`, async (t) => {
+    const up = await upstreamFor(t)
+    const dispatcher = new Agent().compose(() => () => { throw failure.error() })
+    t.teardown(() => dispatcher.destroy())
+    const { url } = await startApp(t, { dispatcher }, (app) => {
+      app.asyncRoute({
+        method: 'GET',
+        url: '/',
+        async handler (_request, reply) {
+          await reply.fetch(up.url)
+          reply.finish('unexpected')
+        }
+      })
     })
+    const res = await request(`${url}/`)
+    t.equal(res.statusCode, failure.status)
+    t.equal(JSON.parse(res.body).code, failure.code)
+    t.equal(up.connections(), 0, 'nothing reached the upstream')
   })
-  const res = await request(`${url}/`)
-  t.equal(res.statusCode, 504)
-  t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT')
-})
-
-t.test('a user dispatcher failing with one of the plugin\'s own errors keeps that error', async (t) => {
-  const up = await upstreamFor(t)
-  const dispatcher = new Agent().compose(() => () => { throw new OriginDeniedError() })
-  t.teardown(() => dispatcher.destroy())
-  const { url } = await startApp(t, { dispatcher }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        await reply.fetch(up.url)
-        reply.finish('unexpected')
-      }
-    })
-  })
-  const res = await request(`${url}/`)
-  t.equal(res.statusCode, 500)
-  t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_ORIGIN_DENIED')
-})
+}

@@ -10,15 +10,9 @@ import t from 'tap'
 import { Agent } from 'undici'
 import { LEVEL, logsAt, startApp } from './helpers/app.js'
 import { request, waitFor } from './helpers/client.js'
-import { refusedOrigin, startUpstream, type Upstream, type UpstreamHandler } from './helpers/upstream.js'
+import { refusedOrigin, upstreamFor } from './helpers/upstream.js'
 
 type Test = Parameters<Parameters<typeof t.test>[0]>[0]
-
-async function upstreamFor (test: Test, handler?: UpstreamHandler): Promise<Upstream> {
-  const up = await startUpstream(handler)
-  test.teardown(() => up.close())
-  return up
-}
 
 /** An upstream that writes these raw bytes as its whole answer, then closes. */
 async function rawUpstream (test: Test, answer: string): Promise<string> {

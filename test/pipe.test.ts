@@ -8,16 +8,10 @@ import type { FastifyServerOptions } from 'fastify'
 import t from 'tap'
 import { LEVEL, logsAt, startApp } from './helpers/app.js'
 import { openRequest, request, sleep, waitFor } from './helpers/client.js'
-import { refusedOrigin, startUpstream, type Upstream, type UpstreamHandler } from './helpers/upstream.js'
+import { refusedOrigin, upstreamFor } from './helpers/upstream.js'
 
 // The subtest type: the last overload of t.test takes only the callback.
 type Test = Parameters<Parameters<typeof t.test>[0]>[0]
-
-async function upstreamFor (test: Test, handler?: UpstreamHandler): Promise<Upstream> {
-  const up = await startUpstream(handler)
-  test.teardown(() => up.close())
-  return up
-}
 
 interface H2Response { status: number, headers: http2.IncomingHttpHeaders, body: string, rstCode: number }
 

@@ -1,28 +1,10 @@
 // The `upstream` route option and `onUpstreamError`, the `dispatcher` and `allowedOrigins`
 // plugin options, and upstream bodies that a handler never reads.
-import type { IncomingMessage } from 'node:http'
 import t from 'tap'
 import { Agent, request as undiciRequest, type Dispatcher } from 'undici'
 import { LEVEL, logsAt, startApp } from './helpers/app.js'
 import { request, waitFor } from './helpers/client.js'
-import { refusedOrigin, startUpstream, type Upstream, type UpstreamHandler } from './helpers/upstream.js'
-
-// The subtest type: the last overload of t.test takes only the callback.
-type Test = Parameters<Parameters<typeof t.test>[0]>[0]
-
-async function upstreamFor (test: Test, handler?: UpstreamHandler): Promise<Upstream> {
-  const up = await startUpstream(handler)
-  test.teardown(() => up.close())
-  return up
-}
-
-function readBody (req: IncomingMessage): Promise<string> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = []
-    req.on('data', (chunk: Buffer) => chunks.push(chunk))
-    req.on('end', () => resolve(Buffer.concat(chunks).toString()))
-  })
-}
+import { readBody, refusedOrigin, upstreamFor, type UpstreamHandler } from './helpers/upstream.js'
 
 /** The upstream answers with what it received, as JSON. */
 const echo: UpstreamHandler = (req, res) => {

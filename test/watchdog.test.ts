@@ -5,21 +5,13 @@ import t from 'tap'
 import type { AsyncReply, HangReport } from '../plugin/index.js'
 import { LEVEL, logsAt, startApp, type LogLine } from './helpers/app.js'
 import { request, waitFor } from './helpers/client.js'
-import { startUpstream, type Upstream } from './helpers/upstream.js'
+import { socketClosed, startUpstream, type Upstream } from './helpers/upstream.js'
 
 /** An upstream that accepts requests and never answers them. */
 async function stalledUpstream (test: Parameters<typeof startApp>[0]): Promise<Upstream> {
   const upstream = await startUpstream(() => {})
   test.teardown(() => upstream.close())
   return upstream
-}
-
-/** Resolves when the upstream's side of this request's connection has closed. */
-function socketClosed (req: IncomingMessage): Promise<void> {
-  return new Promise((resolve) => {
-    if (req.socket.destroyed) return resolve()
-    req.socket.once('close', () => resolve())
-  })
 }
 
 function hangReports (logs: LogLine[]): LogLine[] {

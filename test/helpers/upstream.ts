@@ -55,3 +55,29 @@ export async function refusedOrigin (): Promise<string> {
   await new Promise<void>((resolve) => server.close(() => resolve()))
   return `http://127.0.0.1:${port}`
 }
+
+type Teardown = { teardown: (fn: () => unknown) => void }
+
+/** An upstream closed when the test ends. */
+export async function upstreamFor (test: Teardown, handler?: UpstreamHandler): Promise<Upstream> {
+  const upstream = await startUpstream(handler)
+  test.teardown(() => upstream.close())
+  return upstream
+}
+
+/** Reads a request body on the upstream side. */
+export function readBody (req: IncomingMessage): Promise<string> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = []
+    req.on('data', (chunk: Buffer) => chunks.push(chunk))
+    req.on('end', () => resolve(Buffer.concat(chunks).toString()))
+  })
+}
+
+/** Resolves when the upstream's side of this request's connection has closed. */
+export function socketClosed (req: IncomingMessage): Promise<void> {
+  return new Promise((resolve) => {
+    if (req.socket.destroyed) return resolve()
+    req.socket.once('close', () => resolve())
+  })
+}
