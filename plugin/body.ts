@@ -12,15 +12,16 @@ export function byteLength (chunk: string | Uint8Array): number {
   return typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.byteLength
 }
 
-export interface EncodedBody {
-  payload: string | Uint8Array | undefined
-  type: string | undefined
+/** The content type `finish()` gives a body: string → text, bytes → octets, nothing → none, anything else → JSON. */
+export function bodyType (body: unknown): string | undefined {
+  if (body === undefined || body === null) return undefined
+  if (typeof body === 'string') return TEXT
+  return isBytes(body) ? OCTET : JSON_TYPE
 }
 
-/** string → text, bytes → octets, nothing → empty, anything else → JSON (may throw). */
-export function encodeBody (body: unknown): EncodedBody {
-  if (body === undefined || body === null) return { payload: undefined, type: undefined }
-  if (typeof body === 'string') return { payload: body, type: TEXT }
-  if (isBytes(body)) return { payload: body, type: OCTET }
-  return { payload: JSON.stringify(body), type: JSON_TYPE }
+/** What `finish()` sends of a body: strings and bytes as they are, nothing as nothing, anything else as JSON (may throw). */
+export function encodeBody (body: unknown): string | Uint8Array | undefined {
+  if (body === undefined || body === null) return undefined
+  if (typeof body === 'string' || isBytes(body)) return body
+  return JSON.stringify(body)
 }

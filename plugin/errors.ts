@@ -53,7 +53,14 @@ export function toUpstreamError (error: unknown): Error {
     : new UpstreamError({ cause: error })
 }
 
-/** True for errors undici raises, which may surface while a body is read, after `fetch`. */
-export function isUndiciError (error: unknown): boolean {
-  return codeOf(error)?.startsWith('UND_ERR_') === true
+// Socket errors undici passes through as they are when a connection breaks mid-body.
+const NETWORK_CODES = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNREFUSED', 'ECONNABORTED', 'ENOTFOUND', 'EAI_AGAIN'])
+
+/**
+ * True for errors that come from talking to an upstream: undici's own, and the socket errors
+ * it passes through. They may surface while a body is read, after `fetch` resolved.
+ */
+export function isUpstreamFailure (error: unknown): boolean {
+  const code = codeOf(error)
+  return code !== undefined && (code.startsWith('UND_ERR_') || NETWORK_CODES.has(code))
 }

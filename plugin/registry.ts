@@ -30,11 +30,17 @@ export class Registry {
   #aborted = 0
   #failed = 0
   #closing = false
+  #inGrace = false
   #onDrained: (() => void) | null = null
   #idleSweep: NodeJS.Timeout | null = null
 
   get closing (): boolean {
     return this.#closing
+  }
+
+  /** close() began and is still waiting for open replies: a new one shares what is left. */
+  get inGrace (): boolean {
+    return this.#inGrace
   }
 
   add (reply: Tracked): void {
@@ -94,11 +100,14 @@ export class Registry {
     this.#closing = true
     if (this.#idleSweep !== null) clearInterval(this.#idleSweep)
     if (this.#open.size === 0) return done()
+    this.#inGrace = true
     const timer = setTimeout(() => {
+      this.#inGrace = false
       for (const reply of [...this.#open]) reply.endForClose()
     }, grace)
     this.#onDrained = () => {
       this.#onDrained = null
+      this.#inGrace = false
       clearTimeout(timer)
       done()
     }

@@ -2,9 +2,9 @@
 import { STATUS_CODES, validateHeaderName, validateHeaderValue, type OutgoingHttpHeaders, type ServerResponse } from 'node:http'
 import { constants as http2Constants } from 'node:http2'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { byteLength, encodeBody, isBytes, JSON_TYPE, OCTET, TEXT } from './body.js'
+import { bodyType, byteLength, encodeBody, isBytes, JSON_TYPE, OCTET, TEXT } from './body.js'
 import type { RouteContext } from './context.js'
-import { ClientGoneError, ClosingError, isUndiciError, TimeoutError, toUpstreamError } from './errors.js'
+import { ClientGoneError, ClosingError, isUpstreamFailure, TimeoutError, toUpstreamError } from './errors.js'
 import { timeoutChannel, type Outcome, type Tracked } from './registry.js'
 import type { AsyncReply, FetchCallback, FetchOptions, HangReport, PendingReply, UpstreamRequest, UpstreamResponse } from './types.js'
 import { fetchUpstream, pipeUpstream, type Releasable } from './upstream.js'
@@ -46,6 +46,8 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
   #closeListeners: Array<() => void> | null = null
   #timer: NodeJS.Timeout | null = null
   #warnedIdle = false
+  /** What every pending `flush()` waits for when the socket buffer is full. */
+  #drained: Promise<void> | null = null
   handlerSettled = false
   bytesWritten = 0
   /** Upstream requests whose headers or body are still outstanding; created on first use. */
@@ -68,8 +70,14 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
     const raw = this.raw as RawWithReply
     raw[kReply] = this
     raw.on('close', onRawClose)
-    // The client may have left while hooks or body parsing ran.
-    if (raw.destroyed) this.clientGone()
+    const registry = this.route.plugin.registry
+    if (isGone(raw, this.route.plugin.http2)) {
+      // The client left while hooks or body parsing ran.
+      this.clientGone()
+    } else if (registry.closing && !registry.inGrace) {
+      // Its hooks were still running when close() began, and the grace is already over.
+      this.endForClose()
+    }
   }
 
   get finished (): boolean {
@@ -101,8 +109,9 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
   }
 
   status (code: number): this {
-    if (!Number.isInteger(code) || code < 100 || code > 999) {
-      throw new TypeError(`reply.status() takes an integer status code from 100 to 999, got ${String(code)}`)
+    // Fastify's own range; HTTP/2 refuses anything above 599.
+    if (!Number.isInteger(code) || code < 100 || code > 599) {
+      throw new TypeError(`reply.status() takes an integer status code from 100 to 599, got ${String(code)}`)
     }
     if (this.#headIsOut('status')) return this
     this.#statusCode = code
@@ -149,38 +158,41 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
       this.#writeHead(this.#statusCode, undefined, undefined)
       raw.flushHeaders()
     }
-    if (raw.writableNeedDrain !== true) return RESOLVED
-    return new Promise((resolve) => {
+    if (!needsDrain(raw, this.route.plugin.http2)) return RESOLVED
+    // One pair of listeners however many flush() calls wait: a loop that does not await its
+    // flush() must not pile them up.
+    this.#drained ??= new Promise((resolve) => {
       const done = (): void => {
         raw.off('drain', done)
         raw.off('close', done)
+        this.#drained = null
         resolve()
       }
       raw.on('drain', done)
       raw.on('close', done)
     })
+    return this.#drained
   }
 
   finish (body?: unknown): void {
     if (this.#state !== OPEN) return this.#late('finish')
-    let encoded
+    let payload
     try {
-      encoded = encodeBody(body)
+      payload = encodeBody(body)
     } catch (error) {
       return this.failWith(error, FAILED)
     }
-    const { payload, type } = encoded
     const raw = this.raw
+    const length = payload === undefined ? 0 : byteLength(payload)
     if (!raw.headersSent) {
-      const length = payload === undefined ? 0 : byteLength(payload)
-      this.#writeHead(this.#statusCode, type, length)
-    } else if (this.route.plugin.registry.closing) {
+      this.#writeHead(this.#statusCode, bodyType(body), length)
+    } else if (this.route.plugin.registry.closing && !this.route.plugin.http2) {
       closeConnectionAfter(raw)
     }
     if (payload === undefined) {
       raw.end()
     } else {
-      this.bytesWritten += byteLength(payload)
+      this.bytesWritten += length
       raw.end(payload)
     }
     this.#end(FINISHED, undefined)
@@ -242,8 +254,9 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
       this.request.log.info({ err }, err.message)
     }
     const raw = this.raw
-    if (raw.headersSent || raw.destroyed) {
-      cut(raw, this.route.plugin.http2)
+    const http2 = this.route.plugin.http2
+    if (raw.headersSent || isGone(raw, http2)) {
+      cut(raw, http2)
       return
     }
     const code = (err as { code?: unknown }).code
@@ -253,9 +266,16 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
       error: STATUS_CODES[status],
       message: err.message
     })
-    // The answer is JSON whatever content type the handler had set for its own body.
-    this.#writeHead(status, JSON_TYPE, Buffer.byteLength(payload), undefined, true)
-    raw.end(payload)
+    try {
+      // The answer is JSON whatever content type the handler had set for its own body.
+      this.#writeHead(status, JSON_TYPE, Buffer.byteLength(payload), undefined, true)
+      raw.end(payload)
+    } catch (headError) {
+      // A header Node refuses (set unchecked on the Fastify reply by a hook, say): this runs
+      // from timers and callbacks, where a throw would crash the process. Cut instead.
+      this.request.log.error({ err: headError }, 'async reply: the error answer could not be sent')
+      cut(raw, http2)
+    }
   }
 
   /** The client left before the reply was finished. */
@@ -347,7 +367,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
   /** A piped body ended: the response is complete. */
   finishPiped (): void {
     if (this.#state !== OPEN) return
-    if (this.route.plugin.registry.closing) closeConnectionAfter(this.raw)
+    if (this.route.plugin.registry.closing && !this.route.plugin.http2) closeConnectionAfter(this.raw)
     this.raw.end()
     this.#end(FINISHED, undefined)
   }
@@ -439,6 +459,17 @@ function closeConnectionAfter (raw: ServerResponse): void {
   if (socket !== null) raw.once('finish', () => socket.end())
 }
 
+/** HTTP/2 responses keep `destroyed` and `writableNeedDrain` on their stream only. */
+type Http2Raw = ServerResponse & { stream: { destroyed: boolean, writableNeedDrain: boolean } }
+
+function isGone (raw: ServerResponse, http2: boolean): boolean {
+  return http2 ? (raw as Http2Raw).stream.destroyed : raw.destroyed
+}
+
+function needsDrain (raw: ServerResponse, http2: boolean): boolean {
+  return http2 ? (raw as Http2Raw).stream.writableNeedDrain : raw.writableNeedDrain
+}
+
 /** Cuts the response so the client sees it truncated, never cleanly ended. */
 function cut (raw: ServerResponse, http2: boolean): void {
   if (http2) {
@@ -450,7 +481,7 @@ function cut (raw: ServerResponse, http2: boolean): void {
 }
 
 function asError (error: unknown): Error {
-  if (isUndiciError(error)) return toUpstreamError(error)
+  if (isUpstreamFailure(error)) return toUpstreamError(error)
   if (error instanceof Error) return error
   return new Error(String(error))
 }

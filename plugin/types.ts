@@ -75,7 +75,7 @@ type Body = string | Uint8Array | Record<string, unknown> | unknown[] | null | u
 
 /** The reply of an async route: open until `finish()`, `fail()` or the watchdog ends it. */
 export interface AsyncReply<Request = FastifyRequest, RawReply = RawReplyDefaultExpression> {
-  /** Sets the status code of the response (100–999); chainable. */
+  /** Sets the status code of the response (100–599); chainable. */
   status (code: number): this
   /** Alias of `status`. */
   code (code: number): this

@@ -2,7 +2,7 @@
 // `pipe` with hop-by-hop filtering and backpressure.
 import type { OutgoingHttpHeaders } from 'node:http'
 import type { Readable } from 'node:stream'
-import { request as undiciRequest, util as undiciUtil, type Dispatcher } from 'undici'
+import { Dispatcher, request as undiciRequest, util as undiciUtil } from 'undici'
 import { CancelledError, OriginDeniedError, toUpstreamError, UpstreamError } from './errors.js'
 import type { AsyncReplyImpl } from './reply.js'
 import type { FetchOptions, UpstreamRequest, UpstreamResponse } from './types.js'
@@ -34,18 +34,47 @@ const HOP_BY_HOP = new Set([
 
 const kInflight = Symbol('fastify-async-route.inflight')
 type TrackedBody = Readable & { [kInflight]?: Inflight }
+/** A body that `pipe()` relays: the reply it feeds and the resolution of `pipe()`'s promise. */
+const kPiped = Symbol('fastify-async-route.piped')
+type PipedBody = TrackedBody & { [kPiped]: { reply: AsyncReplyImpl, resolve: () => void } }
 
 function noop (): void {}
 
-/** One upstream request of a reply, from the call until its body was read or released. */
+type RequestCallback = (error: Error | null, response: UpstreamResponse | undefined) => void
+/** `undici.request`'s callback form (its types only declare the promise form). */
+type RequestWithCallback = (url: string | URL, options: object, callback: RequestCallback) => void
+/** `Dispatcher#request`, called on any dispatcher (the plugin's may be any object with `dispatch`). */
+const dispatcherRequest = Dispatcher.prototype.request as unknown as (this: Dispatcher, options: object, callback: RequestCallback) => void
+
+/** The URL as `undici.request` would parse it, or null when it is not an http(s) URL (undici then reports it). */
+function httpUrl (url: string | URL): URL | null {
+  let parsed: URL
+  try {
+    parsed = typeof url === 'string' ? new URL(url) : url
+  } catch {
+    return null
+  }
+  return parsed.protocol === 'http:' || parsed.protocol === 'https:' ? parsed : null
+}
+
+/**
+ * One upstream request of a reply, from the call until its body was read or released. It is
+ * also the `signal` undici gets: undici accepts any object with `aborted`, `reason`,
+ * `on`/`once`/`removeListener` (an EventEmitter's shape), which costs far less than an
+ * `AbortController` per request.
+ */
 export class Inflight implements Releasable {
   readonly method: string
   readonly url: string | URL
   readonly startedAt = Date.now()
   readonly reply: AsyncReplyImpl
-  readonly controller = new AbortController()
   body: TrackedBody | null = null
   cancelled = false
+  /** The fetch's promise. */
+  resolve: (response: UpstreamResponse) => void = noop
+  reject: (error: Error) => void = noop
+  /** undici's abort listeners (one for `request()`, another for a proxy's CONNECT). */
+  #listeners: Array<() => void> | null = null
 
   constructor (reply: AsyncReplyImpl, method: string, url: string | URL) {
     this.reply = reply
@@ -53,12 +82,43 @@ export class Inflight implements Releasable {
     this.url = url
   }
 
+  // ---- the signal undici sees ----
+
+  get aborted (): boolean {
+    return this.cancelled
+  }
+
+  get reason (): undefined {
+    return undefined
+  }
+
+  // undici only ever listens for 'abort'.
+  on (_event: 'abort', listener: () => void): this {
+    (this.#listeners ??= []).push(listener)
+    return this
+  }
+
+  once (event: 'abort', listener: () => void): this {
+    return this.on(event, listener)
+  }
+
+  removeListener (_event: 'abort', listener: () => void): this {
+    const listeners = this.#listeners
+    // (A listener that is not there, -1, becomes an index past the end: nothing is removed.)
+    if (listeners !== null) listeners.splice(listeners.indexOf(listener) >>> 0, 1)
+    return this
+  }
+
   /** The reply ended: cancel the request, or release its body so the socket is not leaked. */
   release (abnormal: boolean): void {
     const body = this.body
     if (body === null) {
       this.cancelled = true
-      this.controller.abort()
+      const listeners = this.#listeners
+      if (listeners !== null) {
+        this.#listeners = null
+        for (const listener of listeners) listener()
+      }
     } else if (abnormal) {
       body.destroy()
     } else if (!body.readableEnded) {
@@ -66,10 +126,41 @@ export class Inflight implements Releasable {
       // (finish() during pipe()): its next chunk would be a write after end, thrown as an
       // uncaught 'error' on the response.
       body.unpipe()
+      body.removeListener('data', onPipedData)
       // Read what is left so the keep-alive socket goes back to the pool.
       const rest = body as unknown as UpstreamResponse['body']
       rest.dump().catch(noop)
     }
+  }
+
+  /** undici's callback: the head arrived, or the request failed. */
+  onResponse (error: Error | null, response: UpstreamResponse | undefined): void {
+    if (error === null) {
+      // undici calls back from inside its onHeaders: what comes after it (a dispatcher's own
+      // hooks) runs before the response is taken, as with an awaited promise.
+      queueMicrotask(() => this.#accept(response as UpstreamResponse))
+      return
+    }
+    this.done()
+    this.reject(this.cancelled ? new CancelledError({ cause: this.reply.endReason }) : toUpstreamError(error))
+  }
+
+  #accept (response: UpstreamResponse): void {
+    const body = response.body as TrackedBody
+    if (this.cancelled) {
+      // The reply ended after the head arrived but before this ran: a cancelled fetch never
+      // yields a response.
+      body.on('error', noop).destroy()
+      this.done()
+      this.reject(new CancelledError({ cause: this.reply.endReason }))
+      return
+    }
+    this.body = body
+    body[kInflight] = this
+    body.on('close', onBodyClose)
+    // Errors of a body nobody reads must not crash the process; readers still see them.
+    body.on('error', noop)
+    this.resolve(response)
   }
 
   done (): void {
@@ -79,8 +170,10 @@ export class Inflight implements Releasable {
   }
 }
 
-function onBodyClose (this: TrackedBody): void {
+function onBodyClose (this: TrackedBody & Partial<PipedBody>): void {
   this[kInflight]?.done()
+  // A body that pipe() relayed: its promise resolves.
+  this[kPiped]?.resolve()
 }
 
 function originAllowed (allowed: ReadonlySet<string>, url: string | URL): boolean {
@@ -92,39 +185,36 @@ function originAllowed (allowed: ReadonlySet<string>, url: string | URL): boolea
 }
 
 /** `reply.fetch()`: undici's `request` through the plugin's dispatcher, bound to the reply. */
-export async function fetchUpstream (reply: AsyncReplyImpl, url: string | URL, options: FetchOptions | undefined): Promise<UpstreamResponse> {
-  if (!reply.open) throw new CancelledError({ cause: reply.endReason })
+export function fetchUpstream (reply: AsyncReplyImpl, url: string | URL, options: FetchOptions | undefined): Promise<UpstreamResponse> {
+  if (!reply.open) return Promise.reject(new CancelledError({ cause: reply.endReason }))
   const plugin = reply.route.plugin
   if (plugin.allowedOrigins !== null && !originAllowed(plugin.allowedOrigins, url)) {
     reply.request.log.warn({ upstream: safeUrl(url) }, 'upstream origin is not in allowedOrigins')
-    throw new OriginDeniedError()
+    return Promise.reject(new OriginDeniedError())
   }
   const method = options?.method ?? 'GET'
   const inflight = new Inflight(reply, method, url)
   reply.inflight ??= new Set()
   reply.inflight.add(inflight)
-  let response: UpstreamResponse
-  try {
-    response = await undiciRequest(url, { ...options, method, dispatcher: plugin.dispatcher, signal: inflight.controller.signal } as Parameters<typeof undiciRequest>[1])
-  } catch (error) {
-    inflight.done()
-    if (inflight.cancelled) throw new CancelledError({ cause: reply.endReason })
-    throw toUpstreamError(error)
-  }
-  const body = response.body as TrackedBody
-  if (inflight.cancelled) {
-    // The reply ended after the head arrived but before this ran: a cancelled fetch never
-    // yields a response.
-    body.on('error', noop).destroy()
-    inflight.done()
-    throw new CancelledError({ cause: reply.endReason })
-  }
-  inflight.body = body
-  body[kInflight] = inflight
-  body.on('close', onBodyClose)
-  // Errors of a body nobody reads must not crash the process; readers still see them.
-  body.on('error', noop)
-  return response
+  return new Promise((resolve, reject) => {
+    inflight.resolve = resolve
+    inflight.reject = reject
+    try {
+      // A plain GET of an http(s) URL: what `undici.request(url)` would pass to the dispatcher,
+      // without its copy of the options. Anything else goes through `undici.request` itself.
+      const target = options === undefined ? httpUrl(url) : null
+      if (target !== null) {
+        const dispatchOptions = { origin: target.origin, path: target.search === '' ? target.pathname : target.pathname + target.search, method, signal: inflight }
+        dispatcherRequest.call(plugin.dispatcher, dispatchOptions, (error, response) => inflight.onResponse(error, response))
+      } else {
+        const requestOptions = { ...options, method, dispatcher: plugin.dispatcher, signal: inflight };
+        (undiciRequest as unknown as RequestWithCallback)(url, requestOptions, (error, response) => inflight.onResponse(error, response))
+      }
+    } catch (error) {
+      // undici throws synchronously for an invalid URL or options.
+      inflight.onResponse(error as Error, undefined)
+    }
+  })
 }
 
 function isResponse (source: unknown): source is UpstreamResponse {
@@ -245,14 +335,41 @@ function streamResponse (reply: AsyncReplyImpl, response: UpstreamResponse): Pro
     return Promise.resolve()
   }
   return new Promise((resolve) => {
-    body.on('data', (chunk: Buffer) => { reply.bytesWritten += chunk.length })
-    body.once('end', () => reply.finishPiped())
+    // What `body.pipe(raw)` would do, with one shared listener per event instead of a pipe's
+    // closures and listeners on both streams.
+    const piped = body as unknown as PipedBody
+    piped[kPiped] = { reply, resolve }
+    // ('end', 'error' and 'close' come at most once: `on` spares `once`'s wrappers. A body from
+    // reply.fetch() already has onBodyClose, which resolves the pipe too.)
+    piped.on('data', onPipedData)
+    piped.on('end', onPipedEnd)
     // An upstream error mid-body cuts the client connection: a clean end would pass a
     // truncated body off as complete.
-    body.once('error', (error) => reply.failByPlugin(error))
-    body.once('close', resolve)
-    body.pipe(raw, { end: false })
+    piped.on('error', onPipedError)
+    if (piped[kInflight] === undefined) piped.on('close', onBodyClose)
   })
+}
+
+function onPipedData (this: PipedBody, chunk: Buffer): void {
+  const reply = this[kPiped].reply
+  const raw = reply.raw
+  // The reply was finished while piping (release() stops the bodies it tracks; a response
+  // the handler fetched by other means only stops feeding it here).
+  if (raw.writableEnded) return
+  reply.bytesWritten += chunk.length
+  if (!raw.write(chunk)) {
+    // Backpressure: wait for the client's socket to drain.
+    this.pause()
+    raw.once('drain', () => this.resume())
+  }
+}
+
+function onPipedEnd (this: PipedBody): void {
+  this[kPiped].reply.finishPiped()
+}
+
+function onPipedError (this: PipedBody, error: Error): void {
+  this[kPiped].reply.failByPlugin(error)
 }
 
 // ---- pipe(url): the request is dispatched with a handler that writes into the response ----

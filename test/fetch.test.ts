@@ -590,8 +590,32 @@ t.test('a fetch pending when the client leaves is cancelled and the upstream see
 const dispatcherFailures = [
   { name: 'a code-less error gives 502', error: () => new Error('interceptor broke'), status: 502, code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR' },
   { name: 'ETIMEDOUT gives 504', error: () => Object.assign(new Error('connect ETIMEDOUT'), { code: 'ETIMEDOUT' }), status: 504, code: 'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT' },
-  { name: 'one of the plugin\'s own errors keeps that error', error: () => new OriginDeniedError(), status: 500, code: 'FST_ASYNC_ROUTE_ORIGIN_DENIED' }
+  { name: 'one of the plugin\'s own errors keeps that error', error: () => new OriginDeniedError(), status: 500, code: 'FST_ASYNC_ROUTE_ORIGIN_DENIED' },
+  { name: 'a connect timeout gives 504', error: () => Object.assign(new Error('Connect Timeout Error'), { code: 'UND_ERR_CONNECT_TIMEOUT' }), status: 504, code: 'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT' }
 ]
+
+t.test('an upstream host that does not resolve (DNS failure) gives 502', async (t) => {
+  const dispatcher = new Agent({
+    connect: {
+      lookup: (_hostname, _options, callback) => callback(Object.assign(new Error('getaddrinfo ENOTFOUND upstream.invalid'), { code: 'ENOTFOUND' }), '', 4)
+    }
+  })
+  t.teardown(() => dispatcher.destroy())
+  const { url } = await startApp(t, { dispatcher }, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      async handler (_request, reply) {
+        await reply.fetch('http://upstream.invalid/')
+        reply.finish('unexpected')
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 502)
+  t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
+  t.notMatch(res.body, /upstream\.invalid/, 'the host is not echoed to the client')
+})
 
 for (const failure of dispatcherFailures) {
   t.test(`a user dispatcher failing with ${failure.name}`, async (t) => {

@@ -2,6 +2,7 @@
 // package loads through every import form.
 import { createRequire } from 'node:module'
 import Fastify from 'fastify'
+import fp from 'fastify-plugin'
 import t, { type Test } from 'tap'
 import asyncRouteFromPackage, { asyncRoute as namedFromPackage } from 'fastify-async-route'
 import asyncRoute, { type AsyncRoutePluginOptions } from '../plugin/index.js'
@@ -148,4 +149,20 @@ t.test('the built package loads through import, named import and require', async
     t.equal(res.headers['content-type'], 'text/plain; charset=utf-8', form)
     await app.close()
   }
+})
+
+t.test('defaults: a 30 s watchdog and a 10 s close grace', async (t) => {
+  const { resolveOptions } = await import('../plugin/options.js')
+  t.match(resolveOptions({}), { timeout: 30_000, closeGrace: 10_000, warnUnfinished: 0, onTimeout: null, allowedOrigins: null })
+})
+
+t.test('registered through fastify-plugin as "fastify-async-route", so other plugins can depend on it', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(asyncRoute)
+  await app.register(fp(async (instance) => {
+    t.equal(typeof instance.asyncRoute, 'function', 'visible to a plugin registered after it')
+  }, { name: 'needs-async-route', dependencies: ['fastify-async-route'] }))
+  await app.ready()
+  t.equal(typeof app.asyncRoute.stats, 'function', 'decorated on the registering scope')
 })

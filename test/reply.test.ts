@@ -198,7 +198,7 @@ t.test('an invalid status or header throws from the setter and leaves the reply 
       url: '/',
       handler (request, reply) {
         attempt('status 99', () => reply.status(99))
-        attempt('status 1000', () => reply.status(1000))
+        attempt('status 600', () => reply.status(600))
         attempt('status 200.5', () => reply.status(200.5))
         attempt('status string', () => reply.status('200' as unknown as number))
         attempt('code NaN', () => reply.code(Number.NaN))
@@ -215,7 +215,7 @@ t.test('an invalid status or header throws from the setter and leaves the reply 
   t.equal(res.headers['set-cookie'], undefined, 'no header was injected')
   t.equal(res.headers['bad name'], undefined)
   const got = JSON.parse(res.body) as Record<string, string>
-  for (const name of ['status 99', 'status 1000', 'status 200.5', 'status string', 'code NaN']) {
+  for (const name of ['status 99', 'status 600', 'status 200.5', 'status string', 'code NaN']) {
     t.match(got[name], /^TypeError:/, `${name} throws a TypeError`)
   }
   t.equal(got['header name with space'], 'TypeError:ERR_INVALID_HTTP_TOKEN')
