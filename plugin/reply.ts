@@ -7,8 +7,8 @@ import type { RouteContext } from './context.js'
 import { ClientGoneError, ClosingError, isUpstreamFailure, TimeoutError, toUpstreamError } from './errors.js'
 import { timeoutChannel, type Outcome, type Tracked } from './registry.js'
 import type { AsyncReply, FetchCallback, FetchOptions, HangReport, PendingReply, UpstreamRequest, UpstreamResponse } from './types.js'
-import { fetchUpstream, pipeUpstream, type Releasable } from './upstream.js'
-import { checkDuration, describeHang, describeInflight } from './watchdog.js'
+import { fetchUpstream, pipeUpstream } from './upstream.js'
+import { checkDuration, describeHang, describeInflight, type Releasable } from './watchdog.js'
 
 // How a reply ended. The handler's own finish()/fail() are told apart from the plugin's ends,
 // because a second call after the former is a bug worth a warning, after the latter it is not.

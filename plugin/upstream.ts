@@ -1,36 +1,14 @@
-// Upstream requests through undici: `fetch` bound to its reply, the origin allow-list, and
-// `pipe` with hop-by-hop filtering and backpressure.
-import type { OutgoingHttpHeaders } from 'node:http'
+// Upstream requests through undici: `fetch` bound to its reply, and `pipe` of an upstream
+// response with backpressure (`pipe(url)` has its own fast path in pipe-direct.ts).
 import type { Readable } from 'node:stream'
-import { Dispatcher, request as undiciRequest, util as undiciUtil } from 'undici'
+import { Dispatcher, request as undiciRequest } from 'undici'
 import { CancelledError, OriginDeniedError, toUpstreamError, UpstreamError } from './errors.js'
+import { forwardableHeaders } from './headers.js'
+import { originAllowed } from './origins.js'
+import { isDirect, pipeDirect } from './pipe-direct.js'
 import type { AsyncReplyImpl } from './reply.js'
 import type { FetchOptions, UpstreamRequest, UpstreamResponse } from './types.js'
-import { safeUrl, type InflightRequest } from './watchdog.js'
-
-/** An upstream request a reply waits on; the reply releases it when it ends. */
-export interface Releasable extends InflightRequest {
-  /** The reply ended (`abnormal`: any way but finish()/pipe() completing). */
-  release (abnormal: boolean): void
-}
-
-/**
- * Headers that describe one connection, not the message: never copied from an upstream
- * response to the client (RFC 9110 §7.6.1, plus the legacy `keep-alive`/`proxy-*` ones).
- */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'te',
-  'trailer',
-  'upgrade',
-  'proxy-authenticate',
-  'proxy-authorization',
-  // Connection-specific in HTTP/2 too (RFC 9113 §3.2): Node's HTTP/2 response refuses it.
-  'http2-settings'
-])
+import { safeUrl, type Releasable } from './watchdog.js'
 
 const kInflight = Symbol('fastify-async-route.inflight')
 type TrackedBody = Readable & { [kInflight]?: Inflight }
@@ -176,14 +154,6 @@ function onBodyClose (this: TrackedBody & Partial<PipedBody>): void {
   this[kPiped]?.resolve()
 }
 
-function originAllowed (allowed: ReadonlySet<string>, url: string | URL): boolean {
-  try {
-    return allowed.has(new URL(url).origin)
-  } catch {
-    return false
-  }
-}
-
 /** `reply.fetch()`: undici's `request` through the plugin's dispatcher, bound to the reply. */
 export function fetchUpstream (reply: AsyncReplyImpl, url: string | URL, options: FetchOptions | undefined): Promise<UpstreamResponse> {
   if (!reply.open) return Promise.reject(new CancelledError({ cause: reply.endReason }))
@@ -219,60 +189,6 @@ export function fetchUpstream (reply: AsyncReplyImpl, url: string | URL, options
 
 function isResponse (source: unknown): source is UpstreamResponse {
   return typeof (source as UpstreamResponse).statusCode === 'number' && typeof (source as UpstreamResponse).body === 'object'
-}
-
-/** The upstream headers that may reach the client. */
-function forwardableHeaders (headers: UpstreamResponse['headers']): OutgoingHttpHeaders {
-  const out: OutgoingHttpHeaders = {}
-  for (const name of Object.keys(headers)) {
-    if (!HOP_BY_HOP.has(name)) out[name] = headers[name]
-  }
-  const connection = headers.connection
-  return connection === undefined ? out : withoutNamed(out, connection)
-}
-
-/**
- * Removes the headers that the upstream's `connection` header names. Its usual values
- * (`keep-alive`, `close`) name only hop-by-hop headers, which are already gone: no copy then.
- */
-function withoutNamed (out: OutgoingHttpHeaders, connection: string | string[]): OutgoingHttpHeaders {
-  if (connection === 'keep-alive' || connection === 'close') return out
-  let named: Set<string> | null = null
-  for (const token of String(connection).split(',')) {
-    const name = token.trim().toLowerCase()
-    if (Object.hasOwn(out, name)) (named ??= new Set()).add(name)
-  }
-  if (named === null) return out
-  const kept: OutgoingHttpHeaders = {}
-  for (const name of Object.keys(out)) {
-    if (!named.has(name)) kept[name] = out[name]
-  }
-  return kept
-}
-
-/** Like `forwardableHeaders`, from undici's raw `[name, value, …]` list, in one pass. */
-function forwardableRawHeaders (raw: Buffer[]): OutgoingHttpHeaders {
-  const out: OutgoingHttpHeaders = {}
-  let connection: string | undefined
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = undiciUtil.headerNameToString(raw[i] as Buffer)
-    if (HOP_BY_HOP.has(name)) {
-      if (name === 'connection') connection = connection === undefined ? (raw[i + 1] as Buffer).toString('latin1') : `${connection},${(raw[i + 1] as Buffer).toString('latin1')}`
-      continue
-    }
-    // Assigning `__proto__` would not create a header (forwardableHeaders drops it the same way).
-    if (name === '__proto__') continue
-    const value = (raw[i + 1] as Buffer).toString('latin1')
-    const previous = out[name]
-    if (previous === undefined) {
-      out[name] = value
-    } else if (Array.isArray(previous)) {
-      previous.push(value)
-    } else {
-      out[name] = [String(previous), value]
-    }
-  }
-  return connection === undefined ? out : withoutNamed(out, connection)
 }
 
 /** `reply.pipe()`: status, headers and body of an upstream response, with backpressure. */
@@ -370,205 +286,4 @@ function onPipedEnd (this: PipedBody): void {
 
 function onPipedError (this: PipedBody, error: Error): void {
   this[kPiped].reply.failByPlugin(error)
-}
-
-// ---- pipe(url): the request is dispatched with a handler that writes into the response ----
-
-/**
- * Request options the direct path passes to `dispatch` as they are (`signal` and `dispatcher`
- * are the plugin's own, as for `fetch`). Anything else (a streamed body, `onInfo`,
- * `responseHeaders`, …) takes the general path: `fetch` and then `pipe(res)`.
- */
-const DIRECT_OPTIONS = new Set(['method', 'headers', 'body', 'query', 'headersTimeout', 'bodyTimeout', 'signal', 'dispatcher'])
-
-function isDirect (options: FetchOptions | undefined): boolean {
-  if (options === undefined) return true
-  for (const key of Object.keys(options)) {
-    if (!DIRECT_OPTIONS.has(key)) return false
-  }
-  const body = options.body
-  return body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array
-}
-
-/** What `body.dump()` reads of a body nobody wants before it gives up on the socket. */
-const DISCARD_LIMIT = 128 * 1024
-
-// States of a direct pipe.
-const WAITING = 0 // request sent, no head yet
-const STREAMING = 1 // head relayed, body going to the client
-const DETACHED = 2 // the reply finished (HEAD, or finish() during pipe()): the rest is read and dropped
-const DONE = 3 // complete, failed or cancelled
-
-/**
- * `reply.pipe(url)`: one undici dispatch whose handler relays the head and writes each chunk
- * straight into the Node response, pausing the upstream while the client's socket is full.
- * No Readable, no AbortController, no promise per step: the ceiling of a bare Node forwarder.
- */
-class DirectPipe implements Releasable, Dispatcher.DispatchHandler {
-  readonly method: string
-  readonly url: string | URL
-  readonly startedAt = Date.now()
-  readonly reply: AsyncReplyImpl
-  readonly #resolve: () => void
-  #state = WAITING
-  #abort: ((error?: Error) => void) | null = null
-  #resume: (() => void) | null = null
-  /** Set when the reply ended the request: its error is expected, not reported. */
-  #cancelled = false
-  /** Errors that undici reports synchronously, from inside `dispatch`, are reported a tick later. */
-  #dispatching = true
-  #discarded = 0
-
-  constructor (reply: AsyncReplyImpl, method: string, url: string | URL, resolve: () => void) {
-    this.reply = reply
-    this.method = method
-    this.url = url
-    this.#resolve = resolve
-  }
-
-  release (abnormal: boolean): void {
-    // (Never called once done: #done takes the pipe out of the reply's inflight set.)
-    if (!abnormal && this.#state !== WAITING) {
-      // finish() while piping (or a HEAD answered): stop feeding the ended response, read the
-      // rest for the pool, as body.dump() would.
-      this.#state = DETACHED
-      return
-    }
-    this.#cancel()
-  }
-
-  onConnect (abort: (error?: Error) => void): void {
-    if (this.#cancelled) {
-      abort()
-      return
-    }
-    this.#abort = abort
-  }
-
-  onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
-    // 1xx informational answers are not relayed (request()'s default, without `onInfo`).
-    if (statusCode < 200) return true
-    const reply = this.reply
-    const raw = reply.raw
-    if (!raw.headersSent) {
-      try {
-        reply.writeUpstreamHead(statusCode, forwardableRawHeaders(rawHeaders))
-      } catch (error) {
-        // Same as pipe(res): an upstream head Node refuses to relay is a bad upstream response.
-        for (const name of raw.getHeaderNames()) raw.removeHeader(name)
-        this.#state = DETACHED
-        reply.failByPlugin(new UpstreamError({ cause: error }))
-        return false
-      }
-    }
-    if (reply.request.method === 'HEAD') {
-      this.#state = DETACHED
-      reply.finishPiped()
-      return true
-    }
-    this.#state = STREAMING
-    this.#resume = resume
-    return true
-  }
-
-  onData (chunk: Buffer): boolean {
-    if (this.#state !== STREAMING) {
-      this.#discarded += chunk.length
-      if (this.#discarded > DISCARD_LIMIT) this.#cancel()
-      return true
-    }
-    const reply = this.reply
-    reply.bytesWritten += chunk.length
-    if (reply.raw.write(chunk)) return true
-    reply.raw.once('drain', this.#resume as () => void)
-    return false
-  }
-
-  onComplete (): void {
-    const streaming = this.#state === STREAMING
-    this.#done()
-    if (streaming) this.reply.finishPiped()
-  }
-
-  onError (error: Error): void {
-    if (this.#dispatching) {
-      queueMicrotask(() => this.onError(error))
-      return
-    }
-    const state = this.#state
-    this.#done()
-    if (state === DETACHED) return
-    if (this.#cancelled) {
-      // Cancelled before the head because the reply ended: like the fetch that pipe(res) would
-      // have made, this is a late error, logged at debug level by failByPlugin.
-      if (state === WAITING) this.reply.failByPlugin(new CancelledError({ cause: this.reply.endReason }))
-      return
-    }
-    // Before the head: the contract's 502/504. After it: the client connection is cut.
-    this.reply.failByPlugin(state === WAITING ? toUpstreamError(error) : error)
-  }
-
-  dispatched (): void {
-    this.#dispatching = false
-  }
-
-  #cancel (): void {
-    this.#cancelled = true
-    this.#abort?.()
-  }
-
-  /** undici calls exactly one of onComplete and onError. */
-  #done (): void {
-    this.#state = DONE
-    this.reply.inflight?.delete(this)
-    this.reply.lastActivity = Date.now()
-    this.#resolve()
-  }
-}
-
-function pipeDirect (reply: AsyncReplyImpl, url: string | URL, options: FetchOptions | undefined): Promise<void> {
-  if (!reply.open) return failLater(reply, new CancelledError({ cause: reply.endReason }))
-  const plugin = reply.route.plugin
-  if (plugin.allowedOrigins !== null && !originAllowed(plugin.allowedOrigins, url)) {
-    reply.request.log.warn({ upstream: safeUrl(url) }, 'upstream origin is not in allowedOrigins')
-    return failLater(reply, new OriginDeniedError())
-  }
-  let target: URL
-  try {
-    target = typeof url === 'string' ? new URL(url) : url
-  } catch (error) {
-    return failLater(reply, toUpstreamError(error))
-  }
-  const method = options?.method ?? 'GET'
-  let resolve!: () => void
-  const done = new Promise<void>((_resolve) => { resolve = _resolve })
-  const pipe = new DirectPipe(reply, method, url, resolve)
-  reply.inflight ??= new Set()
-  reply.inflight.add(pipe)
-  const dispatchOptions: Dispatcher.DispatchOptions = {
-    origin: target.origin,
-    path: target.search === '' ? target.pathname : target.pathname + target.search,
-    method: method as Dispatcher.HttpMethod
-  }
-  if (options !== undefined) {
-    if (options.headers !== undefined) dispatchOptions.headers = options.headers
-    if (options.body !== undefined) dispatchOptions.body = options.body
-    if (options.query !== undefined) dispatchOptions.query = options.query
-    if (options.headersTimeout !== undefined) dispatchOptions.headersTimeout = options.headersTimeout
-    if (options.bodyTimeout !== undefined) dispatchOptions.bodyTimeout = options.bodyTimeout
-  }
-  try {
-    plugin.dispatcher.dispatch(dispatchOptions, pipe)
-  } catch (error) {
-    // undici's own dispatchers report through onError; another dispatcher may throw.
-    pipe.onError(error as Error)
-  }
-  pipe.dispatched()
-  return done
-}
-
-/** A failure found before anything was sent: reported after the caller's synchronous code, as an awaited fetch would. */
-async function failLater (reply: AsyncReplyImpl, error: Error): Promise<void> {
-  await undefined
-  reply.failByPlugin(error)
 }

@@ -11,6 +11,12 @@ export interface InflightRequest {
   readonly startedAt: number
 }
 
+/** An upstream request a reply waits on; the reply releases it when it ends. */
+export interface Releasable extends InflightRequest {
+  /** The reply ended (`abnormal`: any way but finish()/pipe() completing). */
+  release (abnormal: boolean): void
+}
+
 /** The upstream URL as it may appear in logs and reports: without user:password. */
 export function safeUrl (url: string | URL): string {
   const text = String(url)
