@@ -185,3 +185,16 @@ t.test('HTTP/2: a stream cancelled while hooks ran counts as a client abort', as
   await waitFor(() => app.asyncRoute.stats().aborted === 1, 2000, 'the abort to be counted')
   t.same(app.asyncRoute.pending(), [])
 })
+
+t.test('with forceCloseConnections, replies ended by the close grace still get their 503', async (t) => {
+  const { url, app } = await startApp(t, { closeGrace: 100 }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/', handler () {} })
+  }, { forceCloseConnections: true })
+  const answers = [request(`${url}/`), request(`${url}/`)]
+  await waitFor(() => app.asyncRoute.pending().length === 2, 2000, 'both replies')
+  await app.close()
+  for (const answer of await Promise.all(answers)) {
+    t.equal(answer.statusCode, 503)
+    t.equal(JSON.parse(answer.body).code, 'FST_ASYNC_ROUTE_CLOSING')
+  }
+})
