@@ -1,12 +1,12 @@
 // `pipe(url)`: the request is dispatched with a handler that writes the upstream answer
 // straight into the response — the fast path, at the speed of a bare Node forwarder.
 import { Dispatcher } from 'undici'
-import { CancelledError, OriginDeniedError, toUpstreamError, UpstreamError } from './errors.js'
+import { CancelledError, toUpstreamError, UpstreamError } from './errors.js'
 import { forwardableRawHeaders } from './headers.js'
-import { originAllowed } from './origins.js'
+import { pathOf, refusal } from './origins.js'
 import type { AsyncReplyImpl } from './reply.js'
 import type { FetchOptions } from './types.js'
-import { safeUrl, type Releasable } from './watchdog.js'
+import type { Releasable } from './watchdog.js'
 
 /**
  * Request options the direct path passes to `dispatch` as they are (`signal` and `dispatcher`
@@ -161,12 +161,9 @@ class DirectPipe implements Releasable, Dispatcher.DispatchHandler {
 }
 
 export function pipeDirect (reply: AsyncReplyImpl, url: string | URL, options: FetchOptions | undefined): Promise<void> {
-  if (!reply.open) return failLater(reply, new CancelledError({ cause: reply.endReason }))
+  const refused = refusal(reply, url)
+  if (refused !== null) return failLater(reply, refused)
   const plugin = reply.route.plugin
-  if (plugin.allowedOrigins !== null && !originAllowed(plugin.allowedOrigins, url)) {
-    reply.request.log.warn({ upstream: safeUrl(url) }, 'upstream origin is not in allowedOrigins')
-    return failLater(reply, new OriginDeniedError())
-  }
   let target: URL
   try {
     target = typeof url === 'string' ? new URL(url) : url
@@ -177,11 +174,10 @@ export function pipeDirect (reply: AsyncReplyImpl, url: string | URL, options: F
   let resolve!: () => void
   const done = new Promise<void>((_resolve) => { resolve = _resolve })
   const pipe = new DirectPipe(reply, method, url, resolve)
-  reply.inflight ??= new Set()
-  reply.inflight.add(pipe)
+  reply.track(pipe)
   const dispatchOptions: Dispatcher.DispatchOptions = {
     origin: target.origin,
-    path: target.search === '' ? target.pathname : target.pathname + target.search,
+    path: pathOf(target),
     method: method as Dispatcher.HttpMethod
   }
   if (options !== undefined) {

@@ -186,7 +186,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
     const length = payload === undefined ? 0 : byteLength(payload)
     if (!raw.headersSent) {
       this.#writeHead(this.#statusCode, bodyType(body), length)
-    } else if (this.route.plugin.registry.closing && !this.route.plugin.http2) {
+    } else if (this.#endsConnection) {
       closeConnectionAfter(raw)
     }
     if (payload === undefined) {
@@ -359,6 +359,12 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
     )
   }
 
+  /** Counts an upstream request as in flight until it releases itself (or the reply ends). */
+  track (request: Releasable): void {
+    this.inflight ??= new Set()
+    this.inflight.add(request)
+  }
+
   /** Sends the head of a piped upstream response: base headers, upstream's, then the handler's. */
   writeUpstreamHead (statusCode: number, upstreamHeaders: OutgoingHttpHeaders): void {
     this.#writeHead(statusCode, undefined, undefined, upstreamHeaders)
@@ -367,7 +373,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
   /** A piped body ended: the response is complete. */
   finishPiped (): void {
     if (this.#state !== OPEN) return
-    if (this.route.plugin.registry.closing && !this.route.plugin.http2) closeConnectionAfter(this.raw)
+    if (this.#endsConnection) closeConnectionAfter(this.raw)
     this.raw.end()
     this.#end(FINISHED, undefined)
   }
@@ -397,8 +403,16 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
     if (this.#head !== null) Object.assign(headers, this.#head)
     if (contentType !== undefined && (forceType || headers['content-type'] === undefined)) headers['content-type'] = contentType
     if (length !== undefined) headers['content-length'] = length
-    if (this.route.plugin.registry.closing && !this.route.plugin.http2) headers.connection = 'close'
+    if (this.#endsConnection) headers.connection = 'close'
     this.raw.writeHead(statusCode, headers as OutgoingHttpHeaders)
+  }
+
+  /**
+   * While the app closes, a reply also ends its HTTP/1 connection, so that a keep-alive
+   * socket cannot hold close() open. (HTTP/2 sessions are closed by Fastify itself.)
+   */
+  get #endsConnection (): boolean {
+    return this.route.plugin.registry.closing && !this.route.plugin.http2
   }
 
   /** A late call of a public method: a warning if the handler itself had ended the reply. */

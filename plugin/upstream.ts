@@ -2,13 +2,13 @@
 // response with backpressure (`pipe(url)` has its own fast path in pipe-direct.ts).
 import type { Readable } from 'node:stream'
 import { Dispatcher, request as undiciRequest } from 'undici'
-import { CancelledError, OriginDeniedError, toUpstreamError, UpstreamError } from './errors.js'
+import { CancelledError, toUpstreamError, UpstreamError } from './errors.js'
 import { forwardableHeaders } from './headers.js'
-import { originAllowed } from './origins.js'
+import { pathOf, refusal } from './origins.js'
 import { isDirect, pipeDirect } from './pipe-direct.js'
 import type { AsyncReplyImpl } from './reply.js'
 import type { FetchOptions, UpstreamRequest, UpstreamResponse } from './types.js'
-import { safeUrl, type Releasable } from './watchdog.js'
+import type { Releasable } from './watchdog.js'
 
 const kInflight = Symbol('fastify-async-route.inflight')
 type TrackedBody = Readable & { [kInflight]?: Inflight }
@@ -101,9 +101,7 @@ export class Inflight implements Releasable {
       body.destroy()
     } else if (!body.readableEnded) {
       // A body still being piped must stop feeding the response that was just ended
-      // (finish() during pipe()): its next chunk would be a write after end, thrown as an
-      // uncaught 'error' on the response.
-      body.unpipe()
+      // (finish() during pipe()): its next chunk would be a write after end.
       body.removeListener('data', onPipedData)
       // Read what is left so the keep-alive socket goes back to the pool.
       const rest = body as unknown as UpstreamResponse['body']
@@ -156,16 +154,12 @@ function onBodyClose (this: TrackedBody & Partial<PipedBody>): void {
 
 /** `reply.fetch()`: undici's `request` through the plugin's dispatcher, bound to the reply. */
 export function fetchUpstream (reply: AsyncReplyImpl, url: string | URL, options: FetchOptions | undefined): Promise<UpstreamResponse> {
-  if (!reply.open) return Promise.reject(new CancelledError({ cause: reply.endReason }))
+  const refused = refusal(reply, url)
+  if (refused !== null) return Promise.reject(refused)
   const plugin = reply.route.plugin
-  if (plugin.allowedOrigins !== null && !originAllowed(plugin.allowedOrigins, url)) {
-    reply.request.log.warn({ upstream: safeUrl(url) }, 'upstream origin is not in allowedOrigins')
-    return Promise.reject(new OriginDeniedError())
-  }
   const method = options?.method ?? 'GET'
   const inflight = new Inflight(reply, method, url)
-  reply.inflight ??= new Set()
-  reply.inflight.add(inflight)
+  reply.track(inflight)
   return new Promise((resolve, reject) => {
     inflight.resolve = resolve
     inflight.reject = reject
@@ -174,7 +168,7 @@ export function fetchUpstream (reply: AsyncReplyImpl, url: string | URL, options
       // without its copy of the options. Anything else goes through `undici.request` itself.
       const target = options === undefined ? httpUrl(url) : null
       if (target !== null) {
-        const dispatchOptions = { origin: target.origin, path: target.search === '' ? target.pathname : target.pathname + target.search, method, signal: inflight }
+        const dispatchOptions = { origin: target.origin, path: pathOf(target), method, signal: inflight }
         dispatcherRequest.call(plugin.dispatcher, dispatchOptions, (error, response) => inflight.onResponse(error, response))
       } else {
         const requestOptions = { ...options, method, dispatcher: plugin.dispatcher, signal: inflight };
