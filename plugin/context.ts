@@ -11,6 +11,12 @@ export interface PluginContext {
   readonly onTimeout: WatchdogHook | null
   /** ms; `0`: off. */
   readonly warnUnfinished: number
+  /** ms, the default of every route; `0`: off. */
+  readonly idleTimeout: number
+  /** Lower-cased header name, or `null` when deadlines do not travel. */
+  readonly deadlineHeader: string | null
+  /** Open replies of this registration at most; `0`: no limit. */
+  readonly maxPending: number
   /** `null` when any origin may be reached. */
   readonly allowedOrigins: ReadonlySet<string> | null
   /** HTTP/2 responses have no socket of their own and refuse connection-specific headers. */
@@ -33,6 +39,12 @@ export interface RouteContext {
   readonly onWatchdog: WatchdogHook | null
   /** ms; `0`: off. */
   readonly warnUnfinished: number
+  /** ms; `0`: off. */
+  readonly idleTimeout: number
+  /** Open replies of this route at most; `0`: no limit (then `open` is not kept). */
+  readonly maxPending: number
+  /** This route's open replies, kept only when `maxPending` is set. */
+  open: number
   /** `null` when the route has no `upstream` step. */
   readonly upstream: UpstreamTarget | ((request: FastifyRequest) => UpstreamTarget | Promise<UpstreamTarget>) | null
   readonly onUpstreamError: UserFunction | null

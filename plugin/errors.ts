@@ -22,6 +22,14 @@ export const UpstreamTimeoutError = createError(
 export const BadUpstreamRequestError = createError(
   'FST_ASYNC_ROUTE_BAD_UPSTREAM_REQUEST', 'The upstream request is invalid', 500)
 
+/** `idleTimeout`: the reply showed no sign of life for that long. */
+export const IdleTimeoutError = createError(
+  'FST_ASYNC_ROUTE_IDLE_TIMEOUT', 'The reply showed no sign of life for %d ms', 504)
+
+/** `maxPending`: too many open replies; answered at once, with `retry-after: 1`. */
+export const OverloadedError = createError(
+  'FST_ASYNC_ROUTE_OVERLOADED', 'Too many pending requests; retry shortly', 503)
+
 export const OriginDeniedError = createError(
   'FST_ASYNC_ROUTE_ORIGIN_DENIED', 'The upstream origin is not allowed', 500)
 

@@ -14,6 +14,8 @@ export {
   UpstreamError,
   UpstreamTimeoutError,
   BadUpstreamRequestError,
+  IdleTimeoutError,
+  OverloadedError,
   InvalidOptionError,
   InvalidArgumentError,
   OriginDeniedError,
@@ -39,6 +41,9 @@ function plugin (fastify: FastifyInstance, options: AsyncRoutePluginOptions, don
     timeout: resolved.timeout,
     onTimeout: resolved.onTimeout ?? null,
     warnUnfinished: resolved.warnUnfinished,
+    idleTimeout: resolved.idleTimeout,
+    deadlineHeader: resolved.deadlineHeader,
+    maxPending: resolved.maxPending,
     allowedOrigins: resolved.allowedOrigins,
     http2: fastify.initialConfig.http2 === true,
     registry

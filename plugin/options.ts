@@ -1,4 +1,5 @@
 // Checks the plugin options once, at `register`, so that nothing fails later at request time.
+import { validateHeaderName } from 'node:http'
 import type { AsyncRoutePluginOptions } from './types.js'
 import { isDuration, MAX_TIMER_MS } from './durations.js'
 import { InvalidOptionError } from './errors.js'
@@ -10,6 +11,9 @@ export interface ResolvedOptions {
   dispatcher: AsyncRoutePluginOptions['dispatcher']
   onTimeout: AsyncRoutePluginOptions['onTimeout'] | null
   allowedOrigins: Set<string> | null
+  idleTimeout: number
+  deadlineHeader: string | null
+  maxPending: number
 }
 
 function fail (name: string, expected: string, value: unknown): never {
@@ -17,7 +21,7 @@ function fail (name: string, expected: string, value: unknown): never {
   throw new InvalidOptionError(`fastify-async-route: option "${name}" must be ${expected}, got ${shown}`)
 }
 
-function duration (options: AsyncRoutePluginOptions, name: 'timeout' | 'closeGrace' | 'warnUnfinished', fallback: number): number {
+function duration (options: AsyncRoutePluginOptions, name: 'timeout' | 'closeGrace' | 'warnUnfinished' | 'idleTimeout' | 'maxPending', fallback: number): number {
   const value: unknown = options[name]
   if (value === undefined) return fallback
   if (!isDuration(value)) {
@@ -46,6 +50,16 @@ function origin (value: unknown, index: number): string {
   return url.origin
 }
 
+function isHeaderName (value: unknown): value is string {
+  if (typeof value !== 'string') return false
+  try {
+    validateHeaderName(value)
+    return true
+  } catch {
+    return false
+  }
+}
+
 export function resolveOptions (options: AsyncRoutePluginOptions): ResolvedOptions {
   const { dispatcher, onTimeout, allowedOrigins } = options
   if (dispatcher !== undefined && typeof (dispatcher as { dispatch?: unknown } | null)?.dispatch !== 'function') {
@@ -59,8 +73,15 @@ export function resolveOptions (options: AsyncRoutePluginOptions): ResolvedOptio
     if (!Array.isArray(allowedOrigins)) fail('allowedOrigins', 'an array of origins', allowedOrigins)
     origins = new Set(allowedOrigins.map(origin))
   }
+  const { deadlineHeader } = options
+  if (deadlineHeader !== undefined && !isHeaderName(deadlineHeader)) {
+    fail('deadlineHeader', 'a valid header name (e.g. "x-request-timeout-ms")', deadlineHeader)
+  }
   return {
     timeout: duration(options, 'timeout', 30_000),
+    idleTimeout: duration(options, 'idleTimeout', 0),
+    maxPending: duration(options, 'maxPending', 0),
+    deadlineHeader: deadlineHeader === undefined ? null : deadlineHeader.toLowerCase(),
     closeGrace: duration(options, 'closeGrace', 10_000),
     warnUnfinished: options.warnUnfinished === false ? 0 : duration(options, 'warnUnfinished', 0),
     dispatcher,

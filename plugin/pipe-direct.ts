@@ -4,6 +4,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { toUpstreamError } from './error-mapping.js'
 import { CancelledError, UpstreamError } from './errors.js'
 import { forwardableHeaders } from './headers.js'
+import { withDeadline } from './deadline.js'
 import { refusal } from './preflight.js'
 import type { ReplyPort } from './reply-port.js'
 import type { UpstreamCall } from './report.js'
@@ -75,6 +76,7 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
 
   protected received (statusCode: number, headers: IncomingHttpHeaders): void {
     const reply = this.reply
+    if (reply.watchesIdle) reply.noteSignOfLife()
     const raw = reply.raw
     if (!raw.headersSent) {
       try {
@@ -168,8 +170,10 @@ export function pipeDirect (reply: ReplyPort, url: string | URL, options: FetchO
   const pipe = new DirectPipe(reply, method, url, resolve)
   reply.track(pipe)
   const dispatchOptions: DispatchOptions = { ...splitUrl(target), method: method as Dispatcher.HttpMethod }
+  const deadlineHeader = plugin.deadlineHeader
+  if (deadlineHeader !== null) dispatchOptions.headers = withDeadline(deadlineHeader, reply.deadline, options?.headers) as DispatchOptions['headers']
   if (options !== undefined) {
-    if (options.headers !== undefined) dispatchOptions.headers = options.headers
+    if (options.headers !== undefined && deadlineHeader === null) dispatchOptions.headers = options.headers
     if (options.body !== undefined) dispatchOptions.body = options.body
     if (options.query !== undefined) dispatchOptions.query = options.query
     if (options.headersTimeout !== undefined) dispatchOptions.headersTimeout = options.headersTimeout

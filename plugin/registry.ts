@@ -29,6 +29,7 @@ export class Registry {
   #timedOut = 0
   #aborted = 0
   #failed = 0
+  #rejected = 0
   #closing = false
   #inGrace = false
   #onDrained: (() => void) | null = null
@@ -42,6 +43,16 @@ export class Registry {
   /** close() began and is still waiting for open replies: a new one shares what is left. */
   get inGrace (): boolean {
     return this.#inGrace
+  }
+
+  /** Open replies now. */
+  get size (): number {
+    return this.#open.size
+  }
+
+  /** A request answered `FST_ASYNC_ROUTE_OVERLOADED`: never started, never pending. */
+  reject (): void {
+    this.#rejected++
   }
 
   add (reply: Tracked): void {
@@ -79,6 +90,7 @@ export class Registry {
       timedOut: this.#timedOut,
       aborted: this.#aborted,
       failed: this.#failed,
+      rejected: this.#rejected,
       pending: this.#open.size
     }
   }

@@ -19,6 +19,12 @@ export interface ReplyPort {
   untrack (call: UpstreamCall): void
   /** Body bytes relayed to the client by a pipe: counted as written, a sign of life. */
   relayed (bytes: number): void
+  /** An upstream head or body chunk arrived: a sign of life for `idleTimeout`. */
+  noteSignOfLife (): void
+  /** `idleTimeout` is on for this reply: only then are upstream chunks worth a timestamp. */
+  readonly watchesIdle: boolean
+  /** When the watchdog fires (epoch ms); `Infinity` while it is off. */
+  readonly deadline: number
   /** Sends the head of a piped upstream response: base headers, the upstream's, then the handler's. */
   writeUpstreamHead (statusCode: number, upstreamHeaders: OutgoingHttpHeaders): void
   /** A piped body ended: the response is complete. */

@@ -8,11 +8,12 @@ import { bodyType, byteLength, encodeBody, isBytes, JSON_TYPE, OCTET, TEXT } fro
 import type { PluginContext, RouteContext } from './context.js'
 import { checkDuration } from './durations.js'
 import { errorAnswer, logAnswer } from './error-answer.js'
-import { ClientGoneError, ClosingError, InvalidArgumentError, TimeoutError } from './errors.js'
+import { incomingBudget } from './deadline.js'
+import { ClientGoneError, ClosingError, IdleTimeoutError, InvalidArgumentError, TimeoutError } from './errors.js'
 import { closeConnectionAfter, cut, isGone, needsDrain } from './raw-response.js'
 import { timeoutChannel, type Outcome, type Tracked } from './registry.js'
 import type { ReplyPort } from './reply-port.js'
-import { describeHang, describeIdle, hangReport, pendingEntry, type ReplyFacts, type UpstreamCall } from './report.js'
+import { describeHang, describeIdle, describeSilence, hangReport, pendingEntry, type ReplyFacts, type UpstreamCall } from './report.js'
 import type { AsyncReply, FetchCallback, FetchOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
 import { fetchUpstream, fetchWithCallback, pipeUpstream, type ErrorFirstCallback } from './upstream.js'
 
@@ -43,12 +44,18 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   #head: OutgoingHttpHeaders | null = null
   #state: EndState = OPEN
   #reason: unknown = undefined
-  /** The watchdog fired, even if `onTimeout` then answered. */
-  #timedOut = false
+  /** The watchdog (or idleTimeout) fired, even if `onTimeout` then answered: its error. */
+  #timedOut: Error | null = null
   #controller: AbortController | null = null
   #closeListeners: Array<() => void> | null = null
   #endListeners: Array<(outcome: Outcome) => void> | null = null
   #timer: NodeJS.Timeout | null = null
+  /** When the watchdog fires (epoch ms); `Infinity` while it is off. */
+  #dueAt = Infinity
+  /** The `idleTimeout` timer, re-armed only when it fires early (never per write). */
+  #idleTimer: NodeJS.Timeout | null = null
+  /** Last sign of life for `idleTimeout`: a write, a flush, an upstream head or chunk. */
+  #lastSign: number
   #warnedIdle = false
   /** What every pending `flush()` waits for when the socket buffer is full. */
   #drained: Promise<void> | null = null
@@ -65,12 +72,17 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     this.#fastifyReply = fastifyReply
     this.raw = fastifyReply.raw
     this.#lastActivity = this.startedAt
+    this.#lastSign = this.startedAt
   }
 
   /** Called once by the route: registers the reply, arms the watchdog, listens for the client. */
   start (): void {
-    this.route.plugin.registry.add(this)
-    if (this.route.timeout > 0) this.#timer = setTimeout(fireWatchdog, this.route.timeout, this)
+    const route = this.route
+    route.plugin.registry.add(this)
+    if (route.maxPending > 0) route.open++
+    const timeout = route.plugin.deadlineHeader === null ? route.timeout : incomingBudget(route, this.request)
+    if (timeout > 0) this.#arm(timeout)
+    if (route.idleTimeout > 0) this.#idleTimer = setTimeout(checkIdleTimeout, route.idleTimeout, this)
     const raw = this.raw as RawWithReply
     raw[kReply] = this
     raw.on('close', onRawClose)
@@ -167,12 +179,13 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     }
     if (!this.raw.headersSent) this.#writeHead(this.#statusCode, isString ? TEXT : OCTET, undefined)
     this.#bytesWritten += byteLength(chunk)
-    this.#lastActivity = Date.now()
+    this.#lastActivity = this.#lastSign = Date.now()
     return this.raw.write(chunk)
   }
 
   flush (): Promise<void> {
     if (this.#state !== OPEN) return RESOLVED
+    this.#lastSign = Date.now()
     const raw = this.raw
     if (!raw.headersSent) {
       this.#writeHead(this.#statusCode, undefined, undefined)
@@ -240,7 +253,9 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     checkDuration('reply.setTimeout(ms)', ms)
     if (this.#state !== OPEN) return this
     if (this.#timer !== null) clearTimeout(this.#timer)
-    this.#timer = ms > 0 ? setTimeout(fireWatchdog, ms, this) : null
+    this.#timer = null
+    this.#dueAt = Infinity
+    if (ms > 0) this.#arm(ms)
     return this
   }
 
@@ -258,7 +273,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     if (this.#state === OPEN) {
       (this.#endListeners ??= []).push(fn)
     } else {
-      this.#runListener(fn, outcomeOf(this.#state, this.#timedOut), 'onEnd')
+      this.#runListener(fn, outcomeOf(this.#state, this.#timedOut !== null), 'onEnd')
     }
     return this
   }
@@ -283,6 +298,19 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
 
   relayed (bytes: number): void {
     this.#bytesWritten += bytes
+    if (this.#idleTimer !== null) this.#lastSign = Date.now()
+  }
+
+  noteSignOfLife (): void {
+    this.#lastSign = Date.now()
+  }
+
+  get watchesIdle (): boolean {
+    return this.#idleTimer !== null
+  }
+
+  get deadline (): number {
+    return this.#dueAt
   }
 
   /** The client left before the reply was finished. */
@@ -309,22 +337,24 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   /** The watchdog fired. */
   timeOut (): void {
     this.#timer = null
-    this.#timedOut = true
+    this.#dueAt = Infinity
     const now = Date.now()
     const report = hangReport(this, now)
-    const log = this.request.log
-    log.warn({ report }, describeHang(report, now - this.#lastActivity))
-    if (timeoutChannel.hasSubscribers) timeoutChannel.publish({ request: this.request, report })
-    const onWatchdog = this.route.onWatchdog
-    if (onWatchdog !== null) {
-      try {
-        onWatchdog(this.request, this, report)
-      } catch (error) {
-        log.error({ err: error }, 'onTimeout threw')
-      }
-      if (this.#state !== OPEN) return
+    this.#timeOut(report, describeHang(report, now - this.#lastActivity), new TimeoutError(report.elapsedMs))
+  }
+
+  /** The `idleTimeout` timer fired: ends the reply if it stayed silent that long, else re-arms. */
+  checkIdleTimeout (): void {
+    const now = Date.now()
+    const idle = this.route.idleTimeout
+    const quiet = now - this.#lastSign
+    if (quiet < idle) {
+      this.#idleTimer = setTimeout(checkIdleTimeout, idle - quiet, this)
+      return
     }
-    this.#failWith(new TimeoutError(report.elapsedMs), TIMED_OUT)
+    this.#idleTimer = null
+    const report = hangReport(this, now)
+    this.#timeOut(report, describeSilence(report, quiet), new IdleTimeoutError(quiet))
   }
 
   hangReport (now: number): HangReport {
@@ -358,6 +388,32 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   }
 
   // ---- internals ----
+
+  #arm (ms: number): void {
+    this.#timer = setTimeout(fireWatchdog, ms, this)
+    this.#dueAt = Date.now() + ms
+  }
+
+  /**
+   * The watchdog or the idle timeout fired: the warning with the hang report, the diagnostics
+   * message, the route's `onWatchdog` (or the plugin's `onTimeout`), then the default answer.
+   */
+  #timeOut (report: HangReport, message: string, error: Error): void {
+    this.#timedOut = error
+    const log = this.request.log
+    log.warn({ report }, message)
+    if (timeoutChannel.hasSubscribers) timeoutChannel.publish({ request: this.request, report })
+    const onWatchdog = this.route.onWatchdog
+    if (onWatchdog !== null) {
+      try {
+        onWatchdog(this.request, this, report)
+      } catch (thrown) {
+        log.error({ err: thrown }, 'onTimeout threw')
+      }
+      if (this.#state !== OPEN) return
+    }
+    this.#failWith(error, TIMED_OUT)
+  }
 
   /** Ends the reply with an error answer, or cuts the connection if the head is out. */
   #failWith (error: unknown, state: typeof FAILED_BY_PLUGIN | typeof FAILED_BY_HANDLER | typeof TIMED_OUT | typeof CLOSED): void {
@@ -415,7 +471,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   /** A late call of a public method: a warning if the handler itself had ended the reply. */
   #late (method: string): void {
     const log = this.request.log
-    if ((this.#state === FINISHED || this.#state === FAILED_BY_HANDLER) && !this.#timedOut) {
+    if ((this.#state === FINISHED || this.#state === FAILED_BY_HANDLER) && this.#timedOut === null) {
       log.warn(`reply.${method}() called after the reply was already ended by the handler; ignored`)
     } else {
       log.debug(`reply.${method}() called after the reply ended; ignored`)
@@ -423,26 +479,31 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   }
 
   #abnormal (): boolean {
-    return this.#state !== FINISHED || this.#timedOut
+    return this.#state !== FINISHED || this.#timedOut !== null
   }
 
   /** The one place where a reply ends. Every way out goes through here, exactly once. */
   #end (state: Exclude<EndState, typeof OPEN>, reason: unknown): void {
     // onTimeout answered with finish(): the reply still ended because the watchdog fired, and
     // its signal says so like every other timed-out reply's.
-    if (reason === undefined && this.#timedOut) reason = new TimeoutError(Date.now() - this.startedAt)
+    if (reason === undefined && this.#timedOut !== null) reason = this.#timedOut
     this.#state = state
     this.#reason = reason
     if (this.#timer !== null) {
       clearTimeout(this.#timer)
       this.#timer = null
     }
+    if (this.#idleTimer !== null) {
+      clearTimeout(this.#idleTimer)
+      this.#idleTimer = null
+    }
+    if (this.route.maxPending > 0) this.route.open--
     const abnormal = this.#abnormal()
     if (abnormal && this.#controller !== null) this.#controller.abort(reason)
     if (this.#calls !== null) {
       for (const call of this.#calls) call.release(abnormal)
     }
-    const outcome = outcomeOf(state, this.#timedOut)
+    const outcome = outcomeOf(state, this.#timedOut !== null)
     this.route.plugin.registry.end(this, outcome)
     const listeners = this.#endListeners
     if (listeners === null) return
@@ -469,6 +530,10 @@ function outcomeOf (state: EndState, timedOut: boolean): Outcome {
 
 function fireWatchdog (reply: AsyncReplyImpl): void {
   reply.timeOut()
+}
+
+function checkIdleTimeout (reply: AsyncReplyImpl): void {
+  reply.checkIdleTimeout()
 }
 
 function onRawClose (this: RawWithReply): void {

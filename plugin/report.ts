@@ -97,6 +97,15 @@ export function describeHang (report: HangReport, quietMs: number): string {
   return `async reply not finished after ${report.elapsedMs} ms (${head}); ${where}`
 }
 
+/** Why `idleTimeout` ended a reply, and what it was doing. */
+export function describeSilence (report: HangReport, quietMs: number): string {
+  const { inflight } = report
+  const doing = inflight.length > 0
+    ? `waiting on upstream ${inflight.map((request) => `${request.method} ${request.url}`).join(', ')}`
+    : report.bytesWritten > 0 ? `after ${report.bytesWritten} bytes written` : 'nothing written'
+  return `async reply idle for ${quietMs} ms (idleTimeout), ${doing}; ${report.elapsedMs} ms since it started`
+}
+
 /** The "did you forget finish()?" hint of `warnUnfinished`. */
 export function describeIdle (quietMs: number): string {
   return `async reply idle for ${quietMs} ms after its handler returned, with nothing in flight: did you forget reply.finish()?`

@@ -22,7 +22,7 @@ export function resolveRouteOptions (
   if (options === null || typeof options !== 'object') {
     throw new InvalidOptionError('asyncRoute() takes a route options object')
   }
-  const { handler, timeout, upstream, onUpstreamError, onWatchdog, warnUnfinished, ...fastifyOptions } = options
+  const { handler, timeout, upstream, onUpstreamError, onWatchdog, warnUnfinished, idleTimeout, maxPending, ...fastifyOptions } = options
   if (typeof handler !== 'function') {
     throw new InvalidOptionError(`asyncRoute(): "handler" must be a function (${String(options.method)} ${String(options.url)})`)
   }
@@ -44,6 +44,9 @@ export function resolveRouteOptions (
     warnUnfinished: warnUnfinished === undefined
       ? plugin.warnUnfinished
       : warnUnfinished === false ? 0 : duration('warnUnfinished', warnUnfinished),
+    idleTimeout: idleTimeout === undefined ? plugin.idleTimeout : duration('idleTimeout', idleTimeout),
+    maxPending: maxPending === undefined ? 0 : duration('maxPending', maxPending),
+    open: 0,
     upstream: upstream ?? null,
     onUpstreamError: (onUpstreamError as UserFunction | undefined) ?? null
   }

@@ -2,6 +2,7 @@
 // runs the `upstream` step and the user's handler, and turns their throws into `fail`.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { PluginContext, RouteContext, UpstreamTarget, UserFunction } from './context.js'
+import { answerOverloaded, overloaded } from './overload.js'
 import { AsyncReplyImpl } from './reply.js'
 import { resolveRouteOptions } from './route-options.js'
 import type { AsyncRouteOptions, UpstreamResponse } from './types.js'
@@ -32,6 +33,7 @@ export function createAsyncRoute (plugin: PluginContext, owner: FastifyInstance)
 
 function startReply (route: RouteContext, request: FastifyRequest, fastifyReply: FastifyReply): void {
   fastifyReply.hijack()
+  if (overloaded(route)) return answerOverloaded(route, request, fastifyReply)
   const reply = new AsyncReplyImpl(route, request, fastifyReply)
   reply.start()
   if (!reply.open) return

@@ -88,6 +88,8 @@ export interface AsyncRouteStats {
   timedOut: number
   aborted: number
   failed: number
+  /** Requests answered `FST_ASYNC_ROUTE_OVERLOADED` (`maxPending`): never started, never pending. */
+  rejected: number
   pending: number
 }
 
@@ -199,6 +201,10 @@ export interface AsyncRouteOptionsBase<
   timeout?: number
   /** The plugin's `warnUnfinished` for this route; `false` turns it off. */
   warnUnfinished?: number | false
+  /** The plugin's `idleTimeout` for this route, in ms; `0` turns it off. */
+  idleTimeout?: number
+  /** At most this many open replies of this route (checked in addition to the plugin's); `0`: no limit. */
+  maxPending?: number
   /**
    * The plugin's `onTimeout` for this route only, replacing it. (A route's `onTimeout` is
    * Fastify's own socket-timeout hook.)
@@ -280,6 +286,12 @@ export interface AsyncRoutePluginOptions {
   warnUnfinished?: number | false
   /** Origins (`http://host:port`) that `fetch`, `pipe` and `upstream` may reach. Default: any. */
   allowedOrigins?: readonly string[]
+  /** ms; a reply with no sign of life (write, flush, upstream head or chunk) for that long ends with 504. Default `0` (off). */
+  idleTimeout?: number
+  /** A header name; the reply's remaining watchdog time travels upstream in it, and an incoming one may shorten it. */
+  deadlineHeader?: string
+  /** At most this many open async replies; beyond, 503 `FST_ASYNC_ROUTE_OVERLOADED` at once. Default `0` (no limit). */
+  maxPending?: number
 }
 
 /** The plugin; also its own `default` and `asyncRoute` properties, for every import form. */

@@ -9,6 +9,7 @@ import { isDirect, pipeDirect } from './pipe-direct.js'
 import type { ReplyPort } from './reply-port.js'
 import type { UpstreamCall } from './report.js'
 import type { AsyncRouteError, FetchCallback, FetchOptions, UpstreamRequest, UpstreamResponse } from './types.js'
+import { withDeadline } from './deadline.js'
 import { RequestSignal, sendRequest, splitUrl, type DispatchOptions } from './undici-adapter.js'
 
 const CANCELLED_CODE = new CancelledError().code
@@ -78,6 +79,7 @@ export class FetchCall extends RequestSignal implements UpstreamCall {
   /** undici's callback: the head arrived, or the request failed. */
   onResponse (error: Error | null, response: UpstreamResponse | undefined): void {
     if (error === null) {
+      if (this.reply.watchesIdle) this.reply.noteSignOfLife()
       // undici calls back from inside its handler: what comes after it (a dispatcher's own
       // hooks) runs before the response is taken, as with an awaited promise.
       queueMicrotask(() => this.#accept(response as UpstreamResponse))
@@ -100,6 +102,9 @@ export class FetchCall extends RequestSignal implements UpstreamCall {
     this.body = body
     body[kCall] = this
     body.on('close', onBodyClose)
+    // idleTimeout: each chunk undici hands the body is a sign of life, whoever reads it (a
+    // 'data' listener here would start the flow the handler controls).
+    if (this.reply.watchesIdle) body.push = pushNotingLife
     // Errors of a body nobody reads must not crash the process; readers still see them.
     body.on('error', noop)
     this.resolve(response)
@@ -122,6 +127,11 @@ export class FetchCall extends RequestSignal implements UpstreamCall {
     this.callerSignal?.removeEventListener('abort', this)
     this.reply.untrack(this)
   }
+}
+
+function pushNotingLife (this: TrackedBody, chunk: unknown, encoding?: BufferEncoding): boolean {
+  this[kCall]?.reply.noteSignOfLife()
+  return Object.getPrototypeOf(this).push.call(this, chunk, encoding)
 }
 
 function onBodyClose (this: TrackedBody & Partial<PipedBody>): void {
@@ -148,6 +158,8 @@ export function fetchUpstream (reply: ReplyPort, url: string | URL, options: Fet
   const dispatchOptions: DispatchOptions = options === undefined
     ? { ...splitUrl(target), method: method as DispatchOptions['method'], signal: call }
     : { ...options as object, ...splitUrl(target), method: method as DispatchOptions['method'], signal: call }
+  const deadlineHeader = reply.plugin.deadlineHeader
+  if (deadlineHeader !== null) dispatchOptions.headers = withDeadline(deadlineHeader, reply.deadline, options?.headers) as DispatchOptions['headers']
   if (callerSignal !== null) {
     call.callerSignal = callerSignal
     // The call is its own listener (handleEvent): no closure per request.

@@ -55,7 +55,7 @@ t.test('client leaving before finish: signal aborts, onClose callbacks run once,
   t.equal(thrown.length, 1, 'the throwing callback is logged')
   t.match((thrown[0] as LogLine).err, { message: 'onClose broke' })
   t.equal(theReply?.finished, true)
-  t.same(app.asyncRoute.stats(), { started: 1, finished: 0, timedOut: 0, aborted: 1, failed: 0, pending: 0 })
+  t.same(app.asyncRoute.stats(), { started: 1, finished: 0, timedOut: 0, aborted: 1, failed: 0, rejected: 0, pending: 0 })
   t.same(app.asyncRoute.pending(), [])
 })
 
@@ -99,7 +99,7 @@ t.test('write(), finish() and fail() after the client left are ignored quietly',
   const mine = logs.filter((line) => line.reqId === requestId)
   t.same(mine.filter((line) => line.level > LEVEL.debug && line.level !== LEVEL.info), [], 'nothing above debug level')
   t.ok(mine.some((line) => line.level === LEVEL.debug && /after the reply ended/.test(line.msg)), 'the late calls are logged at debug')
-  t.same(app.asyncRoute.stats(), { started: 1, finished: 0, timedOut: 0, aborted: 1, failed: 0, pending: 0 },
+  t.same(app.asyncRoute.stats(), { started: 1, finished: 0, timedOut: 0, aborted: 1, failed: 0, rejected: 0, pending: 0 },
     'the late finish() is not counted')
 })
 
@@ -133,7 +133,7 @@ t.test('a client leaving after finish() was called, during a large body, trigger
   await sleep(50)
   t.equal(onCloseRan, false, 'onClose did not run')
   t.equal(signal?.aborted, false, 'signal did not abort')
-  t.same(app.asyncRoute.stats(), { started: 1, finished: 1, timedOut: 0, aborted: 0, failed: 0, pending: 0 },
+  t.same(app.asyncRoute.stats(), { started: 1, finished: 1, timedOut: 0, aborted: 0, failed: 0, rejected: 0, pending: 0 },
     'counted as finished')
   t.same(logsAt(logs, LEVEL.warn), [])
   t.same(logsAt(logs, LEVEL.error), [])
@@ -209,7 +209,7 @@ t.test('client leaving during the upstream step cancels it; the handler is never
   await waitFor(() => app.asyncRoute.stats().aborted === 1, 2000, 'the abort')
   await sleep(50)
   t.equal(handlerCalled, false)
-  t.same(app.asyncRoute.stats(), { started: 1, finished: 0, timedOut: 0, aborted: 1, failed: 0, pending: 0 })
+  t.same(app.asyncRoute.stats(), { started: 1, finished: 0, timedOut: 0, aborted: 1, failed: 0, rejected: 0, pending: 0 })
 })
 
 t.test('a client that left while hooks ran ends the reply as aborted before the handler', async (t) => {
@@ -235,5 +235,5 @@ t.test('a client that left while hooks ran ends the reply as aborted before the 
   req.destroy()
   await waitFor(() => app.asyncRoute.stats().started === 1, 2000, 'the route to start')
   t.equal(handlerCalled, false, 'the handler is not called for a client already gone')
-  t.same(app.asyncRoute.stats(), { started: 1, finished: 0, timedOut: 0, aborted: 1, failed: 0, pending: 0 })
+  t.same(app.asyncRoute.stats(), { started: 1, finished: 0, timedOut: 0, aborted: 1, failed: 0, rejected: 0, pending: 0 })
 })

@@ -60,7 +60,7 @@ t.test('a pending reply that finishes within closeGrace sends its real answer, a
   await close.done
   const after = Date.now() - finishedAt
   t.ok(after < 1500, `close resolved ${after} ms after the finish, not at the end of the grace`)
-  t.same(app.asyncRoute.stats(), { started: 1, finished: 1, timedOut: 0, aborted: 0, failed: 0, pending: 0 })
+  t.same(app.asyncRoute.stats(), { started: 1, finished: 1, timedOut: 0, aborted: 0, failed: 0, rejected: 0, pending: 0 })
 })
 
 t.test('a reply that never finishes gets 503 FST_ASYNC_ROUTE_CLOSING when closeGrace runs out', async (t) => {
@@ -84,7 +84,7 @@ t.test('a reply that never finishes gets 503 FST_ASYNC_ROUTE_CLOSING when closeG
   t.ok(elapsed >= 190, `close waited for the grace (${elapsed} ms)`)
   t.ok(elapsed < 200 + 1500, `close resolved within closeGrace + about a second (${elapsed} ms)`)
   t.equal(logsAt(logs, LEVEL.error, 'closing').length, 1, 'the 503 is logged at error level')
-  t.same(app.asyncRoute.stats(), { started: 1, finished: 0, timedOut: 0, aborted: 0, failed: 1, pending: 0 })
+  t.same(app.asyncRoute.stats(), { started: 1, finished: 0, timedOut: 0, aborted: 0, failed: 1, rejected: 0, pending: 0 })
 })
 
 t.test('a streaming reply that never finishes has its socket cut when closeGrace runs out', async (t) => {

@@ -38,7 +38,7 @@ t.test('reply.fetch() of a URL undici cannot parse rejects with the upstream err
   const res = await request(`${url}/callback`)
   t.equal(res.body, 'called back')
   t.equal(calledBack?.code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
-  t.match(app.asyncRoute.stats(), { started: 2, finished: 1, failed: 1, pending: 0 })
+  t.match(app.asyncRoute.stats(), { started: 2, finished: 1, failed: 1, rejected: 0, pending: 0 })
 })
 
 // As in pipe.test.ts: the loopback buffers of both hops absorb about 8 MB, so the body must be
@@ -141,7 +141,7 @@ t.test('a response fetched without the plugin, piped and then cut short by finis
   t.equal(res.body, 'first;', 'the response ends at finish(): what came after is not written')
   t.ok(res.complete, 'and it ended cleanly')
   await waitFor(() => restSent && pipeDone, 2000, 'the upstream to end and pipe() to resolve')
-  t.match(app.asyncRoute.stats(), { started: 1, finished: 1, failed: 0, pending: 0 })
+  t.match(app.asyncRoute.stats(), { started: 1, finished: 1, failed: 0, rejected: 0, pending: 0 })
   t.same(logs.filter((line) => line.level >= 40), [], 'nothing was logged as a warning or an error')
 })
 
@@ -167,7 +167,7 @@ t.test('fetch + pipe(res) of an upstream that dies mid-body: the client connecti
   t.notOk(res.complete, 'the response is truncated')
   t.equal(res.body, 'part of the body;')
   await waitFor(() => piped, 2000, 'pipe() to resolve')
-  t.match(app.asyncRoute.stats(), { started: 1, finished: 0, failed: 1, pending: 0 })
+  t.match(app.asyncRoute.stats(), { started: 1, finished: 0, failed: 1, rejected: 0, pending: 0 })
 })
 
 t.test('reply.fetch() of a URL that is not http: is refused before connecting (500); an https: origin that refuses fails with the upstream error', async (t) => {

@@ -493,7 +493,7 @@ t.test('a fetch pending when the handler finishes is cancelled: it rejects and t
   t.equal(outcome?.code, 'FST_ASYNC_ROUTE_CANCELLED')
   await closed
   t.pass('the upstream saw its request closed')
-  t.same(app.asyncRoute.stats(), { started: 1, finished: 1, timedOut: 0, aborted: 0, failed: 0, pending: 0 })
+  t.same(app.asyncRoute.stats(), { started: 1, finished: 1, timedOut: 0, aborted: 0, failed: 0, rejected: 0, pending: 0 })
 })
 
 t.test('a fetch whose reply ends just as the upstream head arrives rejects as cancelled instead of yielding the response', async (t) => {

@@ -108,7 +108,7 @@ t.test('stats() counts each reply once, by the first way it ended', async (t) =>
     })
     app.asyncRoute({ method: 'GET', url: '/held', handler (request, reply) { held.push(reply) } })
   })
-  t.same(app.asyncRoute.stats(), { started: 0, finished: 0, timedOut: 0, aborted: 0, failed: 0, pending: 0 })
+  t.same(app.asyncRoute.stats(), { started: 0, finished: 0, timedOut: 0, aborted: 0, failed: 0, rejected: 0, pending: 0 })
   t.equal((await request(`${url}/finish`)).statusCode, 200)
   t.equal((await request(`${url}/fail`)).statusCode, 418)
   t.equal((await request(`${url}/throw`)).statusCode, 500)
@@ -123,13 +123,13 @@ t.test('stats() counts each reply once, by the first way it ended', async (t) =>
   await sleep(300) // the late finish of /timeout has happened by now
 
   const before = app.asyncRoute.stats()
-  t.same(before, { started: 7, finished: 1, timedOut: 1, aborted: 1, failed: 3, pending: 1 })
+  t.same(before, { started: 7, finished: 1, timedOut: 1, aborted: 1, failed: 3, rejected: 0, pending: 1 })
   t.equal(before.started, before.finished + before.timedOut + before.aborted + before.failed + before.pending)
 
   await app.close()
   t.equal((await heldResponse).statusCode, 503, 'the held reply ended with the close grace')
   const after = app.asyncRoute.stats()
-  t.same(after, { started: 7, finished: 1, timedOut: 1, aborted: 1, failed: 4, pending: 0 }, 'the close grace counts as failed')
+  t.same(after, { started: 7, finished: 1, timedOut: 1, aborted: 1, failed: 4, rejected: 0, pending: 0 }, 'the close grace counts as failed')
   t.equal(after.started, after.finished + after.timedOut + after.aborted + after.failed + after.pending)
 })
 
@@ -295,6 +295,6 @@ t.test('replies on one keep-alive connection each count as finished, never as ab
     const res = await request(`${url}/`, { agent })
     t.equal(res.body, 'ok')
   }
-  t.same(app.asyncRoute.stats(), { started: 3, finished: 3, timedOut: 0, aborted: 0, failed: 0, pending: 0 })
+  t.same(app.asyncRoute.stats(), { started: 3, finished: 3, timedOut: 0, aborted: 0, failed: 0, rejected: 0, pending: 0 })
   t.same(app.asyncRoute.pending(), [])
 })

@@ -556,7 +556,7 @@ t.test('finish() called while a pipe is still streaming ends the response there,
   t.ok(res.body.endsWith('!'))
   await waitFor(() => outcome !== 'pending' && upstreamDone, 2000, 'pipe to settle')
   t.equal(outcome, 'resolved')
-  t.same(app.asyncRoute.stats(), { started: 1, finished: 1, timedOut: 0, aborted: 0, failed: 0, pending: 0 })
+  t.same(app.asyncRoute.stats(), { started: 1, finished: 1, timedOut: 0, aborted: 0, failed: 0, rejected: 0, pending: 0 })
   t.same(logsAt(logs, LEVEL.error), [], 'nothing logged at error level')
   // The rest of the upstream body was read and its connection kept for reuse.
   t.equal((await request(`${url}/`)).statusCode, 200)

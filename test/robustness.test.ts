@@ -61,7 +61,7 @@ t.test('a reply whose hooks were still running when close() began shares the gra
   t.equal((await late).body, 'late but in time')
   t.equal((await held).body, 'held')
   await closed
-  t.same(app.asyncRoute.stats(), { started: 2, finished: 2, timedOut: 0, aborted: 0, failed: 0, pending: 0 })
+  t.same(app.asyncRoute.stats(), { started: 2, finished: 2, timedOut: 0, aborted: 0, failed: 0, rejected: 0, pending: 0 })
 })
 
 t.test('an error answer whose head Node refuses cuts the connection instead of crashing', async (t) => {

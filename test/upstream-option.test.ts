@@ -529,7 +529,7 @@ t.test('bodies a handler never reads are released: more requests than pool conne
   }
   t.equal(up.requests.length, 10, 'every request reached the upstream')
   t.ok(up.connections() <= 2, `the pool never needed more than its 2 connections (${up.connections()})`)
-  t.same(app.asyncRoute.stats(), { started: 10, finished: 10, timedOut: 0, aborted: 0, failed: 0, pending: 0 })
+  t.same(app.asyncRoute.stats(), { started: 10, finished: 10, timedOut: 0, aborted: 0, failed: 0, rejected: 0, pending: 0 })
 })
 
 t.test('a large body a handler never reads does not hold the pool', async (t) => {

@@ -438,7 +438,7 @@ t.test('onTimeout receives the hang report and may answer instead of the 504', a
   t.equal(seen[0]?.reply.headersSent, true, 'the late answer went out')
   t.equal(signals.get('/answer')?.aborted, true, 'signal aborts even though onTimeout answered')
   t.equal((signals.get('/answer')?.reason as { code?: string }).code, 'FST_ASYNC_ROUTE_TIMEOUT')
-  t.same(app.asyncRoute.stats(), { started: 1, finished: 0, timedOut: 1, aborted: 0, failed: 0, pending: 0 },
+  t.same(app.asyncRoute.stats(), { started: 1, finished: 0, timedOut: 1, aborted: 0, failed: 0, rejected: 0, pending: 0 },
     'counted as timed out, not finished')
   t.same(logsAt(logs, LEVEL.warn, 'already ended'), [], 'no warning about the watchdog and onTimeout')
 
@@ -454,7 +454,7 @@ t.test('onTimeout receives the hang report and may answer instead of the 504', a
   const errors = logsAt(logs, LEVEL.error, 'onTimeout threw')
   t.equal(errors.length, 1, 'the throw is logged at error level')
   t.match((errors[0] as LogLine).err, { message: 'onTimeout broke' })
-  t.same(app.asyncRoute.stats(), { started: 3, finished: 0, timedOut: 3, aborted: 0, failed: 0, pending: 0 })
+  t.same(app.asyncRoute.stats(), { started: 3, finished: 0, timedOut: 3, aborted: 0, failed: 0, rejected: 0, pending: 0 })
 })
 
 t.test('onTimeout may fail the reply with its own error', async (t) => {
@@ -486,7 +486,7 @@ t.test('300 concurrent unfinished replies all get their 504 from the watchdog', 
   t.ok(results.every((res) => JSON.parse(res.body).code === 'FST_ASYNC_ROUTE_TIMEOUT'))
   t.ok(elapsed < 8000, `all answered in ${elapsed} ms`)
   t.same(app.asyncRoute.pending(), [])
-  t.same(app.asyncRoute.stats(), { started: count, finished: 0, timedOut: count, aborted: 0, failed: 0, pending: 0 })
+  t.same(app.asyncRoute.stats(), { started: count, finished: 0, timedOut: count, aborted: 0, failed: 0, rejected: 0, pending: 0 })
 })
 
 t.test('errors from a fetch callback or pipe() after the watchdog fired are ignored at debug level', async (t) => {

@@ -36,6 +36,9 @@ await app.register(asyncRoute, {
   closeGrace: 1_000,
   warnUnfinished: false,
   allowedOrigins: ['http://127.0.0.1:8080'],
+  idleTimeout: 15_000,
+  deadlineHeader: 'x-request-timeout-ms',
+  maxPending: 10_000,
   onTimeout (request, reply, report) {
     expectTypeOf(request).toEqualTypeOf<FastifyRequest>()
     expectTypeOf(report).toEqualTypeOf<HangReport>()
@@ -54,6 +57,30 @@ await app.register(asyncRoute, { timeot: 1000 })
 await app.register(asyncRoute, { dispatcher: {} })
 // @ts-expect-error onTimeout gets (request, reply, report), and the report is not a string
 await app.register(asyncRoute, { onTimeout: (_request, _reply, report: string) => report })
+// @ts-expect-error maxPending is a number
+await app.register(asyncRoute, { maxPending: true })
+// @ts-expect-error deadlineHeader is a header name
+await app.register(asyncRoute, { deadlineHeader: 5 })
+
+// Per-route budgets and watchdog hooks.
+app.asyncRoute({
+  method: 'GET',
+  url: '/poll',
+  timeout: 30_000,
+  idleTimeout: 0,
+  maxPending: 100,
+  warnUnfinished: false,
+  onWatchdog (request, reply, report) {
+    expectTypeOf(request).toEqualTypeOf<FastifyRequest>()
+    expectTypeOf(report).toEqualTypeOf<HangReport>()
+    reply.finish({ messages: [] })
+  },
+  handler () {}
+})
+// @ts-expect-error warnUnfinished is ms or false
+app.asyncRoute({ method: 'GET', url: '/w', warnUnfinished: true, handler () {} })
+// @ts-expect-error onWatchdog gets a report object
+app.asyncRoute({ method: 'GET', url: '/o', onWatchdog: (_request, _reply, report: number) => report, handler () {} })
 
 // ---------------------------------------------------------------------------------------------
 // The decorator: chainable like app.route(), with introspection.

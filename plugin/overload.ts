@@ -1,0 +1,40 @@
+// `maxPending`: beyond that many open replies a request is answered at once, cheaply, so that
+// a stalled upstream cannot make the process hold sockets and memory without limit.
+import type { OutgoingHttpHeaders } from 'node:http'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { JSON_TYPE } from './body.js'
+import type { RouteContext } from './context.js'
+import { errorAnswer } from './error-answer.js'
+import { OverloadedError } from './errors.js'
+
+// The answer never changes: built once.
+const ANSWER = errorAnswer(new OverloadedError())
+const LENGTH = Buffer.byteLength(ANSWER.body)
+
+/** True when the plugin's or the route's limit of open replies is reached. */
+export function overloaded (route: RouteContext): boolean {
+  const { plugin } = route
+  return (plugin.maxPending > 0 && plugin.registry.size >= plugin.maxPending) ||
+    (route.maxPending > 0 && route.open >= route.maxPending)
+}
+
+/** `503 FST_ASYNC_ROUTE_OVERLOADED` with `retry-after: 1`, on a hijacked reply, logged at warn. */
+export function answerOverloaded (route: RouteContext, request: FastifyRequest, fastifyReply: FastifyReply): void {
+  const { plugin } = route
+  plugin.registry.reject()
+  request.log.warn({ pending: plugin.registry.size, routePending: route.open }, 'async route overloaded (maxPending): answered 503')
+  // Headers set by hooks (CORS, request ids) are the base, as for every answer of the plugin.
+  const headers = fastifyReply.getHeaders()
+  headers['content-type'] = JSON_TYPE
+  headers['content-length'] = LENGTH
+  headers['retry-after'] = '1'
+  const raw = fastifyReply.raw
+  try {
+    raw.writeHead(ANSWER.status, headers as OutgoingHttpHeaders)
+    raw.end(ANSWER.body)
+  } catch (error) {
+    // A header Node refuses (set unchecked by a hook): never a throw from a route handler here.
+    request.log.error({ err: error }, 'async route: the overload answer could not be sent')
+    raw.destroy()
+  }
+}
