@@ -5,7 +5,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import t from 'tap'
 import { request as undiciRequest } from 'undici'
-import { startApp } from './helpers/app.js'
+import { startApp, startRoute } from './helpers/app.js'
 import { openRequest, request, sleep, waitFor } from './helpers/client.js'
 import { refusedOrigin, upstreamFor } from './helpers/upstream.js'
 
@@ -67,15 +67,9 @@ t.test('fetch + pipe(res) of a 32 MiB body: a paused client stops the upstream, 
     pump()
   })
   let piped = false
-  const { url, app } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        await reply.pipe(await reply.fetch(up.url))
-        piped = true
-      }
-    })
+  const { url, app } = await startRoute(t, {}, async (_request, reply) => {
+    await reply.pipe(await reply.fetch(up.url))
+    piped = true
   })
   const { res } = await openRequest(`${url}/`)
   t.equal(res.statusCode, 200)
@@ -120,21 +114,15 @@ t.test('a response fetched without the plugin, piped and then cut short by finis
     }
   })
   let pipeDone = false
-  const { url, app, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        // undici's own request, not reply.fetch(): the plugin does not track this body.
-        const res = await undiciRequest(up.url)
-        const piping = reply.pipe(res)
-        await new Promise((resolve) => setTimeout(resolve, 50))
-        reply.finish()
-        sendRest?.()
-        await piping
-        pipeDone = true
-      }
-    })
+  const { url, app, logs } = await startRoute(t, {}, async (_request, reply) => {
+    // undici's own request, not reply.fetch(): the plugin does not track this body.
+    const res = await undiciRequest(up.url)
+    const piping = reply.pipe(res)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    reply.finish()
+    sendRest?.()
+    await piping
+    pipeDone = true
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 200)
@@ -152,15 +140,9 @@ t.test('fetch + pipe(res) of an upstream that dies mid-body: the client connecti
     setTimeout(() => res.destroy(), 50)
   })
   let piped = false
-  const { url, app } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        await reply.pipe(await reply.fetch(up.url))
-        piped = true
-      }
-    })
+  const { url, app } = await startRoute(t, {}, async (_request, reply) => {
+    await reply.pipe(await reply.fetch(up.url))
+    piped = true
   })
   const res = await request(`${url}/`, { timeout: 5000 })
   t.equal(res.statusCode, 200)

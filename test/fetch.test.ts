@@ -3,23 +3,11 @@
 // fetches cancelled because their reply ended.
 import t from 'tap'
 import { Agent, DecoratorHandler, type Dispatcher } from 'undici'
-import { LEVEL, logsAt, startApp, type LogLine } from './helpers/app.js'
+import { LEVEL, logsAt, startRoute, type LogLine } from './helpers/app.js'
 import { request, sendOnly, waitFor } from './helpers/client.js'
-import { readBody, refusedOrigin, upstreamFor, type UpstreamHandler } from './helpers/upstream.js'
+import type { Test } from './helpers/context.js'
+import { echo, refusedOrigin, upstreamFor, type UpstreamHandler } from './helpers/upstream.js'
 import { OriginDeniedError } from '../plugin/index.js'
-
-// The subtest type: the last overload of t.test takes only the callback.
-type Test = Parameters<Parameters<typeof t.test>[0]>[0]
-
-/** The upstream answers with what it received, as JSON. */
-const echo: UpstreamHandler = (req, res) => {
-  void readBody(req).then((body) => {
-    res.setHeader('content-type', 'application/json')
-    res.setHeader('x-upstream', 'echo')
-    res.statusCode = 201
-    res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers, body }))
-  })
-}
 
 /** The upstream never answers (the socket stays open until the upstream is closed). */
 const stall: UpstreamHandler = () => {}
@@ -40,21 +28,15 @@ function errorLines (logs: LogLine[]): LogLine[] {
 }
 
 t.test('fetch as a promise resolves with the upstream response, and method, headers and body reach the upstream', async (t) => {
-  const up = await upstreamFor(t, echo)
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(`${up.origin}/path?q=1`, {
-          method: 'POST',
-          headers: { 'x-test': 'from-handler', 'content-type': 'text/plain' },
-          body: 'hello upstream'
-        })
-        const text = await res.body.text()
-        reply.status(res.statusCode).header('x-upstream', String(res.headers['x-upstream'])).finish(text)
-      }
+  const up = await upstreamFor(t, echo(201))
+  const { url } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(`${up.origin}/path?q=1`, {
+      method: 'POST',
+      headers: { 'x-test': 'from-handler', 'content-type': 'text/plain' },
+      body: 'hello upstream'
     })
+    const text = await res.body.text()
+    reply.status(res.statusCode).header('x-upstream', String(res.headers['x-upstream'])).finish(text)
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 201, 'the handler relayed the upstream status')
@@ -70,16 +52,10 @@ t.test('fetch as a promise resolves with the upstream response, and method, head
 t.test('fetch with a callback calls back with (null, res) and returns nothing', async (t) => {
   const up = await upstreamFor(t, (_req, res) => res.end('upstream body'))
   let returned: unknown = 'not set'
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        returned = reply.fetch(up.url, (err, res) => {
-          if (err) return reply.fail(err)
-          res.body.text().then((text) => reply.finish(`got: ${text} (${res.statusCode})`), (error) => reply.fail(error))
-        })
-      }
+  const { url } = await startRoute(t, {}, (_request, reply) => {
+    returned = reply.fetch(up.url, (err, res) => {
+      if (err) return reply.fail(err)
+      res.body.text().then((text) => reply.finish(`got: ${text} (${res.statusCode})`), (error) => reply.fail(error))
     })
   })
   const res = await request(`${url}/`)
@@ -89,17 +65,11 @@ t.test('fetch with a callback calls back with (null, res) and returns nothing', 
 })
 
 t.test('fetch(url, options, callback) passes the options to the upstream', async (t) => {
-  const up = await upstreamFor(t, echo)
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.fetch(new URL('/put', up.origin), { method: 'PUT', headers: { 'x-opt': '1' }, body: 'put body' }, (err, res) => {
-          if (err) return reply.fail(err)
-          res.body.json().then((json) => reply.finish(json as Record<string, unknown>), (error) => reply.fail(error))
-        })
-      }
+  const up = await upstreamFor(t, echo(201))
+  const { url } = await startRoute(t, {}, (_request, reply) => {
+    reply.fetch(new URL('/put', up.origin), { method: 'PUT', headers: { 'x-opt': '1' }, body: 'put body' }, (err, res) => {
+      if (err) return reply.fail(err)
+      res.body.json().then((json) => reply.finish(json as Record<string, unknown>), (error) => reply.fail(error))
     })
   })
   const res = await request(`${url}/`)
@@ -113,21 +83,15 @@ t.test('fetch(url, options, callback) passes the options to the upstream', async
 
 t.test('fetch callback gets an error with code and statusCode when the upstream refuses', async (t) => {
   const refused = await refusedOrigin()
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.fetch(`${refused}/`, (err, res) => {
-          reply.finish({
-            isError: err instanceof Error,
-            code: (err as { code?: string } | null)?.code,
-            statusCode: (err as { statusCode?: number } | null)?.statusCode,
-            message: err?.message,
-            res: res === undefined ? 'undefined' : 'defined'
-          })
-        })
-      }
+  const { url } = await startRoute(t, {}, (_request, reply) => {
+    reply.fetch(`${refused}/`, (err, res) => {
+      reply.finish({
+        isError: err instanceof Error,
+        code: (err as { code?: string } | null)?.code,
+        statusCode: (err as { statusCode?: number } | null)?.statusCode,
+        message: err?.message,
+        res: res === undefined ? 'undefined' : 'defined'
+      })
     })
   })
   const res = await request(`${url}/`)
@@ -145,20 +109,14 @@ t.test('fetch callback gets an error with code and statusCode when the upstream 
 
 t.test('a rejected fetch carries code and statusCode, and its cause keeps the undici error', async (t) => {
   const refused = await refusedOrigin()
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        try {
-          await reply.fetch(`${refused}/`)
-          reply.finish('unexpected')
-        } catch (error) {
-          const err = error as Error & { code: string, statusCode: number, cause?: { code?: string } }
-          reply.finish({ code: err.code, statusCode: err.statusCode, causeCode: err.cause?.code })
-        }
-      }
-    })
+  const { url } = await startRoute(t, {}, async (_request, reply) => {
+    try {
+      await reply.fetch(`${refused}/`)
+      reply.finish('unexpected')
+    } catch (error) {
+      const err = error as Error & { code: string, statusCode: number, cause?: { code?: string } }
+      reply.finish({ code: err.code, statusCode: err.statusCode, causeCode: err.cause?.code })
+    }
   })
   const res = await request(`${url}/`)
   t.same(JSON.parse(res.body), { code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR', statusCode: 502, causeCode: 'ECONNREFUSED' })
@@ -166,15 +124,9 @@ t.test('a rejected fetch carries code and statusCode, and its cause keeps the un
 
 t.test('upstream refused: the client gets 502 FST_ASYNC_ROUTE_UPSTREAM_ERROR without the upstream address, the log keeps the cause', async (t) => {
   const refused = await refusedOrigin()
-  const { url, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(`${refused}/secret-path`)
-        reply.finish(await res.body.text())
-      }
-    })
+  const { url, logs } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(`${refused}/secret-path`)
+    reply.finish(await res.body.text())
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 502)
@@ -196,15 +148,9 @@ t.test('upstream refused: the client gets 502 FST_ASYNC_ROUTE_UPSTREAM_ERROR wit
 
 t.test('upstream resets the socket before answering: 502', async (t) => {
   const up = await upstreamFor(t, (req) => req.socket.resetAndDestroy())
-  const { url, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url)
-        reply.finish(await res.body.text())
-      }
-    })
+  const { url, logs } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    reply.finish(await res.body.text())
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 502)
@@ -216,15 +162,9 @@ t.test('upstream resets the socket before answering: 502', async (t) => {
 
 t.test('upstream answers with non-HTTP bytes: 502', async (t) => {
   const up = await upstreamFor(t, (req) => { req.socket.end('SSH-2.0-OpenSSH_9.6 this is not http\r\n\r\n') })
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url)
-        reply.finish(await res.body.text())
-      }
-    })
+  const { url } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    reply.finish(await res.body.text())
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 502)
@@ -239,15 +179,9 @@ t.test('upstream answers with non-HTTP bytes: 502', async (t) => {
 
 t.test('upstream stalls before its head past headersTimeout: 504 FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT', async (t) => {
   const up = await upstreamFor(t, stall)
-  const { url, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url, { headersTimeout: 100 })
-        reply.finish(await res.body.text())
-      }
-    })
+  const { url, logs } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(up.url, { headersTimeout: 100 })
+    reply.finish(await res.body.text())
   })
   const started = Date.now()
   const res = await request(`${url}/`, { timeout: 5000 })
@@ -278,21 +212,15 @@ function partialBody (then: 'stall' | 'destroy'): UpstreamHandler {
 t.test('upstream stalls mid-body past bodyTimeout while the handler reads it, the error escapes: 504', async (t) => {
   const up = await upstreamFor(t, partialBody('stall'))
   let readError: unknown
-  const { url, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url, { bodyTimeout: 100 })
-        try {
-          await res.body.text()
-        } catch (error) {
-          readError = error
-          throw error
-        }
-        reply.finish('unexpected')
-      }
-    })
+  const { url, logs } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(up.url, { bodyTimeout: 100 })
+    try {
+      await res.body.text()
+    } catch (error) {
+      readError = error
+      throw error
+    }
+    reply.finish('unexpected')
   })
   const res = await request(`${url}/`, { timeout: 5000 })
   t.equal(res.statusCode, 504)
@@ -311,16 +239,10 @@ t.test('upstream stalls mid-body past bodyTimeout while the handler reads it, th
 
 t.test('upstream stalls mid-body past bodyTimeout, the handler passes the error to reply.fail: 504', async (t) => {
   const up = await upstreamFor(t, partialBody('stall'))
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.fetch(up.url, { bodyTimeout: 100 }, (err, res) => {
-          if (err) return reply.fail(err)
-          res.body.text().then((text) => reply.finish(text), (error: unknown) => reply.fail(error))
-        })
-      }
+  const { url } = await startRoute(t, {}, (_request, reply) => {
+    reply.fetch(up.url, { bodyTimeout: 100 }, (err, res) => {
+      if (err) return reply.fail(err)
+      res.body.text().then((text) => reply.finish(text), (error: unknown) => reply.fail(error))
     })
   })
   const res = await request(`${url}/`, { timeout: 5000 })
@@ -331,15 +253,9 @@ t.test('upstream stalls mid-body past bodyTimeout, the handler passes the error 
 
 t.test('upstream resets mid-body while the handler reads it: 502', async (t) => {
   const up = await upstreamFor(t, partialBody('destroy'))
-  const { url, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url)
-        reply.finish(await res.body.text())
-      }
-    })
+  const { url, logs } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    reply.finish(await res.body.text())
   })
   const res = await request(`${url}/`, { timeout: 5000 })
   t.equal(res.statusCode, 502)
@@ -357,15 +273,9 @@ t.test('upstream resets mid-body while the handler reads it: 502', async (t) => 
 
 t.test('a throw inside the fetch callback fails the reply with 500, not the process', async (t) => {
   const up = await upstreamFor(t)
-  const { url, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.fetch(up.url, () => {
-          throw new Error('callback broke')
-        })
-      }
+  const { url, logs } = await startRoute(t, {}, (_request, reply) => {
+    reply.fetch(up.url, () => {
+      throw new Error('callback broke')
     })
   })
   const res = await request(`${url}/`)
@@ -381,16 +291,10 @@ t.test('a throw inside the fetch callback fails the reply with 500, not the proc
 
 t.test('a fetch callback that throws a non-Error value fails the reply with 500', async (t) => {
   const up = await upstreamFor(t)
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.fetch(up.url, () => {
-          // eslint-disable-next-line no-throw-literal
-          throw null
-        })
-      }
+  const { url } = await startRoute(t, {}, (_request, reply) => {
+    reply.fetch(up.url, () => {
+      // eslint-disable-next-line no-throw-literal
+      throw null
     })
   })
   const res = await request(`${url}/`)
@@ -400,17 +304,11 @@ t.test('a fetch callback that throws a non-Error value fails the reply with 500'
 
 t.test('a fetch callback that returns a rejected promise fails the reply with its status', async (t) => {
   const up = await upstreamFor(t)
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.fetch(up.url, async (err, res) => {
-          if (err) throw err
-          await res.body.dump()
-          throw Object.assign(new Error('teapot upstream'), { statusCode: 418, code: 'E_TEAPOT' })
-        })
-      }
+  const { url } = await startRoute(t, {}, (_request, reply) => {
+    reply.fetch(up.url, async (err, res) => {
+      if (err) throw err
+      await res.body.dump()
+      throw Object.assign(new Error('teapot upstream'), { statusCode: 418, code: 'E_TEAPOT' })
     })
   })
   const res = await request(`${url}/`)
@@ -420,16 +318,10 @@ t.test('a fetch callback that returns a rejected promise fails the reply with it
 
 t.test('a fetch callback whose promise resolves after finishing leaves the reply as finished', async (t) => {
   const up = await upstreamFor(t, (_req, res) => res.end('fine'))
-  const { url, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.fetch(up.url, async (err, res) => {
-          if (err) throw err
-          reply.finish(await res.body.text())
-        })
-      }
+  const { url, logs } = await startRoute(t, {}, (_request, reply) => {
+    reply.fetch(up.url, async (err, res) => {
+      if (err) throw err
+      reply.finish(await res.body.text())
     })
   })
   const res = await request(`${url}/`)
@@ -442,16 +334,10 @@ t.test('a fetch started after the reply ended rejects with FST_ASYNC_ROUTE_CANCE
   const up = await upstreamFor(t)
   let late: { code?: string, statusCode?: number } | undefined
   let calledBack: { code?: string } | null | undefined
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.finish('done')
-        reply.fetch(up.url).then(() => { late = { code: 'resolved' } }, (error: { code?: string, statusCode?: number }) => { late = error })
-        reply.fetch(up.url, (err) => { calledBack = err as { code?: string } | null })
-      }
-    })
+  const { url } = await startRoute(t, {}, (_request, reply) => {
+    reply.finish('done')
+    reply.fetch(up.url).then(() => { late = { code: 'resolved' } }, (error: { code?: string, statusCode?: number }) => { late = error })
+    reply.fetch(up.url, (err) => { calledBack = err as { code?: string } | null })
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 200)
@@ -472,19 +358,13 @@ t.test('a fetch pending when the handler finishes is cancelled: it rejects and t
     arrived()
   })
   let outcome: { code?: string } | undefined
-  const { url, app } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const pending = reply.fetch(up.url).then(
-          () => { outcome = { code: 'resolved' } },
-          (error: { code?: string }) => { outcome = error })
-        await arrival
-        reply.finish('finished first')
-        await pending
-      }
-    })
+  const { url, app } = await startRoute(t, {}, async (_request, reply) => {
+    const pending = reply.fetch(up.url).then(
+      () => { outcome = { code: 'resolved' } },
+      (error: { code?: string }) => { outcome = error })
+    await arrival
+    reply.finish('finished first')
+    await pending
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 200)
@@ -514,20 +394,14 @@ t.test('a fetch whose reply ends just as the upstream head arrives rejects as ca
   const dispatcher = new Agent().compose((dispatch) => (options, handler) => dispatch(options, new HeadHook(handler)))
   t.teardown(() => dispatcher.destroy())
   let outcome: { code?: string } | undefined
-  const { url } = await startApp(t, { dispatcher }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        onHead = () => reply.finish('finished at the upstream head')
-        try {
-          const res = await reply.fetch(up.url)
-          outcome = { code: `resolved ${res.statusCode}` }
-        } catch (error) {
-          outcome = error as { code?: string }
-        }
-      }
-    })
+  const { url } = await startRoute(t, { dispatcher }, async (_request, reply) => {
+    onHead = () => reply.finish('finished at the upstream head')
+    try {
+      const res = await reply.fetch(up.url)
+      outcome = { code: `resolved ${res.statusCode}` }
+    } catch (error) {
+      outcome = error as { code?: string }
+    }
   })
   const res = await request(`${url}/`)
   t.equal(res.body, 'finished at the upstream head')
@@ -538,17 +412,11 @@ t.test('a fetch whose reply ends just as the upstream head arrives rejects as ca
 t.test('a fetch pending when the watchdog fires is cancelled and the callback gets the error', async (t) => {
   const up = await upstreamFor(t, stall)
   let calledBack: { code?: string, cause?: { code?: string } } | undefined
-  const { url } = await startApp(t, { timeout: 100 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.fetch(up.url, (err) => {
-          calledBack = err as { code?: string }
-          if (err) return reply.fail(err)
-          reply.finish('unexpected')
-        })
-      }
+  const { url } = await startRoute(t, { timeout: 100 }, (_request, reply) => {
+    reply.fetch(up.url, (err) => {
+      calledBack = err as { code?: string }
+      if (err) return reply.fail(err)
+      reply.finish('unexpected')
     })
   })
   const res = await request(`${url}/`, { timeout: 5000 })
@@ -569,14 +437,8 @@ t.test('a fetch pending when the client leaves is cancelled and the upstream see
     arrived()
   })
   let outcome: { code?: string } | undefined
-  const { url, app } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.fetch(up.url).then(() => { outcome = { code: 'resolved' } }, (error: { code?: string }) => { outcome = error })
-      }
-    })
+  const { url, app } = await startRoute(t, {}, (_request, reply) => {
+    reply.fetch(up.url).then(() => { outcome = { code: 'resolved' } }, (error: { code?: string }) => { outcome = error })
   })
   const client = await sendOnly(`${url}/`)
   await arrival
@@ -601,15 +463,9 @@ t.test('an upstream host that does not resolve (DNS failure) gives 502', async (
     }
   })
   t.teardown(() => dispatcher.destroy())
-  const { url } = await startApp(t, { dispatcher }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        await reply.fetch('http://upstream.invalid/')
-        reply.finish('unexpected')
-      }
-    })
+  const { url } = await startRoute(t, { dispatcher }, async (_request, reply) => {
+    await reply.fetch('http://upstream.invalid/')
+    reply.finish('unexpected')
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 502)
@@ -622,15 +478,9 @@ for (const failure of dispatcherFailures) {
     const up = await upstreamFor(t)
     const dispatcher = new Agent().compose(() => () => { throw failure.error() })
     t.teardown(() => dispatcher.destroy())
-    const { url } = await startApp(t, { dispatcher }, (app) => {
-      app.asyncRoute({
-        method: 'GET',
-        url: '/',
-        async handler (_request, reply) {
-          await reply.fetch(up.url)
-          reply.finish('unexpected')
-        }
-      })
+    const { url } = await startRoute(t, { dispatcher }, async (_request, reply) => {
+      await reply.fetch(up.url)
+      reply.finish('unexpected')
     })
     const res = await request(`${url}/`)
     t.equal(res.statusCode, failure.status)
@@ -644,14 +494,10 @@ t.test('a hand-written dispatcher: one with dispatch() alone works; one whose re
   const agent = new Agent()
   t.teardown(() => agent.close())
   const plain = { dispatch: (options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler) => agent.dispatch(options, handler) } as unknown as Agent
-  const { url } = await startApp(t, { dispatcher: plain }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', async handler (_request, reply) { reply.finish(await (await reply.fetch(up.url)).body.text()) } })
-  })
+  const { url } = await startRoute(t, { dispatcher: plain }, async (_request, reply) => { reply.finish(await (await reply.fetch(up.url)).body.text()) })
   t.equal((await request(`${url}/`)).body, 'through dispatch')
   const throwing = { dispatch () { return true }, request () { throw new Error('request exploded') } } as unknown as Agent
-  const { url: other } = await startApp(t, { dispatcher: throwing }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', async handler (_request, reply) { await reply.fetch(up.url) } })
-  })
+  const { url: other } = await startRoute(t, { dispatcher: throwing }, async (_request, reply) => { await reply.fetch(up.url) })
   const res = await request(`${other}/`)
   t.equal(res.statusCode, 502)
   t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')

@@ -6,7 +6,7 @@ import fp from 'fastify-plugin'
 import t, { type Test } from 'tap'
 import asyncRouteFromPackage, { asyncRoute as namedFromPackage } from 'fastify-async-route'
 import asyncRoute, { type AsyncRoutePluginOptions } from '../plugin/index.js'
-import { startApp } from './helpers/app.js'
+import { startRoute } from './helpers/app.js'
 import { request } from './helpers/client.js'
 import { startUpstream } from './helpers/upstream.js'
 
@@ -110,15 +110,9 @@ t.test('allowedOrigins must be an array of scheme://host[:port] origins', async 
 t.test('an origin with a trailing / is tolerated and still allows its requests', async (t) => {
   const upstream = await startUpstream((req, res) => res.end('from upstream'))
   t.teardown(() => upstream.close())
-  const { url } = await startApp(t, { allowedOrigins: [`${upstream.origin}/`], closeGrace: 100 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (request, reply) {
-        const res = await reply.fetch(upstream.url)
-        reply.finish(await res.body.text())
-      }
-    })
+  const { url } = await startRoute(t, { allowedOrigins: [`${upstream.origin}/`], closeGrace: 100 }, async (request, reply) => {
+    const res = await reply.fetch(upstream.url)
+    reply.finish(await res.body.text())
   })
   const res = await request(url)
   t.equal(res.statusCode, 200)

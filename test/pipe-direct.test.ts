@@ -8,7 +8,7 @@ import { Readable } from 'node:stream'
 import type { FastifyServerOptions } from 'fastify'
 import t from 'tap'
 import { Agent } from 'undici'
-import { LEVEL, logsAt, startApp } from './helpers/app.js'
+import { LEVEL, logsAt, startApp, startRoute } from './helpers/app.js'
 import { request, waitFor } from './helpers/client.js'
 import { refusedOrigin, upstreamFor } from './helpers/upstream.js'
 
@@ -34,9 +34,7 @@ t.test('pipe(url) relays repeated headers, drops the ones `connection` names, an
     'x-named: must not pass', 'x-kept: yes', '__proto__: ignored',
     'content-length: 5', '', 'hello'
   ].join('\r\n'))
-  const { url: base } = await startApp(t, {}, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', handler (request, reply) { void reply.pipe(url) } })
-  })
+  const { url: base } = await startRoute(t, {}, (request, reply) => { void reply.pipe(url) })
   const res = await request(`${base}/`)
   t.equal(res.statusCode, 200)
   t.equal(res.body, 'hello')
@@ -97,9 +95,7 @@ t.test('pipe(url) failures found before anything is sent: bad URL, bad request o
   t.equal(badHeader.statusCode, 500, '/bad-header')
   t.equal(JSON.parse(badHeader.body).code, 'FST_ASYNC_ROUTE_BAD_UPSTREAM_REQUEST')
   const dispatcher = { dispatch () { throw new Error('dispatcher exploded') } } as unknown as Agent
-  const { url: other } = await startApp(t, { dispatcher }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', handler (request, reply) { void reply.pipe('http://127.0.0.1:1/') } })
-  })
+  const { url: other } = await startRoute(t, { dispatcher }, (request, reply) => { void reply.pipe('http://127.0.0.1:1/') })
   const res = await request(`${other}/`)
   t.equal(res.statusCode, 502)
 })
@@ -135,9 +131,7 @@ t.test('pipe(url) on an ended reply, or ended before the upstream answered, reso
 t.test('HEAD through pipe(url) with a large upstream body stops reading it and keeps the server healthy', async (t) => {
   const big = Buffer.alloc(1024 * 1024, 'x')
   const up = await upstreamFor(t, (_req, res) => res.end(big))
-  const { url: base, app } = await startApp(t, {}, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', handler (request, reply) { void reply.pipe(up.url) } })
-  })
+  const { url: base, app } = await startRoute(t, {}, (request, reply) => { void reply.pipe(up.url) })
   const res = await request(`${base}/`, { method: 'HEAD' })
   t.equal(res.statusCode, 200)
   t.equal(res.body, '')
@@ -196,15 +190,9 @@ t.test('finish() while pipe(url) streams keeps the handler response and reads th
     setTimeout(() => res.end('part two'), 100)
   })
   let resolved = false
-  const { url: base } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (request, reply) {
-        void reply.pipe(up.url).then(() => { resolved = true })
-        setTimeout(() => reply.finish(), 50)
-      }
-    })
+  const { url: base } = await startRoute(t, {}, (request, reply) => {
+    void reply.pipe(up.url).then(() => { resolved = true })
+    setTimeout(() => reply.finish(), 50)
   })
   const res = await request(`${base}/`)
   t.equal(res.body, 'part one;')
@@ -215,9 +203,7 @@ t.test('finish() while pipe(url) streams keeps the handler response and reads th
 t.test('pipe(url) with a slow client: backpressure pauses the upstream and the body arrives whole', async (t) => {
   const big = Buffer.alloc(8 * 1024 * 1024, 'y')
   const up = await upstreamFor(t, (_req, res) => res.end(big))
-  const { url: base } = await startApp(t, {}, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', handler (request, reply) { void reply.pipe(up.url) } })
-  })
+  const { url: base } = await startRoute(t, {}, (request, reply) => { void reply.pipe(up.url) })
   const length = await new Promise<number>((resolve, reject) => {
     http.get(`${base}/`, (res) => {
       let total = 0

@@ -6,7 +6,7 @@ import http from 'node:http'
 import http2 from 'node:http2'
 import type { FastifyServerOptions } from 'fastify'
 import t from 'tap'
-import { LEVEL, logsAt, startApp } from './helpers/app.js'
+import { LEVEL, logsAt, startApp, startRoute } from './helpers/app.js'
 import { openRequest, request, sleep, waitFor } from './helpers/client.js'
 import { refusedOrigin, upstreamFor } from './helpers/upstream.js'
 
@@ -57,15 +57,9 @@ t.test('pipe(res) sends the upstream status, end-to-end headers, content-length 
     res.end('hello world')
   })
   let piped: unknown = 'pending'
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url)
-        piped = await reply.pipe(res)
-      }
-    })
+  const { url } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    piped = await reply.pipe(res)
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 203, 'upstream status')
@@ -94,14 +88,8 @@ t.test('pipe drops an upstream transfer-encoding and lets Node frame the body it
       '\r\n' +
       '5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n')
   })
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        await reply.pipe(up.url)
-      }
-    })
+  const { url } = await startRoute(t, {}, async (_request, reply) => {
+    await reply.pipe(up.url)
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 200)
@@ -208,14 +196,8 @@ t.test('pipe(url, options) and pipe({ url, method, headers, body }) send what th
 t.test('pipe to a refused upstream resolves (never rejects) and the client gets 502', async (t) => {
   const refused = await refusedOrigin()
   const outcomes: string[] = []
-  const { url, app } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        outcomes.push(await reply.pipe(`${refused}/`).then(() => 'resolved', () => 'rejected'))
-      }
-    })
+  const { url, app } = await startRoute(t, {}, async (_request, reply) => {
+    outcomes.push(await reply.pipe(`${refused}/`).then(() => 'resolved', () => 'rejected'))
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 502)
@@ -233,15 +215,7 @@ t.test('pipe to a refused upstream resolves (never rejects) and the client gets 
 
 t.test('pipe to an upstream that times out before its head gives 504', async (t) => {
   const up = await upstreamFor(t, () => {})
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        return reply.pipe(up.url, { headersTimeout: 100 })
-      }
-    })
-  })
+  const { url } = await startRoute(t, {}, (_request, reply) => reply.pipe(up.url, { headersTimeout: 100 }))
   const res = await request(`${url}/`, { timeout: 5000 })
   t.equal(res.statusCode, 504)
   t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT')
@@ -277,15 +251,7 @@ t.test('a large body (32 MiB) streams with backpressure: a paused client stops t
     }
     pump()
   })
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        return reply.pipe(up.url)
-      }
-    })
-  })
+  const { url } = await startRoute(t, {}, (_request, reply) => reply.pipe(up.url))
   const { res } = await openRequest(`${url}/`)
   // The client reads nothing: the response stays paused.
   t.equal(res.statusCode, 200)
@@ -327,14 +293,8 @@ t.test('an upstream that dies mid-body cuts the client connection, never a clean
     res.write(Buffer.alloc(10_000, 'a'), () => setTimeout(() => res.socket?.destroy(), 20))
   })
   let outcome = 'pending'
-  const { url, app, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        outcome = await reply.pipe(up.url).then(() => 'resolved', () => 'rejected')
-      }
-    })
+  const { url, app, logs } = await startRoute(t, {}, async (_request, reply) => {
+    outcome = await reply.pipe(up.url).then(() => 'resolved', () => 'rejected')
   })
   const res = await request(`${url}/`, { timeout: 5000 })
   t.equal(res.statusCode, 200, 'the head had been sent')
@@ -353,15 +313,7 @@ t.test('an upstream that dies mid-body of a chunked response cuts the client con
   const up = await upstreamFor(t, (_req, res) => {
     res.write('first part', () => setTimeout(() => res.socket?.destroy(), 20))
   })
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        return reply.pipe(up.url)
-      }
-    })
-  })
+  const { url } = await startRoute(t, {}, (_request, reply) => reply.pipe(up.url))
   const res = await request(`${url}/`, { timeout: 5000 })
   t.equal(res.statusCode, 200)
   t.equal(res.body, 'first part', 'what arrived was passed on')
@@ -374,15 +326,7 @@ t.test('HEAD through a pipe route gets the upstream head and no body', async (t)
     res.setHeader('x-kept', 'head')
     res.end('hello')
   })
-  const { url, app } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        return reply.pipe(up.url)
-      }
-    })
-  })
+  const { url, app } = await startRoute(t, {}, (_request, reply) => reply.pipe(up.url))
   const res = await request(`${url}/`, { method: 'HEAD' })
   t.equal(res.statusCode, 200)
   t.ok(res.complete)
@@ -405,15 +349,9 @@ t.test('pipe after the handler wrote a prefix appends the upstream body to the o
     res.setHeader('x-upstream', 'late')
     res.end(' and upstream')
   })
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        reply.status(201).write('handler')
-        await reply.pipe(up.url)
-      }
-    })
+  const { url } = await startRoute(t, {}, async (_request, reply) => {
+    reply.status(201).write('handler')
+    await reply.pipe(up.url)
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 201, 'the head was already out')
@@ -428,16 +366,10 @@ t.test('pipe of a response after the reply was finished resolves and releases th
     res.write(Buffer.alloc(1000))
   })
   let outcome = 'pending'
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url)
-        reply.finish('answered first')
-        outcome = await reply.pipe(res).then(() => 'resolved', () => 'rejected')
-      }
-    })
+  const { url } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    reply.finish('answered first')
+    outcome = await reply.pipe(res).then(() => 'resolved', () => 'rejected')
   })
   const res = await request(`${url}/`)
   t.equal(res.body, 'answered first')
@@ -454,14 +386,8 @@ t.test('a client leaving mid-pipe releases the upstream response and pipe resolv
     res.write(Buffer.alloc(1000))
   })
   let outcome = 'pending'
-  const { url, app } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        outcome = await reply.pipe(up.url).then(() => 'resolved', () => 'rejected')
-      }
-    })
+  const { url, app } = await startRoute(t, {}, async (_request, reply) => {
+    outcome = await reply.pipe(up.url).then(() => 'resolved', () => 'rejected')
   })
   const { req, res } = await openRequest(`${url}/`)
   t.equal(res.statusCode, 200)
@@ -478,15 +404,7 @@ t.test('the watchdog firing mid-pipe cuts the client and releases the upstream',
     res.on('close', () => { upstreamClosed = true })
     res.write('partial')
   })
-  const { url, app } = await startApp(t, { timeout: 150 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        return reply.pipe(up.url)
-      }
-    })
-  })
+  const { url, app } = await startRoute(t, { timeout: 150 }, (_request, reply) => reply.pipe(up.url))
   const res = await request(`${url}/`, { timeout: 5000 })
   t.equal(res.statusCode, 200)
   t.equal(res.body, 'partial')
@@ -505,15 +423,7 @@ t.test('a pipe that completes while the app is closing ends its keep-alive conne
     finishUpstream = () => res.end('56789')
     arrived()
   })
-  const { url, app } = await startApp(t, { closeGrace: 5000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        return reply.pipe(up.url)
-      }
-    })
-  })
+  const { url, app } = await startRoute(t, { closeGrace: 5000 }, (_request, reply) => reply.pipe(up.url))
   const agent = new http.Agent({ keepAlive: true })
   t.teardown(() => agent.destroy())
   const pending = request(`${url}/`, { agent, timeout: 5000 })
@@ -537,17 +447,11 @@ t.test('finish() called while a pipe is still streaming ends the response there,
     setTimeout(() => res.end('b'.repeat(100_000), () => { upstreamDone = true }), 50)
   })
   let outcome = 'pending'
-  const { url, app, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url)
-        const piping = reply.pipe(res).then(() => 'resolved', () => 'rejected')
-        reply.finish('!')
-        outcome = await piping
-      }
-    })
+  const { url, app, logs } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    const piping = reply.pipe(res).then(() => 'resolved', () => 'rejected')
+    reply.finish('!')
+    outcome = await piping
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 200)
@@ -569,17 +473,11 @@ t.test('pipe of a response whose upstream died before pipe() was called gives 50
     res.write('abc', () => setTimeout(() => res.socket?.destroy(), 10))
   })
   let outcome = 'pending'
-  const { url } = await startApp(t, { timeout: 3000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url)
-        // Other work happens meanwhile; the upstream dies during it.
-        await new Promise((resolve) => res.body.once('close', resolve))
-        outcome = await reply.pipe(res).then(() => 'resolved', () => 'rejected')
-      }
-    })
+  const { url } = await startRoute(t, { timeout: 3000 }, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    // Other work happens meanwhile; the upstream dies during it.
+    await new Promise((resolve) => res.body.once('close', resolve))
+    outcome = await reply.pipe(res).then(() => 'resolved', () => 'rejected')
   })
   const started = Date.now()
   const res = await request(`${url}/`)
@@ -593,16 +491,10 @@ t.test('pipe of a response whose upstream died before pipe() was called gives 50
 t.test('pipe of a response whose body was already read gives 500 and resolves', async (t) => {
   const up = await upstreamFor(t, (_req, res) => res.end('read once'))
   let outcome = 'pending'
-  const { url } = await startApp(t, { timeout: 3000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url)
-        await res.body.text()
-        outcome = await reply.pipe(res).then(() => 'resolved', () => 'rejected')
-      }
-    })
+  const { url } = await startRoute(t, { timeout: 3000 }, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    await res.body.text()
+    outcome = await reply.pipe(res).then(() => 'resolved', () => 'rejected')
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 500)
@@ -630,14 +522,8 @@ t.test('HTTP/2: pipe drops connection-specific upstream headers, http2-settings 
       '2\r\nhi\r\n0\r\n\r\n')
   })
   let outcome = 'pending'
-  const { url } = await startApp(t, { timeout: 3000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        outcome = await reply.pipe(up.url).then(() => 'resolved', () => 'rejected')
-      }
-    })
+  const { url } = await startRoute(t, { timeout: 3000 }, async (_request, reply) => {
+    outcome = await reply.pipe(up.url).then(() => 'resolved', () => 'rejected')
   }, H2C)
   const res = await h2get(t, url)
   t.equal(res.status, 200)
@@ -655,14 +541,8 @@ t.test('HTTP/2: an upstream status HTTP/2 cannot carry gives 502 and pipe resolv
     req.socket.write('HTTP/1.1 600 Beyond\r\nContent-Length: 2\r\nX-Upstream: leaked?\r\n\r\nhi')
   })
   let outcome = 'pending'
-  const { url } = await startApp(t, { timeout: 3000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        outcome = await reply.pipe(up.url).then(() => 'resolved', () => 'rejected')
-      }
-    })
+  const { url } = await startRoute(t, { timeout: 3000 }, async (_request, reply) => {
+    outcome = await reply.pipe(up.url).then(() => 'resolved', () => 'rejected')
   }, H2C)
   const res = await h2get(t, url)
   t.equal(res.status, 502)
@@ -682,14 +562,8 @@ t.test('HTTP/2: a repeated single-value upstream header gives 502 and pipe resol
     req.socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\nContent-Type: text/html\r\n\r\nhi')
   })
   let outcome = 'pending'
-  const { url, app } = await startApp(t, { timeout: 3000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        outcome = await reply.pipe(up.url).then(() => 'resolved', () => 'rejected')
-      }
-    })
+  const { url, app } = await startRoute(t, { timeout: 3000 }, async (_request, reply) => {
+    outcome = await reply.pipe(up.url).then(() => 'resolved', () => 'rejected')
   }, H2C)
   const res = await h2get(t, url)
   t.equal(res.status, 502)
@@ -705,15 +579,7 @@ t.test('HEAD through a pipe route answers at once, without waiting for the upstr
     res.setHeader('x-kept', 'slow body')
     res.write('the rest never comes')
   })
-  const { url, app } = await startApp(t, { timeout: 3000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        return reply.pipe(up.url)
-      }
-    })
-  })
+  const { url, app } = await startRoute(t, { timeout: 3000 }, (_request, reply) => reply.pipe(up.url))
   const res = await request(`${url}/`, { method: 'HEAD', timeout: 2000 })
   t.equal(res.statusCode, 200)
   t.ok(res.complete, 'a complete HEAD response')

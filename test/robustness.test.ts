@@ -1,27 +1,23 @@
 // Edge cases found in review: replies that start while close() runs, answers Node refuses to
 // write, socket errors that undici passes through mid-body, and flush() under pressure.
 import http2 from 'node:http2'
-import type { FastifyServerOptions } from 'fastify'
 import t from 'tap'
-import { LEVEL, logsAt, startApp } from './helpers/app.js'
+import { LEVEL, logsAt, startApp, startRoute } from './helpers/app.js'
 import { openRequest, request, sleep, waitFor } from './helpers/client.js'
+import { H2C, h2session } from './helpers/h2.js'
 import { upstreamFor } from './helpers/upstream.js'
 
 t.test('a reply whose hooks were still running when close() began with nothing pending gets 503, and close does not wait for it', async (t) => {
   let hookEntered!: () => void
   const inHook = new Promise<void>((resolve) => { hookEntered = resolve })
-  const { url, app } = await startApp(t, { timeout: 0, closeGrace: 5000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async onRequest () {
-        hookEntered()
-        await sleep(150)
-      },
-      handler () {
-        // Never finishes: only close() can end it.
-      }
-    })
+  const { url, app } = await startRoute(t, { timeout: 0, closeGrace: 5000 }, {
+    async onRequest () {
+      hookEntered()
+      await sleep(150)
+    },
+    handler () {
+      // Never finishes: only close() can end it.
+    }
   })
   const answer = request(`${url}/`)
   await inHook
@@ -65,17 +61,13 @@ t.test('a reply whose hooks were still running when close() began shares the gra
 })
 
 t.test('an error answer whose head Node refuses cuts the connection instead of crashing', async (t) => {
-  const { url, app, logs } = await startApp(t, { timeout: 100 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      onRequest (_request, reply, done) {
-        // Fastify does not check header values: Node refuses this one at writeHead().
-        reply.header('x-broken', 'line\nbreak')
-        done()
-      },
-      handler () {}
-    })
+  const { url, app, logs } = await startRoute(t, { timeout: 100 }, {
+    onRequest (_request, reply, done) {
+      // Fastify does not check header values: Node refuses this one at writeHead().
+      reply.header('x-broken', 'line\nbreak')
+      done()
+    },
+    handler () {}
   })
   const res = await request(`${url}/`).catch((error: Error) => error)
   t.ok(res instanceof Error, 'the connection was cut before any head')
@@ -88,15 +80,9 @@ t.test('a socket error undici passes through mid-body (ECONNRESET) answers 502',
     res.setHeader('content-length', 100_000)
     res.write(Buffer.alloc(1000), () => setTimeout(() => res.socket?.resetAndDestroy(), 20))
   })
-  const { url } = await startApp(t, { timeout: 3000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url)
-        reply.finish(await res.body.text())
-      }
-    })
+  const { url } = await startRoute(t, { timeout: 3000 }, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    reply.finish(await res.body.text())
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 502)
@@ -107,18 +93,12 @@ t.test('a socket error undici passes through mid-body (ECONNRESET) answers 502',
 t.test('many flush() calls waiting on one full buffer share one drain listener', async (t) => {
   let listeners = -1
   let settled = 0
-  const { url } = await startApp(t, { timeout: 3000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.write(Buffer.alloc(32 * 1024 * 1024))
-        const before = reply.raw.listenerCount('drain')
-        const waits = Array.from({ length: 20 }, () => reply.flush().then(() => { settled++ }))
-        listeners = reply.raw.listenerCount('drain') - before
-        void Promise.all(waits).then(() => reply.finish())
-      }
-    })
+  const { url } = await startRoute(t, { timeout: 3000 }, (_request, reply) => {
+    reply.write(Buffer.alloc(32 * 1024 * 1024))
+    const before = reply.raw.listenerCount('drain')
+    const waits = Array.from({ length: 20 }, () => reply.flush().then(() => { settled++ }))
+    listeners = reply.raw.listenerCount('drain') - before
+    void Promise.all(waits).then(() => reply.finish())
   })
   const { res } = await openRequest(`${url}/`)
   await waitFor(() => listeners >= 0, 2000, 'the handler')
@@ -129,26 +109,16 @@ t.test('many flush() calls waiting on one full buffer share one drain listener',
   t.equal(settled, 20, 'all resolved once drained')
 })
 
-const H2C = { http2: true } as unknown as FastifyServerOptions
-
 t.test('HTTP/2: flush() waits for the stream to drain', async (t) => {
   let flushed = false
-  const { url } = await startApp(t, { timeout: 5000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.write(Buffer.alloc(4 * 1024 * 1024))
-        void reply.flush().then(() => {
-          flushed = true
-          reply.finish()
-        })
-      }
+  const { url } = await startRoute(t, { timeout: 5000 }, (_request, reply) => {
+    reply.write(Buffer.alloc(4 * 1024 * 1024))
+    void reply.flush().then(() => {
+      flushed = true
+      reply.finish()
     })
   }, H2C)
-  const session = http2.connect(url)
-  session.on('error', () => {})
-  t.teardown(() => session.close())
+  const session = h2session(t, url)
   const req = session.request({ ':path': '/' })
   req.on('error', () => {})
   req.pause()
@@ -165,20 +135,14 @@ t.test('HTTP/2: flush() waits for the stream to drain', async (t) => {
 
 t.test('HTTP/2: a stream cancelled while hooks ran counts as a client abort', async (t) => {
   const client = { cancel: () => {} }
-  const { url, app } = await startApp(t, { timeout: 0, closeGrace: 200 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async onRequest () {
-        client.cancel()
-        await sleep(100)
-      },
-      handler () {}
-    })
+  const { url, app } = await startRoute(t, { timeout: 0, closeGrace: 200 }, {
+    async onRequest () {
+      client.cancel()
+      await sleep(100)
+    },
+    handler () {}
   }, H2C)
-  const session = http2.connect(url)
-  session.on('error', () => {})
-  t.teardown(() => session.close())
+  const session = h2session(t, url)
   const req = session.request({ ':path': '/' })
   req.on('error', () => {})
   client.cancel = () => req.close(http2.constants.NGHTTP2_CANCEL)
@@ -187,9 +151,7 @@ t.test('HTTP/2: a stream cancelled while hooks ran counts as a client abort', as
 })
 
 t.test('with forceCloseConnections, replies ended by the close grace still get their 503', async (t) => {
-  const { url, app } = await startApp(t, { closeGrace: 100 }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', handler () {} })
-  }, { forceCloseConnections: true })
+  const { url, app } = await startRoute(t, { closeGrace: 100 }, () => {}, { forceCloseConnections: true })
   const answers = [request(`${url}/`), request(`${url}/`)]
   await waitFor(() => app.asyncRoute.pending().length === 2, 2000, 'both replies')
   await app.close()

@@ -2,18 +2,9 @@
 // plugin options, and upstream bodies that a handler never reads.
 import t from 'tap'
 import { Agent, request as undiciRequest, type Dispatcher } from 'undici'
-import { LEVEL, logsAt, startApp } from './helpers/app.js'
+import { LEVEL, logsAt, startApp, startRoute } from './helpers/app.js'
 import { request, waitFor } from './helpers/client.js'
-import { readBody, refusedOrigin, upstreamFor, type UpstreamHandler } from './helpers/upstream.js'
-
-/** The upstream answers with what it received, as JSON. */
-const echo: UpstreamHandler = (req, res) => {
-  void readBody(req).then((body) => {
-    res.setHeader('content-type', 'application/json')
-    res.setHeader('x-upstream', 'echo')
-    res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers, body }))
-  })
-}
+import { echo, refusedOrigin, upstreamFor } from './helpers/upstream.js'
 
 /** An Agent that counts the requests dispatched through it. */
 class CountingAgent extends Agent {
@@ -27,7 +18,7 @@ class CountingAgent extends Agent {
 // ---- the upstream option ----
 
 t.test('upstream as a string: a plain GET whose response is the handler\'s third argument', async (t) => {
-  const up = await upstreamFor(t, echo)
+  const up = await upstreamFor(t, echo())
   const { url } = await startApp(t, {}, (app) => {
     app.asyncRoute({
       method: 'POST',
@@ -56,16 +47,12 @@ t.test('upstream as a string: a plain GET whose response is the handler\'s third
 })
 
 t.test('upstream as a URL object', async (t) => {
-  const up = await upstreamFor(t, echo)
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      upstream: new URL('/from-url', up.origin),
-      async handler (_request, reply, res) {
-        reply.finish(await res!.body.json() as Record<string, unknown>)
-      }
-    })
+  const up = await upstreamFor(t, echo())
+  const { url } = await startRoute(t, {}, {
+    upstream: new URL('/from-url', up.origin),
+    async handler (_request, reply, res) {
+      reply.finish(await res!.body.json() as Record<string, unknown>)
+    }
   })
   const res = await request(`${url}/`, { headers: { authorization: 'Basic c2VjcmV0' } })
   const seen = JSON.parse(res.body)
@@ -75,7 +62,7 @@ t.test('upstream as a URL object', async (t) => {
 })
 
 t.test('upstream as a sync function of the request returning a URL string', async (t) => {
-  const up = await upstreamFor(t, echo)
+  const up = await upstreamFor(t, echo())
   const { url } = await startApp(t, {}, (app) => {
     app.asyncRoute<{ Params: { id: string } }>({
       method: 'GET',
@@ -91,24 +78,20 @@ t.test('upstream as a sync function of the request returning a URL string', asyn
 })
 
 t.test('upstream as an async function returning { url, method, headers, body }: the upstream sees them', async (t) => {
-  const up = await upstreamFor(t, echo)
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async upstream (request) {
-        await new Promise((resolve) => setImmediate(resolve))
-        return {
-          url: `${up.origin}/built`,
-          method: 'POST',
-          headers: { authorization: String(request.headers.authorization), 'content-type': 'text/plain' },
-          body: 'built body'
-        }
-      },
-      async handler (_request, reply, res) {
-        reply.finish(await res!.body.json() as Record<string, unknown>)
+  const up = await upstreamFor(t, echo())
+  const { url } = await startRoute(t, {}, {
+    async upstream (request) {
+      await new Promise((resolve) => setImmediate(resolve))
+      return {
+        url: `${up.origin}/built`,
+        method: 'POST',
+        headers: { authorization: String(request.headers.authorization), 'content-type': 'text/plain' },
+        body: 'built body'
       }
-    })
+    },
+    async handler (_request, reply, res) {
+      reply.finish(await res!.body.json() as Record<string, unknown>)
+    }
   })
   const res = await request(`${url}/`, { headers: { authorization: 'Bearer chosen' } })
   t.equal(res.statusCode, 200)
@@ -122,16 +105,12 @@ t.test('upstream as an async function returning { url, method, headers, body }: 
 t.test('upstream refused: 502 and the handler is not called', async (t) => {
   const refused = await refusedOrigin()
   let called = 0
-  const { url, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      upstream: `${refused}/`,
-      handler (_request, reply) {
-        called++
-        reply.finish('handler')
-      }
-    })
+  const { url, logs } = await startRoute(t, {}, {
+    upstream: `${refused}/`,
+    handler (_request, reply) {
+      called++
+      reply.finish('handler')
+    }
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 502)
@@ -151,16 +130,12 @@ t.test('upstream refused: 502 and the handler is not called', async (t) => {
 t.test('upstream timing out before its head: 504 and the handler is not called', async (t) => {
   const up = await upstreamFor(t, () => {})
   let called = 0
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      upstream: () => ({ url: up.url, headersTimeout: 100 }),
-      handler (_request, reply) {
-        called++
-        reply.finish('handler')
-      }
-    })
+  const { url } = await startRoute(t, {}, {
+    upstream: () => ({ url: up.url, headersTimeout: 100 }),
+    handler (_request, reply) {
+      called++
+      reply.finish('handler')
+    }
   })
   const res = await request(`${url}/`, { timeout: 5000 })
   t.equal(res.statusCode, 504)
@@ -171,19 +146,15 @@ t.test('upstream timing out before its head: 504 and the handler is not called',
 t.test('onUpstreamError is called instead of failing and can answer', async (t) => {
   const refused = await refusedOrigin()
   let handlerCalls = 0
-  const { url, app } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      upstream: `${refused}/`,
-      onUpstreamError (error, request, reply) {
-        reply.status(200).finish({ fallback: true, code: (error as { code?: string }).code, url: request.url })
-      },
-      handler (_request, reply) {
-        handlerCalls++
-        reply.finish('handler')
-      }
-    })
+  const { url, app } = await startRoute(t, {}, {
+    upstream: `${refused}/`,
+    onUpstreamError (error, request, reply) {
+      reply.status(200).finish({ fallback: true, code: (error as { code?: string }).code, url: request.url })
+    },
+    handler (_request, reply) {
+      handlerCalls++
+      reply.finish('handler')
+    }
   })
   const res = await request(`${url}/?q=1`)
   t.equal(res.statusCode, 200)
@@ -194,18 +165,14 @@ t.test('onUpstreamError is called instead of failing and can answer', async (t) 
 
 t.test('onUpstreamError that throws fails the reply with 500', async (t) => {
   const refused = await refusedOrigin()
-  const { url, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      upstream: `${refused}/`,
-      onUpstreamError () {
-        throw new Error('fallback broke')
-      },
-      handler (_request, reply) {
-        reply.finish('handler')
-      }
-    })
+  const { url, logs } = await startRoute(t, {}, {
+    upstream: `${refused}/`,
+    onUpstreamError () {
+      throw new Error('fallback broke')
+    },
+    handler (_request, reply) {
+      reply.finish('handler')
+    }
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 500)
@@ -215,18 +182,14 @@ t.test('onUpstreamError that throws fails the reply with 500', async (t) => {
 
 t.test('an async onUpstreamError that rejects fails the reply too', async (t) => {
   const refused = await refusedOrigin()
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      upstream: `${refused}/`,
-      async onUpstreamError (error) {
-        throw error
-      },
-      handler (_request, reply) {
-        reply.finish('handler')
-      }
-    })
+  const { url } = await startRoute(t, {}, {
+    upstream: `${refused}/`,
+    async onUpstreamError (error) {
+      throw error
+    },
+    handler (_request, reply) {
+      reply.finish('handler')
+    }
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 502)
@@ -272,21 +235,17 @@ t.test('the watchdog covers the upstream step: 504 and the handler is not called
   const up = await upstreamFor(t, () => {})
   let called = 0
   let fallback = 0
-  const { url, app } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      timeout: 100,
-      upstream: up.url,
-      onUpstreamError (_error, _request, reply) {
-        fallback++
-        reply.finish('fallback')
-      },
-      handler (_request, reply) {
-        called++
-        reply.finish('handler')
-      }
-    })
+  const { url, app } = await startRoute(t, {}, {
+    timeout: 100,
+    upstream: up.url,
+    onUpstreamError (_error, _request, reply) {
+      fallback++
+      reply.finish('fallback')
+    },
+    handler (_request, reply) {
+      called++
+      reply.finish('handler')
+    }
   })
   const res = await request(`${url}/`, { timeout: 5000 })
   t.equal(res.statusCode, 504)
@@ -301,15 +260,11 @@ t.test('an upstream response the handler never reads is released when it finishe
   const up = await upstreamFor(t, (_req, res) => res.end('unread body'))
   const dispatcher = new Agent({ connections: 1 })
   t.teardown(() => dispatcher.destroy())
-  const { url } = await startApp(t, { dispatcher }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      upstream: up.url,
-      handler (_request, reply) {
-        reply.finish('ignored the body')
-      }
-    })
+  const { url } = await startRoute(t, { dispatcher }, {
+    upstream: up.url,
+    handler (_request, reply) {
+      reply.finish('ignored the body')
+    }
   })
   for (let i = 0; i < 4; i++) {
     const res = await request(`${url}/`, { timeout: 3000 })
@@ -365,15 +320,9 @@ t.test('a user dispatcher is used by fetch, pipe and upstream, and app.close() d
 
 t.test('the plugin\'s own dispatcher is closed by app.close(): its upstream sockets get closed', async (t) => {
   const up = await upstreamFor(t, (_req, res) => res.end('pooled'))
-  const { url, app } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url)
-        reply.finish(await res.body.text())
-      }
-    })
+  const { url, app } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    reply.finish(await res.body.text())
   })
   t.equal((await request(`${url}/`)).body, 'pooled')
   t.equal((await request(`${url}/`)).body, 'pooled')
@@ -510,15 +459,9 @@ t.test('bodies a handler never reads are released: more requests than pool conne
   const up = await upstreamFor(t, (_req, res) => res.end('x'.repeat(1000)))
   const dispatcher = new Agent({ connections: 2 })
   t.teardown(() => dispatcher.destroy())
-  const { url, app } = await startApp(t, { dispatcher }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url)
-        reply.finish(`status ${res.statusCode}`)
-      }
-    })
+  const { url, app } = await startRoute(t, { dispatcher }, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    reply.finish(`status ${res.statusCode}`)
   })
   // Five at once, then five one after the other.
   const concurrent = await Promise.all(Array.from({ length: 5 }, () => request(`${url}/`, { timeout: 3000 })))
@@ -539,15 +482,9 @@ t.test('a large body a handler never reads does not hold the pool', async (t) =>
   })
   const dispatcher = new Agent({ connections: 1 })
   t.teardown(() => dispatcher.destroy())
-  const { url } = await startApp(t, { dispatcher }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url)
-        reply.finish(`length ${String(res.headers['content-length'])}`)
-      }
-    })
+  const { url } = await startRoute(t, { dispatcher }, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    reply.finish(`length ${String(res.headers['content-length'])}`)
   })
   for (let i = 0; i < 3; i++) {
     const res = await request(`${url}/`, { timeout: 3000 })
@@ -562,15 +499,9 @@ t.test('an unread body whose upstream dies afterwards does not crash the process
     res.setHeader('content-length', 1_000_000)
     res.write(Buffer.alloc(10_000), () => setTimeout(() => res.socket?.destroy(), 30))
   })
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        await reply.fetch(up.url)
-        reply.finish('finished without reading')
-      }
-    })
+  const { url } = await startRoute(t, {}, async (_request, reply) => {
+    await reply.fetch(up.url)
+    reply.finish('finished without reading')
   })
   const res = await request(`${url}/`)
   t.equal(res.body, 'finished without reading')
@@ -586,15 +517,9 @@ t.test('a reply that fails with an unread upstream body destroys it: the upstrea
     res.on('close', () => { upstreamClosed = true })
     res.write(Buffer.alloc(1000))
   })
-  const { url, app } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        await reply.fetch(up.url)
-        throw Object.assign(new Error('gave up'), { statusCode: 503 })
-      }
-    })
+  const { url, app } = await startRoute(t, {}, async (_request, reply) => {
+    await reply.fetch(up.url)
+    throw Object.assign(new Error('gave up'), { statusCode: 503 })
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 503)
@@ -611,16 +536,10 @@ t.test('a fetched body counts as in flight until read: pending() lists it, then 
     release = () => res.end('56789')
   })
   let readStarted = false
-  const { url, app } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(`${up.origin}/slow-body`)
-        readStarted = true
-        reply.finish(await res.body.text())
-      }
-    })
+  const { url, app } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(`${up.origin}/slow-body`)
+    readStarted = true
+    reply.finish(await res.body.text())
   })
   const pending = request(`${url}/`, { timeout: 5000 })
   await waitFor(() => readStarted, 2000, 'the handler to read the body')
@@ -639,17 +558,11 @@ t.test('an upstream body that fails while the handler is busy elsewhere does not
     res.setHeader('content-length', 1000)
     res.write('partial', () => setTimeout(() => res.socket?.destroy(), 10))
   })
-  const { url, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url)
-        // Busy with something else (no reader on the body) while the upstream dies.
-        await new Promise((resolve) => res.body.once('close', resolve))
-        reply.finish('carried on')
-      }
-    })
+  const { url, logs } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    // Busy with something else (no reader on the body) while the upstream dies.
+    await new Promise((resolve) => res.body.once('close', resolve))
+    reply.finish('carried on')
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 200)
