@@ -3,7 +3,6 @@
 import http, { type IncomingMessage } from 'node:http'
 import Fastify from 'fastify'
 import t from 'tap'
-import { Agent, request as undiciRequest } from 'undici'
 import type { AsyncReply } from '../plugin/index.js'
 import { LEVEL, logsAt, startRoute } from './helpers/app.js'
 import { request, sendOnly, sleep, waitFor } from './helpers/client.js'
@@ -242,21 +241,6 @@ t.test("close() does not wait on an upstream body nobody finished reading: the p
   t.pass('the upstream connection was closed')
 })
 
-t.test('a dispatcher passed in is not closed by app.close()', async (t) => {
-  const upstream = await startUpstream((req, res) => res.end('still usable'))
-  t.teardown(() => upstream.close())
-  const dispatcher = new Agent()
-  t.teardown(() => dispatcher.close())
-  const { url, app } = await startRoute(t, { dispatcher }, async (request, reply) => {
-    const res = await reply.fetch(upstream.url)
-    reply.finish(await res.body.text())
-  })
-  t.equal((await request(`${url}/`)).body, 'still usable')
-  await app.close()
-  const res = await undiciRequest(upstream.url, { dispatcher })
-  t.equal(await res.body.text(), 'still usable', 'the dispatcher still works after close')
-})
-
 t.test('an upstream request in flight when the grace runs out is cancelled', async (t) => {
   const upstream = await startUpstream(() => {})
   t.teardown(() => upstream.close())
@@ -278,4 +262,15 @@ t.test('an upstream request in flight when the grace runs out is cancelled', asy
   })
   t.pass('the upstream saw its request socket closed')
   t.ok(await close.done < 200 + 1500)
+})
+
+t.test('with forceCloseConnections, replies ended by the close grace still get their 503', async (t) => {
+  const { url, app } = await startRoute(t, { closeGrace: 100 }, () => {}, { forceCloseConnections: true })
+  const answers = [request(`${url}/`), request(`${url}/`)]
+  await waitFor(() => app.asyncRoute.pending().length === 2, 2000, 'both replies')
+  await app.close()
+  for (const answer of await Promise.all(answers)) {
+    t.equal(answer.statusCode, 503)
+    t.equal(JSON.parse(answer.body).code, 'FST_ASYNC_ROUTE_CLOSING')
+  }
 })

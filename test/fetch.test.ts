@@ -3,7 +3,7 @@
 // fetches cancelled because their reply ended.
 import t from 'tap'
 import { Agent, DecoratorHandler, type Dispatcher } from 'undici'
-import { LEVEL, logsAt, startRoute, type LogLine } from './helpers/app.js'
+import { LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
 import { request, sendOnly, waitFor } from './helpers/client.js'
 import type { Test } from './helpers/context.js'
 import { echo, refusedOrigin, upstreamFor, type UpstreamHandler } from './helpers/upstream.js'
@@ -200,11 +200,13 @@ t.test('upstream stalls before its head past headersTimeout: 504 FST_ASYNC_ROUTE
 })
 
 /** Sends the head and part of a content-length body, then does `then` with the response. */
-function partialBody (then: 'stall' | 'destroy'): UpstreamHandler {
+/** 100 of 1000 bytes, then a stall, a close (undici: other side closed) or a reset (ECONNRESET). */
+function partialBody (then: 'stall' | 'destroy' | 'reset'): UpstreamHandler {
   return (_req, res) => {
     res.setHeader('content-length', 1000)
     res.write('x'.repeat(100), () => {
       if (then === 'destroy') setTimeout(() => res.socket?.destroy(), 20)
+      if (then === 'reset') setTimeout(() => res.socket?.resetAndDestroy(), 20)
     })
   }
 }
@@ -251,25 +253,29 @@ t.test('upstream stalls mid-body past bodyTimeout, the handler passes the error 
   assertNoUpstreamDetails(t, res.body, up.url)
 })
 
-t.test('upstream resets mid-body while the handler reads it: 502', async (t) => {
-  const up = await upstreamFor(t, partialBody('destroy'))
-  const { url, logs } = await startRoute(t, {}, async (_request, reply) => {
-    const res = await reply.fetch(up.url)
-    reply.finish(await res.body.text())
+// A socket error undici passes through mid-body (ECONNRESET) maps to 502 like a closed socket.
+for (const then of ['destroy', 'reset'] as const) {
+  t.test(`upstream ${then === 'reset' ? 'resets (ECONNRESET)' : 'closes its socket'} mid-body while the handler reads it: 502`, async (t) => {
+    const up = await upstreamFor(t, partialBody(then))
+    const { url, logs } = await startRoute(t, {}, async (_request, reply) => {
+      const res = await reply.fetch(up.url)
+      reply.finish(await res.body.text())
+    })
+    const res = await request(`${url}/`, { timeout: 5000 })
+    t.equal(res.statusCode, 502)
+    t.same(JSON.parse(res.body), {
+      statusCode: 502,
+      code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR',
+      error: 'Bad Gateway',
+      message: 'The upstream request failed'
+    })
+    assertNoUpstreamDetails(t, res.body, up.url)
+    const lines = errorLines(logs)
+    t.equal(lines.length, 1)
+    const cause = then === 'reset' ? /caused by: Error: read ECONNRESET/ : /caused by: SocketError/
+    t.match(lines[0]?.err, { code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR', stack: cause }, 'the log keeps the cause')
   })
-  const res = await request(`${url}/`, { timeout: 5000 })
-  t.equal(res.statusCode, 502)
-  t.same(JSON.parse(res.body), {
-    statusCode: 502,
-    code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR',
-    error: 'Bad Gateway',
-    message: 'The upstream request failed'
-  })
-  assertNoUpstreamDetails(t, res.body, up.url)
-  const lines = errorLines(logs)
-  t.equal(lines.length, 1)
-  t.match(lines[0]?.err, { code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR', stack: /caused by: SocketError/ }, 'the log keeps the undici cause')
-})
+}
 
 t.test('a throw inside the fetch callback fails the reply with 500, not the process', async (t) => {
   const up = await upstreamFor(t)
@@ -501,4 +507,57 @@ t.test('a hand-written dispatcher: one with dispatch() alone works; one whose re
   const res = await request(`${other}/`)
   t.equal(res.statusCode, 502)
   t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
+})
+
+t.test('reply.fetch() of a URL undici cannot parse rejects with the upstream error, and the reply answers 502', async (t) => {
+  let calledBack = null as { code?: string } | null
+  const { url, app } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/callback',
+      handler (_request, reply) {
+        reply.fetch('not a url', (err) => {
+          calledBack = err as { code?: string }
+          reply.finish('called back')
+        })
+      }
+    })
+    app.asyncRoute({
+      method: 'GET',
+      url: '/escapes',
+      async handler (_request, reply) {
+        await reply.fetch('not a url')
+        reply.finish('never')
+      }
+    })
+  })
+  const escaped = await request(`${url}/escapes`)
+  t.equal(escaped.statusCode, 502)
+  t.equal(JSON.parse(escaped.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
+  t.notMatch(escaped.body, 'not a url', 'the URL is not echoed to the client')
+  const res = await request(`${url}/callback`)
+  t.equal(res.body, 'called back')
+  t.equal(calledBack?.code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
+  t.match(app.asyncRoute.stats(), { started: 2, finished: 1, failed: 1, pending: 0 })
+})
+
+t.test('reply.fetch() of a URL that is not http: is refused before connecting (500); an https: origin that refuses fails with the upstream error', async (t) => {
+  const refused = (await refusedOrigin()).replace('http:', 'https:')
+  const codes: Record<string, string | undefined> = {}
+  const { url } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/:which',
+      handler (request, reply) {
+        const which = (request.params as { which: string }).which
+        reply.fetch(which === 'ftp' ? 'ftp://127.0.0.1/file' : `${refused}/`, (err) => {
+          codes[which] = (err as { code?: string } | null)?.code
+          reply.finish('done')
+        })
+      }
+    })
+  })
+  t.equal((await request(`${url}/ftp`)).body, 'done')
+  t.equal((await request(`${url}/https`)).body, 'done')
+  t.same(codes, { ftp: 'FST_ASYNC_ROUTE_BAD_UPSTREAM_REQUEST', https: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR' })
 })

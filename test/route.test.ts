@@ -312,25 +312,6 @@ t.test('the plugin timeout ends an unfinished reply with 504 FST_ASYNC_ROUTE_TIM
   t.equal(logsAt(logs, LEVEL.error, 'not finished within').length, 1)
 })
 
-t.test('a route timeout overrides the plugin timeout, both ways', async (t) => {
-  const { url } = await startApp(t, { timeout: 60_000, closeGrace: 100 }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/shorter', timeout: 80, handler () {} })
-  })
-  const res = await request(`${url}/shorter`, { timeout: 3000 })
-  t.equal(res.statusCode, 504)
-  t.equal(json(res).code, 'FST_ASYNC_ROUTE_TIMEOUT')
-
-  const { url: url2 } = await startApp(t, { timeout: 50, closeGrace: 100 }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/longer', timeout: 10_000, handler (request, reply) { setTimeout(() => reply.finish('in time'), 300) } })
-    app.asyncRoute({ method: 'GET', url: '/inherits', handler (request, reply) { setTimeout(() => reply.finish('too late'), 300) } })
-  })
-  const longer = await request(`${url2}/longer`)
-  t.equal(longer.statusCode, 200)
-  t.equal(longer.body, 'in time')
-  const inherits = await request(`${url2}/inherits`)
-  t.equal(inherits.statusCode, 504, 'a route without its own timeout has the plugin\'s')
-})
-
 t.test('invalid route options throw at asyncRoute() with a message naming the option', async (t) => {
   const app = Fastify()
   t.teardown(() => app.close())

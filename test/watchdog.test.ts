@@ -61,7 +61,7 @@ t.test('watchdog cuts a response whose head was already sent: the client sees it
   t.match(line?.msg, /head already sent/)
 })
 
-t.test('route timeout overrides the plugin timeout, and 0 turns the watchdog off for that route', async (t) => {
+t.test('a route timeout overrides the plugin timeout both ways, and 0 turns the watchdog off for that route', async (t) => {
   let unguarded: AsyncReply | undefined
   const { url, app } = await startApp(t, { timeout: 5000 }, (app) => {
     app.asyncRoute({ method: 'GET', url: '/short', timeout: 100, handler () {} })
@@ -75,6 +75,7 @@ t.test('route timeout overrides the plugin timeout, and 0 turns the watchdog off
   const started = Date.now()
   const short = await request(`${url}/short`)
   t.equal(short.statusCode, 504)
+  t.equal(JSON.parse(short.body).code, 'FST_ASYNC_ROUTE_TIMEOUT')
   t.ok(Date.now() - started < 3000, 'the route timeout, not the plugin one, applied')
 
   const off = request(`${url}/off`)
@@ -86,6 +87,17 @@ t.test('route timeout overrides the plugin timeout, and 0 turns the watchdog off
   const res = await off
   t.equal(res.statusCode, 200)
   t.equal(res.body, 'eventually')
+
+  // A route timeout longer than the plugin's: the plugin's does not cut it short.
+  const { url: url2 } = await startApp(t, { timeout: 50, closeGrace: 100 }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/longer', timeout: 10_000, handler (request, reply) { setTimeout(() => reply.finish('in time'), 300) } })
+    app.asyncRoute({ method: 'GET', url: '/inherits', handler (request, reply) { setTimeout(() => reply.finish('too late'), 300) } })
+  })
+  const longer = await request(`${url2}/longer`)
+  t.equal(longer.statusCode, 200)
+  t.equal(longer.body, 'in time')
+  const inherits = await request(`${url2}/inherits`)
+  t.equal(inherits.statusCode, 504, 'a route without its own timeout has the plugin\'s')
 })
 
 t.test('reply.setTimeout() re-arms the watchdog from now', async (t) => {
