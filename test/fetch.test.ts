@@ -1,13 +1,13 @@
 // reply.fetch(): promise and callback styles, undici options reaching a real upstream, the
-// mapping of upstream failures to 502/504 as the client sees it, callbacks that throw, and
-// fetches cancelled because their reply ended.
+// mapping of upstream failures to 502/504 as the client sees it (URLs refused before
+// connecting included), callbacks that throw, fetches cancelled because their reply ended, and
+// fetched bodies a handler never reads.
 import t from 'tap'
 import { Agent, DecoratorHandler, type Dispatcher } from 'undici'
 import { LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
 import { request, sendOnly, waitFor } from './helpers/client.js'
 import type { Test } from './helpers/context.js'
 import { echo, refusedOrigin, upstreamFor, type UpstreamHandler } from './helpers/upstream.js'
-import { OriginDeniedError } from '../plugin/index.js'
 
 /** The upstream never answers (the socket stays open until the upstream is closed). */
 const stall: UpstreamHandler = () => {}
@@ -454,14 +454,6 @@ t.test('a fetch pending when the client leaves is cancelled and the upstream see
   t.equal(app.asyncRoute.stats().aborted, 1)
 })
 
-// A dispatcher that throws before connecting: the error is mapped like undici's own.
-const dispatcherFailures = [
-  { name: 'a code-less error gives 502', error: () => new Error('interceptor broke'), status: 502, code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR' },
-  { name: 'ETIMEDOUT gives 504', error: () => Object.assign(new Error('connect ETIMEDOUT'), { code: 'ETIMEDOUT' }), status: 504, code: 'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT' },
-  { name: 'one of the plugin\'s own errors keeps that error', error: () => new OriginDeniedError(), status: 500, code: 'FST_ASYNC_ROUTE_ORIGIN_DENIED' },
-  { name: 'a connect timeout gives 504', error: () => Object.assign(new Error('Connect Timeout Error'), { code: 'UND_ERR_CONNECT_TIMEOUT' }), status: 504, code: 'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT' }
-]
-
 t.test('an upstream host that does not resolve (DNS failure) gives 502', async (t) => {
   const dispatcher = new Agent({
     connect: {
@@ -477,36 +469,6 @@ t.test('an upstream host that does not resolve (DNS failure) gives 502', async (
   t.equal(res.statusCode, 502)
   t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
   t.notMatch(res.body, /upstream\.invalid/, 'the host is not echoed to the client')
-})
-
-for (const failure of dispatcherFailures) {
-  t.test(`a user dispatcher failing with ${failure.name}`, async (t) => {
-    const up = await upstreamFor(t)
-    const dispatcher = new Agent().compose(() => () => { throw failure.error() })
-    t.teardown(() => dispatcher.destroy())
-    const { url } = await startRoute(t, { dispatcher }, async (_request, reply) => {
-      await reply.fetch(up.url)
-      reply.finish('unexpected')
-    })
-    const res = await request(`${url}/`)
-    t.equal(res.statusCode, failure.status)
-    t.equal(JSON.parse(res.body).code, failure.code)
-    t.equal(up.connections(), 0, 'nothing reached the upstream')
-  })
-}
-
-t.test('a hand-written dispatcher: one with dispatch() alone works; one whose request() throws gives 502', async (t) => {
-  const up = await upstreamFor(t, (_req, res) => res.end('through dispatch'))
-  const agent = new Agent()
-  t.teardown(() => agent.close())
-  const plain = { dispatch: (options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler) => agent.dispatch(options, handler) } as unknown as Agent
-  const { url } = await startRoute(t, { dispatcher: plain }, async (_request, reply) => { reply.finish(await (await reply.fetch(up.url)).body.text()) })
-  t.equal((await request(`${url}/`)).body, 'through dispatch')
-  const throwing = { dispatch () { return true }, request () { throw new Error('request exploded') } } as unknown as Agent
-  const { url: other } = await startRoute(t, { dispatcher: throwing }, async (_request, reply) => { await reply.fetch(up.url) })
-  const res = await request(`${other}/`)
-  t.equal(res.statusCode, 502)
-  t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
 })
 
 t.test('reply.fetch() of a URL undici cannot parse rejects with the upstream error, and the reply answers 502', async (t) => {
@@ -560,4 +522,121 @@ t.test('reply.fetch() of a URL that is not http: is refused before connecting (5
   t.equal((await request(`${url}/ftp`)).body, 'done')
   t.equal((await request(`${url}/https`)).body, 'done')
   t.same(codes, { ftp: 'FST_ASYNC_ROUTE_BAD_UPSTREAM_REQUEST', https: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR' })
+})
+
+// ---- fetched bodies a handler never reads ----
+
+t.test('bodies a handler never reads are released: more requests than pool connections all complete', async (t) => {
+  const up = await upstreamFor(t, (_req, res) => res.end('x'.repeat(1000)))
+  const dispatcher = new Agent({ connections: 2 })
+  t.teardown(() => dispatcher.destroy())
+  const { url, app } = await startRoute(t, { dispatcher }, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    reply.finish(`status ${res.statusCode}`)
+  })
+  // Five at once, then five one after the other.
+  const concurrent = await Promise.all(Array.from({ length: 5 }, () => request(`${url}/`, { timeout: 3000 })))
+  for (const res of concurrent) t.equal(res.body, 'status 200')
+  for (let i = 0; i < 5; i++) {
+    const res = await request(`${url}/`, { timeout: 3000 })
+    t.equal(res.body, 'status 200')
+  }
+  t.equal(up.requests.length, 10, 'every request reached the upstream')
+  t.ok(up.connections() <= 2, `the pool never needed more than its 2 connections (${up.connections()})`)
+  t.same(app.asyncRoute.stats(), { started: 10, finished: 10, timedOut: 0, aborted: 0, failed: 0, pending: 0 })
+})
+
+t.test('a large body a handler never reads does not hold the pool', async (t) => {
+  const up = await upstreamFor(t, (_req, res) => {
+    res.setHeader('content-length', 4 * 1024 * 1024)
+    res.end(Buffer.alloc(4 * 1024 * 1024, 'z'))
+  })
+  const dispatcher = new Agent({ connections: 1 })
+  t.teardown(() => dispatcher.destroy())
+  const { url } = await startRoute(t, { dispatcher }, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    reply.finish(`length ${String(res.headers['content-length'])}`)
+  })
+  for (let i = 0; i < 3; i++) {
+    const res = await request(`${url}/`, { timeout: 3000 })
+    t.equal(res.body, `length ${4 * 1024 * 1024}`)
+  }
+  t.equal(up.requests.length, 3)
+  await waitFor(() => up.openSockets() <= 1, 2000, 'no more than the pool\'s one connection open')
+})
+
+t.test('an unread body whose upstream dies afterwards does not crash the process', async (t) => {
+  const up = await upstreamFor(t, (_req, res) => {
+    res.setHeader('content-length', 1_000_000)
+    res.write(Buffer.alloc(10_000), () => setTimeout(() => res.socket?.destroy(), 30))
+  })
+  const { url } = await startRoute(t, {}, async (_request, reply) => {
+    await reply.fetch(up.url)
+    reply.finish('finished without reading')
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.body, 'finished without reading')
+  await waitFor(() => up.openSockets() === 0, 2000, 'the upstream socket to go')
+  const again = await request(`${url}/`)
+  t.equal(again.body, 'finished without reading', 'the app still serves')
+})
+
+t.test('a reply that fails with an unread upstream body destroys it: the upstream connection is closed', async (t) => {
+  let upstreamClosed = false
+  const up = await upstreamFor(t, (_req, res) => {
+    res.setHeader('content-length', 1_000_000)
+    res.on('close', () => { upstreamClosed = true })
+    res.write(Buffer.alloc(1000))
+  })
+  const { url, app } = await startRoute(t, {}, async (_request, reply) => {
+    await reply.fetch(up.url)
+    throw Object.assign(new Error('gave up'), { statusCode: 503 })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 503)
+  t.equal(JSON.parse(res.body).message, 'gave up')
+  await waitFor(() => upstreamClosed && up.openSockets() === 0, 2000, 'the upstream response to be torn down')
+  t.equal(app.asyncRoute.stats().failed, 1)
+})
+
+t.test('a fetched body counts as in flight until read: pending() lists it, then not', async (t) => {
+  let release!: () => void
+  const up = await upstreamFor(t, (_req, res) => {
+    res.setHeader('content-length', 10)
+    res.write('01234')
+    release = () => res.end('56789')
+  })
+  let readStarted = false
+  const { url, app } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(`${up.origin}/slow-body`)
+    readStarted = true
+    reply.finish(await res.body.text())
+  })
+  const pending = request(`${url}/`, { timeout: 5000 })
+  await waitFor(() => readStarted, 2000, 'the handler to read the body')
+  const [entry] = app.asyncRoute.pending()
+  t.equal(entry?.inflight.length, 1, 'the body being read is in flight')
+  t.equal(entry?.inflight[0]?.url, `${up.origin}/slow-body`)
+  t.equal(entry?.inflight[0]?.method, 'GET')
+  release()
+  const res = await pending
+  t.equal(res.body, '0123456789')
+  t.same(app.asyncRoute.pending(), [])
+})
+
+t.test('an upstream body that fails while the handler is busy elsewhere does not crash the process', async (t) => {
+  const up = await upstreamFor(t, (_req, res) => {
+    res.setHeader('content-length', 1000)
+    res.write('partial', () => setTimeout(() => res.socket?.destroy(), 10))
+  })
+  const { url, logs } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    // Busy with something else (no reader on the body) while the upstream dies.
+    await new Promise((resolve) => res.body.once('close', resolve))
+    reply.finish('carried on')
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 200)
+  t.equal(res.body, 'carried on')
+  t.same(logsAt(logs, LEVEL.error), [])
 })

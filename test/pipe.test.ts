@@ -604,8 +604,6 @@ t.test('pipe(url) to an upstream that times out before its head gives 504', asyn
 })
 
 t.test('pipe(url) failures found before anything is sent: bad URL, bad request options, a throwing dispatcher', async (t) => {
-  const throwing = new Agent()
-  t.teardown(() => throwing.close())
   const { url: base } = await startApp(t, {}, (app) => {
     app.asyncRoute({ method: 'GET', url: '/bad-url', handler (request, reply) { void reply.pipe('not a url') } })
     app.asyncRoute({ method: 'GET', url: '/bad-header', handler (request, reply) { void reply.pipe('http://127.0.0.1:1/', { headers: { 'bad header': 'x' } }) } })
