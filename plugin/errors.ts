@@ -1,5 +1,5 @@
-// Every error the plugin creates, with the stable codes of the public contract. Messages are
-// what a client may see: they never name an upstream's URL, host or address (the undici error
+// Every error the plugin creates, with the stable codes of the public contract (how undici's
+// errors become these: error-mapping.ts). Messages are what a client may see: they never name an upstream's URL, host or address (the undici error
 // stays attached as `cause`, for the logs).
 // The named import: the default one of this `export =` module loses its namespace (and so the
 // error types) in the declarations under TypeScript's bundler resolution.
@@ -36,43 +36,24 @@ export const CancelledError = createError(
 export const ClientGoneError = createError(
   'FST_ASYNC_ROUTE_CLIENT_GONE', 'The client closed the connection before the reply was finished', 499)
 
-// undici's own codes (and the system ones it passes through) that mean "too slow" rather
-// than "broken".
-const TIMEOUT_CODES = new Set([
-  'UND_ERR_CONNECT_TIMEOUT',
-  'UND_ERR_HEADERS_TIMEOUT',
-  'UND_ERR_BODY_TIMEOUT',
-  'ETIMEDOUT'
-])
+// Misuse of the API: coded `TypeError`s, as Node's own `ERR_INVALID_ARG_TYPE` (`name`
+// 'TypeError', a stable `code`) and Fastify's `FST_ERR_*` are. The message says which option or
+// argument, and what it must be.
+type MisuseError = TypeError & { code: string, statusCode: number }
+type MisuseErrorClass = new (message: string) => MisuseError
 
-// undici's codes for a request it refuses before anything is sent.
-const REFUSED_CODES = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED'])
-
-const OWN_CODE_PREFIX = 'FST_ASYNC_ROUTE_'
-
-function codeOf (error: unknown): string | undefined {
-  const code = (error as { code?: unknown } | null)?.code
-  return typeof code === 'string' ? code : undefined
+function misuse (code: string): MisuseErrorClass {
+  const Base = createError(code, '%s', 500, TypeError) as unknown as MisuseErrorClass
+  return class extends Base {
+    constructor (message: string) {
+      super(message)
+      this.name = 'TypeError'
+    }
+  }
 }
 
-/** Maps anything undici threw to the contract's 502 or 504; the plugin's own errors pass. */
-export function toUpstreamError (error: unknown): Error {
-  const code = codeOf(error)
-  if (code?.startsWith(OWN_CODE_PREFIX) === true) return error as Error
-  if (code !== undefined && REFUSED_CODES.has(code)) return new BadUpstreamRequestError({ cause: error })
-  return code !== undefined && TIMEOUT_CODES.has(code)
-    ? new UpstreamTimeoutError({ cause: error })
-    : new UpstreamError({ cause: error })
-}
+/** A plugin or route option is invalid (`register` rejects, `asyncRoute()` throws). */
+export const InvalidOptionError = misuse('FST_ASYNC_ROUTE_INVALID_OPTION')
 
-// Socket errors undici passes through as they are when a connection breaks mid-body.
-const NETWORK_CODES = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNREFUSED', 'ECONNABORTED', 'ENOTFOUND', 'EAI_AGAIN'])
-
-/**
- * True for errors that come from talking to an upstream: undici's own, and the socket errors
- * it passes through. They may surface while a body is read, after `fetch` resolved.
- */
-export function isUpstreamFailure (error: unknown): boolean {
-  const code = codeOf(error)
-  return code !== undefined && (code.startsWith('UND_ERR_') || NETWORK_CODES.has(code))
-}
+/** A method of the reply was called with an argument it does not take. */
+export const InvalidArgumentError = misuse('FST_ASYNC_ROUTE_INVALID_ARGUMENT')

@@ -1,12 +1,11 @@
 // The plugin entry: checks the options, decorates `app.asyncRoute`, and takes part in close.
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import { Agent, type Dispatcher } from 'undici'
 import type { PluginContext } from './context.js'
 import { resolveOptions } from './options.js'
 import { Registry } from './registry.js'
 import { createAsyncRoute } from './route.js'
+import { closeOwnDispatcher, createDispatcher } from './undici-adapter.js'
 import type { AsyncRouteDecorator, AsyncRoutePlugin, AsyncRoutePluginOptions } from './types.js'
 
 export type * from './types.js'
@@ -15,36 +14,13 @@ export {
   UpstreamError,
   UpstreamTimeoutError,
   BadUpstreamRequestError,
+  InvalidOptionError,
+  InvalidArgumentError,
   OriginDeniedError,
   ClosingError,
   CancelledError,
   ClientGoneError
 } from './errors.js'
-
-/** How long `close()` gives the plugin's own dispatcher to close politely before destroying it. */
-const DISPATCHER_CLOSE_MS = 500
-
-/** Requests still running on the plugin's own Agent (typically an unread body being drained). */
-function busy (agent: Agent): boolean {
-  for (const stats of Object.values(agent.stats)) {
-    if (stats.running > 0 || stats.pending > 0) return true
-  }
-  return false
-}
-
-async function closeDispatcher (dispatcher: Dispatcher): Promise<void> {
-  // undici's Agent forgets its pools as soon as close() starts, so a destroy() after a close()
-  // that hangs reaches nothing and leaves the upstream sockets open. Wait briefly for running
-  // requests instead, then close politely, or destroy while the pools are still reachable.
-  const agent = dispatcher as Agent
-  const deadline = Date.now() + DISPATCHER_CLOSE_MS
-  while (busy(agent) && Date.now() < deadline) await sleep(10)
-  if (busy(agent)) {
-    await agent.destroy()
-  } else {
-    await agent.close()
-  }
-}
 
 function plugin (fastify: FastifyInstance, options: AsyncRoutePluginOptions, done: (error?: Error) => void): void {
   // A callback plugin must report a bad option through done(): avvio does not catch a
@@ -59,7 +35,7 @@ function plugin (fastify: FastifyInstance, options: AsyncRoutePluginOptions, don
   const ownsDispatcher = resolved.dispatcher === undefined
   const registry = new Registry()
   const context: PluginContext = {
-    dispatcher: resolved.dispatcher ?? new Agent(),
+    dispatcher: resolved.dispatcher ?? createDispatcher(),
     timeout: resolved.timeout,
     onTimeout: resolved.onTimeout ?? null,
     warnUnfinished: resolved.warnUnfinished,
@@ -79,7 +55,7 @@ function plugin (fastify: FastifyInstance, options: AsyncRoutePluginOptions, don
   const pluginTimeout = fastify.initialConfig.pluginTimeout as number
   const hookBudget = pluginTimeout > 0 ? pluginTimeout - Math.min(1000, Math.floor(pluginTimeout / 2)) : Infinity
   fastify.addHook('preClose', (hookDone) => registry.close(resolved.closeGrace, hookBudget, hookDone))
-  if (ownsDispatcher) fastify.addHook('onClose', async () => await closeDispatcher(context.dispatcher))
+  if (ownsDispatcher) fastify.addHook('onClose', async () => await closeOwnDispatcher(context.dispatcher))
   done()
 }
 

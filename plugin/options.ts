@@ -1,6 +1,7 @@
 // Checks the plugin options once, at `register`, so that nothing fails later at request time.
 import type { AsyncRoutePluginOptions } from './types.js'
-import { MAX_TIMER_MS } from './watchdog.js'
+import { isDuration, MAX_TIMER_MS } from './durations.js'
+import { InvalidOptionError } from './errors.js'
 
 export interface ResolvedOptions {
   timeout: number
@@ -13,13 +14,13 @@ export interface ResolvedOptions {
 
 function fail (name: string, expected: string, value: unknown): never {
   const shown = typeof value === 'string' ? JSON.stringify(value) : String(value)
-  throw new TypeError(`fastify-async-route: option "${name}" must be ${expected}, got ${shown}`)
+  throw new InvalidOptionError(`fastify-async-route: option "${name}" must be ${expected}, got ${shown}`)
 }
 
 function duration (options: AsyncRoutePluginOptions, name: 'timeout' | 'closeGrace' | 'warnUnfinished', fallback: number): number {
   const value: unknown = options[name]
   if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_TIMER_MS) {
+  if (!isDuration(value)) {
     fail(name, `an integer from 0 to ${MAX_TIMER_MS} (ms)`, value)
   }
   return value

@@ -1,13 +1,14 @@
 // `pipe(url)`: the request is dispatched with a handler that writes the upstream answer
 // straight into the response — the fast path, at the speed of a bare Node forwarder.
 import type { IncomingHttpHeaders } from 'node:http'
-import { CancelledError, toUpstreamError, UpstreamError } from './errors.js'
+import { toUpstreamError } from './error-mapping.js'
+import { CancelledError, UpstreamError } from './errors.js'
 import { forwardableHeaders } from './headers.js'
-import { refusal } from './origins.js'
-import type { AsyncReplyImpl } from './reply.js'
+import { refusal } from './preflight.js'
+import type { ReplyPort } from './reply-port.js'
+import type { UpstreamCall } from './report.js'
 import type { FetchOptions } from './types.js'
 import { splitUrl, StreamingRequest, type Dispatcher, type DispatchOptions } from './undici-adapter.js'
-import type { Releasable } from './watchdog.js'
 
 /**
  * Request options the direct path passes to `dispatch` as they are (`dispatcher` is the
@@ -39,11 +40,11 @@ const DONE = 3 // complete, failed or cancelled
  * straight into the Node response, pausing the upstream while the client's socket is full.
  * No Readable, no AbortController, no promise per step: the ceiling of a bare Node forwarder.
  */
-class DirectPipe extends StreamingRequest implements Releasable {
+class DirectPipe extends StreamingRequest implements UpstreamCall {
   readonly method: string
   readonly url: string | URL
   readonly startedAt = Date.now()
-  readonly reply: AsyncReplyImpl
+  readonly reply: ReplyPort
   readonly #resolve: () => void
   #state = WAITING
   #resumeOnDrain: (() => void) | null = null
@@ -53,7 +54,7 @@ class DirectPipe extends StreamingRequest implements Releasable {
   #dispatching = true
   #discarded = 0
 
-  constructor (reply: AsyncReplyImpl, method: string, url: string | URL, resolve: () => void) {
+  constructor (reply: ReplyPort, method: string, url: string | URL, resolve: () => void) {
     super()
     this.reply = reply
     this.method = method
@@ -62,7 +63,7 @@ class DirectPipe extends StreamingRequest implements Releasable {
   }
 
   release (abnormal: boolean): void {
-    // (Never called once done: #done takes the pipe out of the reply's inflight set.)
+    // (Never called once done: #done untracks the pipe.)
     if (!abnormal && this.#state !== WAITING) {
       // finish() while piping (or a HEAD answered): stop feeding the ended response, read the
       // rest for the pool, as body.dump() would.
@@ -101,7 +102,7 @@ class DirectPipe extends StreamingRequest implements Releasable {
       return true
     }
     const reply = this.reply
-    reply.bytesWritten += chunk.length
+    reply.relayed(chunk.length)
     if (reply.raw.write(chunk)) return true
     // Backpressure: resume once the client's socket drained (one bound function per pipe).
     this.#resumeOnDrain ??= () => this.resume()
@@ -146,16 +147,15 @@ class DirectPipe extends StreamingRequest implements Releasable {
   /** undici reports exactly one of the end and an error. */
   #done (): void {
     this.#state = DONE
-    this.reply.inflight?.delete(this)
-    this.reply.lastActivity = Date.now()
+    this.reply.untrack(this)
     this.#resolve()
   }
 }
 
-export function pipeDirect (reply: AsyncReplyImpl, url: string | URL, options: FetchOptions | undefined): Promise<void> {
+export function pipeDirect (reply: ReplyPort, url: string | URL, options: FetchOptions | undefined): Promise<void> {
   const refused = refusal(reply, url)
   if (refused !== null) return failLater(reply, refused)
-  const plugin = reply.route.plugin
+  const plugin = reply.plugin
   let target: URL
   try {
     target = typeof url === 'string' ? new URL(url) : url
@@ -181,7 +181,7 @@ export function pipeDirect (reply: AsyncReplyImpl, url: string | URL, options: F
 }
 
 /** A failure found before anything was sent: reported after the caller's synchronous code, as an awaited fetch would. */
-async function failLater (reply: AsyncReplyImpl, error: Error): Promise<void> {
+async function failLater (reply: ReplyPort, error: Error): Promise<void> {
   await undefined
   reply.failByPlugin(error)
 }

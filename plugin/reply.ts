@@ -1,36 +1,39 @@
-// `AsyncReply`: the response head, the body methods, and the one place where a reply ends.
-import { STATUS_CODES, validateHeaderName, validateHeaderValue, type OutgoingHttpHeaders, type ServerResponse } from 'node:http'
-import { constants as http2Constants } from 'node:http2'
+// `AsyncReply`: the public surface of a reply — its head, its body methods — and `#end()`,
+// the one place where a reply ends. What it delegates: the error answer (error-answer.ts),
+// HTTP/1 vs HTTP/2 (raw-response.ts), reports (report.ts), upstream requests (upstream.ts,
+// through the ReplyPort it implements).
+import { validateHeaderName, validateHeaderValue, type OutgoingHttpHeaders, type ServerResponse } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { bodyType, byteLength, encodeBody, isBytes, JSON_TYPE, OCTET, TEXT } from './body.js'
-import type { RouteContext } from './context.js'
-import { ClientGoneError, ClosingError, isUpstreamFailure, TimeoutError, toUpstreamError } from './errors.js'
+import type { PluginContext, RouteContext } from './context.js'
+import { checkDuration } from './durations.js'
+import { errorAnswer, logAnswer } from './error-answer.js'
+import { ClientGoneError, ClosingError, InvalidArgumentError, TimeoutError } from './errors.js'
+import { closeConnectionAfter, cut, isGone, needsDrain } from './raw-response.js'
 import { timeoutChannel, type Outcome, type Tracked } from './registry.js'
-import type { AsyncReply, AsyncRouteError, FetchCallback, FetchOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
-import { fetchUpstream, pipeUpstream } from './upstream.js'
-import { checkDuration, describeHang, describeInflight, type Releasable } from './watchdog.js'
+import type { ReplyPort } from './reply-port.js'
+import { describeHang, describeIdle, hangReport, pendingEntry, type ReplyFacts, type UpstreamCall } from './report.js'
+import type { AsyncReply, FetchCallback, FetchOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
+import { fetchUpstream, fetchWithCallback, pipeUpstream, type ErrorFirstCallback } from './upstream.js'
 
 // How a reply ended. The handler's own finish()/fail() are told apart from the plugin's ends,
 // because a second call after the former is a bug worth a warning, after the latter it is not.
 const OPEN = 0
 const FINISHED = 1
 const FAILED_BY_HANDLER = 2
-const FAILED = 3
+const FAILED_BY_PLUGIN = 3
 const TIMED_OUT = 4
 const ABORTED = 5
 const CLOSED = 6
-type EndState = typeof OPEN | typeof FINISHED | typeof FAILED_BY_HANDLER | typeof FAILED | typeof TIMED_OUT | typeof ABORTED | typeof CLOSED
+type EndState = typeof OPEN | typeof FINISHED | typeof FAILED_BY_HANDLER | typeof FAILED_BY_PLUGIN | typeof TIMED_OUT | typeof ABORTED | typeof CLOSED
 
 const RESOLVED = Promise.resolve()
-
-/** A fetch callback that only takes the error (see the `fetch` overloads in types.ts). */
-type ErrorFirstCallback = (err: AsyncRouteError | null) => unknown
 
 // The reply behind a Node response, for the shared `close` listener (no closure per request).
 const kReply = Symbol('fastify-async-route.reply')
 type RawWithReply = ServerResponse & { [kReply]?: AsyncReplyImpl }
 
-export class AsyncReplyImpl implements AsyncReply, Tracked {
+export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFacts {
   readonly request: FastifyRequest
   readonly raw: ServerResponse
   readonly route: RouteContext
@@ -49,19 +52,19 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
   #warnedIdle = false
   /** What every pending `flush()` waits for when the socket buffer is full. */
   #drained: Promise<void> | null = null
-  handlerSettled = false
-  bytesWritten = 0
+  #handlerSettled = false
+  #bytesWritten = 0
   /** Upstream requests whose headers or body are still outstanding; created on first use. */
-  inflight: Set<Releasable> | null = null
-  /** Last sign of life, for `warnUnfinished`. */
-  lastActivity: number
+  #calls: Set<UpstreamCall> | null = null
+  /** Last sign of life (a write, an upstream answer), for `warnUnfinished` and reports. */
+  #lastActivity: number
 
   constructor (route: RouteContext, request: FastifyRequest, fastifyReply: FastifyReply) {
     this.route = route
     this.request = request
     this.#fastifyReply = fastifyReply
     this.raw = fastifyReply.raw
-    this.lastActivity = this.startedAt
+    this.#lastActivity = this.startedAt
   }
 
   /** Called once by the route: registers the reply, arms the watchdog, listens for the client. */
@@ -93,6 +96,22 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
     return this.#state === OPEN
   }
 
+  get plugin (): PluginContext {
+    return this.route.plugin
+  }
+
+  get handlerSettled (): boolean {
+    return this.#handlerSettled
+  }
+
+  get bytesWritten (): number {
+    return this.#bytesWritten
+  }
+
+  get calls (): ReadonlySet<UpstreamCall> | null {
+    return this.#calls
+  }
+
   get signal (): AbortSignal {
     // Created on first use: most replies never need one.
     if (this.#controller === null) {
@@ -112,7 +131,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
   status (code: number): this {
     // Fastify's own range; HTTP/2 refuses anything above 599.
     if (!Number.isInteger(code) || code < 100 || code > 599) {
-      throw new TypeError(`reply.status() takes an integer status code from 100 to 599, got ${String(code)}`)
+      throw new InvalidArgumentError(`reply.status() takes an integer status code from 100 to 599, got ${String(code)}`)
     }
     if (this.#headIsOut('status')) return this
     this.#statusCode = code
@@ -140,15 +159,15 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
   write (chunk: string | Uint8Array): boolean {
     const isString = typeof chunk === 'string'
     if (!isString && !isBytes(chunk)) {
-      throw new TypeError('reply.write() takes a string or bytes')
+      throw new InvalidArgumentError('reply.write() takes a string or bytes')
     }
     if (this.#state !== OPEN) {
       this.#late('write')
       return false
     }
     if (!this.raw.headersSent) this.#writeHead(this.#statusCode, isString ? TEXT : OCTET, undefined)
-    this.bytesWritten += byteLength(chunk)
-    this.lastActivity = Date.now()
+    this.#bytesWritten += byteLength(chunk)
+    this.#lastActivity = Date.now()
     return this.raw.write(chunk)
   }
 
@@ -181,7 +200,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
     try {
       payload = encodeBody(body)
     } catch (error) {
-      return this.failWith(error, FAILED)
+      return this.#failWith(error, FAILED_BY_PLUGIN)
     }
     const raw = this.raw
     const length = payload === undefined ? 0 : byteLength(payload)
@@ -193,7 +212,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
     if (payload === undefined) {
       raw.end()
     } else {
-      this.bytesWritten += length
+      this.#bytesWritten += length
       raw.end(payload)
     }
     this.#end(FINISHED, undefined)
@@ -201,7 +220,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
 
   fail (error: unknown): void {
     if (this.#state !== OPEN) return this.#late('fail')
-    this.failWith(error, FAILED_BY_HANDLER)
+    this.#failWith(error, FAILED_BY_HANDLER)
   }
 
   fetch (url: string | URL, options?: FetchOptions | FetchCallback | ErrorFirstCallback, callback?: FetchCallback | ErrorFirstCallback): any {
@@ -209,12 +228,8 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
       callback = options
       options = undefined
     }
-    const response = fetchUpstream(this, url, options)
-    if (callback === undefined) return response
-    response.then(
-      (res) => this.#callBack(callback, null, res),
-      (error: Error) => this.#callBack(callback, error, undefined)
-    )
+    if (callback === undefined) return fetchUpstream(this, url, options)
+    fetchWithCallback(this, url, options, callback)
   }
 
   pipe (source: UpstreamResponse | string | URL | UpstreamRequest, options?: PipeOptions): Promise<void> {
@@ -230,7 +245,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
   }
 
   onClose (fn: () => void): this {
-    if (typeof fn !== 'function') throw new TypeError('reply.onClose() takes a function')
+    if (typeof fn !== 'function') throw new InvalidArgumentError('reply.onClose() takes a function')
     if (this.#state === OPEN) {
       this.#closeListeners ??= []
       this.#closeListeners.push(fn)
@@ -239,7 +254,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
   }
 
   onEnd (fn: (outcome: Outcome) => void): this {
-    if (typeof fn !== 'function') throw new TypeError('reply.onEnd() takes a function')
+    if (typeof fn !== 'function') throw new InvalidArgumentError('reply.onEnd() takes a function')
     if (this.#state === OPEN) {
       (this.#endListeners ??= []).push(fn)
     } else {
@@ -248,45 +263,26 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
     return this
   }
 
-  // ---- used by the route, the upstream code and the registry ----
+  // ---- used by the route, the upstream side (ReplyPort) and the registry (Tracked) ----
 
-  /** Ends the reply with an error answer, or cuts the connection if the head is out. */
-  failWith (error: unknown, state: typeof FAILED | typeof FAILED_BY_HANDLER | typeof TIMED_OUT | typeof CLOSED): void {
-    if (this.#state !== OPEN) {
-      this.request.log.debug({ err: error }, 'async reply already ended; error ignored')
-      return
-    }
-    const err = asError(error)
-    this.#end(state, err)
-    const status = statusOf(err)
-    if (status >= 500) {
-      this.request.log.error({ err }, err.message)
-    } else {
-      this.request.log.info({ err }, err.message)
-    }
-    const raw = this.raw
-    const http2 = this.route.plugin.http2
-    if (raw.headersSent || isGone(raw, http2)) {
-      cut(raw, http2)
-      return
-    }
-    const code = (err as { code?: unknown }).code
-    const payload = JSON.stringify({
-      statusCode: status,
-      code: typeof code === 'string' ? code : undefined,
-      error: STATUS_CODES[status],
-      message: err.message
-    })
-    try {
-      // The answer is JSON whatever content type the handler had set for its own body.
-      this.#writeHead(status, JSON_TYPE, Buffer.byteLength(payload), undefined, true)
-      raw.end(payload)
-    } catch (headError) {
-      // A header Node refuses (set unchecked on the Fastify reply by a hook, say): this runs
-      // from timers and callbacks, where a throw would crash the process. Cut instead.
-      this.request.log.error({ err: headError }, 'async reply: the error answer could not be sent')
-      cut(raw, http2)
-    }
+  /** The handler (or `onUpstreamError`) returned or settled: a sign of life. */
+  settle (): void {
+    this.#handlerSettled = true
+    this.#lastActivity = Date.now()
+  }
+
+  track (call: UpstreamCall): void {
+    this.#calls ??= new Set()
+    this.#calls.add(call)
+  }
+
+  untrack (call: UpstreamCall): void {
+    this.#calls?.delete(call)
+    this.#lastActivity = Date.now()
+  }
+
+  relayed (bytes: number): void {
+    this.#bytesWritten += bytes
   }
 
   /** The client left before the reply was finished. */
@@ -303,11 +299,11 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
 
   /** Ends the reply for a failure the handler did not report itself (throw, upstream error). */
   failByPlugin (error: unknown): void {
-    this.failWith(error, FAILED)
+    this.#failWith(error, FAILED_BY_PLUGIN)
   }
 
   endForClose (): void {
-    this.failWith(new ClosingError(), CLOSED)
+    this.#failWith(new ClosingError(), CLOSED)
   }
 
   /** The watchdog fired. */
@@ -315,9 +311,9 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
     this.#timer = null
     this.#timedOut = true
     const now = Date.now()
-    const report = this.hangReport(now)
+    const report = hangReport(this, now)
     const log = this.request.log
-    log.warn({ report }, describeHang(report, now - this.lastActivity))
+    log.warn({ report }, describeHang(report, now - this.#lastActivity))
     if (timeoutChannel.hasSubscribers) timeoutChannel.publish({ request: this.request, report })
     const onWatchdog = this.route.onWatchdog
     if (onWatchdog !== null) {
@@ -328,49 +324,24 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
       }
       if (this.#state !== OPEN) return
     }
-    this.failWith(new TimeoutError(report.elapsedMs), TIMED_OUT)
+    this.#failWith(new TimeoutError(report.elapsedMs), TIMED_OUT)
   }
 
   hangReport (now: number): HangReport {
-    return {
-      id: this.request.id,
-      method: this.request.method,
-      url: this.request.url,
-      elapsedMs: now - this.startedAt,
-      handlerSettled: this.handlerSettled,
-      headersSent: this.raw.headersSent,
-      bytesWritten: this.bytesWritten,
-      inflight: describeInflight(this.inflight, now)
-    }
+    return hangReport(this, now)
   }
 
   pendingEntry (now: number): PendingReply {
-    return {
-      id: this.request.id,
-      method: this.request.method,
-      url: this.request.url,
-      ageMs: now - this.startedAt,
-      headersSent: this.raw.headersSent,
-      handlerSettled: this.handlerSettled,
-      inflight: describeInflight(this.inflight, now)
-    }
+    return pendingEntry(this, now)
   }
 
   checkIdle (now: number): void {
     const ms = this.route.warnUnfinished
-    if (ms === 0 || this.#warnedIdle || !this.handlerSettled || (this.inflight !== null && this.inflight.size > 0)) return
-    if (now - this.lastActivity < ms) return
+    if (ms === 0 || this.#warnedIdle || !this.#handlerSettled || (this.#calls !== null && this.#calls.size > 0)) return
+    const quiet = now - this.#lastActivity
+    if (quiet < ms) return
     this.#warnedIdle = true
-    this.request.log.warn(
-      { report: this.hangReport(now) },
-      `async reply idle for ${now - this.lastActivity} ms after its handler returned, with nothing in flight: did you forget reply.finish()?`
-    )
-  }
-
-  /** Counts an upstream request as in flight until it releases itself (or the reply ends). */
-  track (request: Releasable): void {
-    this.inflight ??= new Set()
-    this.inflight.add(request)
+    this.request.log.warn({ report: hangReport(this, now) }, describeIdle(quiet))
   }
 
   /** Sends the head of a piped upstream response: base headers, upstream's, then the handler's. */
@@ -388,12 +359,30 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
 
   // ---- internals ----
 
-  #callBack (callback: FetchCallback | ErrorFirstCallback, error: Error | null, res: UpstreamResponse | undefined): void {
+  /** Ends the reply with an error answer, or cuts the connection if the head is out. */
+  #failWith (error: unknown, state: typeof FAILED_BY_PLUGIN | typeof FAILED_BY_HANDLER | typeof TIMED_OUT | typeof CLOSED): void {
+    if (this.#state !== OPEN) {
+      this.request.log.debug({ err: error }, 'async reply already ended; error ignored')
+      return
+    }
+    const answer = errorAnswer(error)
+    this.#end(state, answer.error)
+    logAnswer(this.request.log, answer)
+    const raw = this.raw
+    const http2 = this.route.plugin.http2
+    if (raw.headersSent || isGone(raw, http2)) {
+      cut(raw, http2)
+      return
+    }
     try {
-      const result = (callback as (error: Error | null, res: UpstreamResponse | undefined) => unknown)(error, res)
-      if (isPromise(result)) result.then(undefined, (thrown: unknown) => this.failWith(thrown, FAILED))
-    } catch (thrown) {
-      this.failWith(thrown, FAILED)
+      // The answer is JSON whatever content type the handler had set for its own body.
+      this.#writeHead(answer.status, JSON_TYPE, Buffer.byteLength(answer.body), undefined, true)
+      raw.end(answer.body)
+    } catch (headError) {
+      // A header Node refuses (set unchecked on the Fastify reply by a hook, say): this runs
+      // from timers and callbacks, where a throw would crash the process. Cut instead.
+      this.request.log.error({ err: headError }, 'async reply: the error answer could not be sent')
+      cut(raw, http2)
     }
   }
 
@@ -450,8 +439,8 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
     }
     const abnormal = this.#abnormal()
     if (abnormal && this.#controller !== null) this.#controller.abort(reason)
-    if (this.inflight !== null) {
-      for (const request of this.inflight) request.release(abnormal)
+    if (this.#calls !== null) {
+      for (const call of this.#calls) call.release(abnormal)
     }
     const outcome = outcomeOf(state, this.#timedOut)
     this.route.plugin.registry.end(this, outcome)
@@ -487,47 +476,4 @@ function onRawClose (this: RawWithReply): void {
   // (`writableEnded`, not `writableFinished`: an HTTP/2 stream the client cancelled reports
   // itself finished.)
   if (!this.writableEnded) this[kReply]?.clientGone()
-}
-
-/** Ends the connection once a response that is already streaming is complete (app closing). */
-function closeConnectionAfter (raw: ServerResponse): void {
-  const socket = raw.socket
-  if (socket !== null) raw.once('finish', () => socket.end())
-}
-
-/** HTTP/2 responses keep `destroyed` and `writableNeedDrain` on their stream only. */
-type Http2Raw = ServerResponse & { stream: { destroyed: boolean, writableNeedDrain: boolean } }
-
-function isGone (raw: ServerResponse, http2: boolean): boolean {
-  return http2 ? (raw as Http2Raw).stream.destroyed : raw.destroyed
-}
-
-function needsDrain (raw: ServerResponse, http2: boolean): boolean {
-  return http2 ? (raw as Http2Raw).stream.writableNeedDrain : raw.writableNeedDrain
-}
-
-/** Cuts the response so the client sees it truncated, never cleanly ended. */
-function cut (raw: ServerResponse, http2: boolean): void {
-  if (http2) {
-    const stream = (raw as unknown as { stream: { close (code: number): void } }).stream
-    stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR)
-  } else {
-    raw.destroy()
-  }
-}
-
-function asError (error: unknown): Error {
-  if (isUpstreamFailure(error)) return toUpstreamError(error)
-  if (error instanceof Error) return error
-  return new Error(String(error))
-}
-
-function statusOf (error: Error): number {
-  const { statusCode, status } = error as { statusCode?: unknown, status?: unknown }
-  const value = statusCode ?? status
-  return typeof value === 'number' && Number.isInteger(value) && value >= 400 && value <= 599 ? value : 500
-}
-
-export function isPromise (value: unknown): value is PromiseLike<unknown> {
-  return value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function'
 }

@@ -1,46 +1,19 @@
 // Turns `asyncRoute` options into an ordinary Fastify route whose handler hijacks the reply,
 // runs the `upstream` step and the user's handler, and turns their throws into `fail`.
-import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
-import type { PluginContext, RouteContext, UpstreamTarget, UserFunction, WatchdogHook } from './context.js'
-import { AsyncReplyImpl, isPromise } from './reply.js'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { PluginContext, RouteContext, UpstreamTarget, UserFunction } from './context.js'
+import { AsyncReplyImpl } from './reply.js'
+import { resolveRouteOptions } from './route-options.js'
 import type { AsyncRouteOptions, UpstreamResponse } from './types.js'
-import { fetchUpstream, splitRequest } from './upstream.js'
-import { checkDuration } from './watchdog.js'
+import { fetchUpstream, isPromise, splitRequest } from './upstream.js'
 
 export function createAsyncRoute (plugin: PluginContext, owner: FastifyInstance) {
   return function asyncRoute (this: FastifyInstance | undefined, options: AsyncRouteOptions<any>): FastifyInstance {
     const instance = this ?? owner
-    if (options === null || typeof options !== 'object') {
-      throw new TypeError('asyncRoute() takes a route options object')
-    }
-    const { handler, timeout, upstream, onUpstreamError, onWatchdog, warnUnfinished, ...routeOptions } = options
-    if (typeof handler !== 'function') {
-      throw new TypeError(`asyncRoute(): "handler" must be a function (${String(options.method)} ${String(options.url)})`)
-    }
-    if (upstream !== undefined && typeof upstream !== 'string' && typeof upstream !== 'function' && !(upstream instanceof URL)) {
-      throw new TypeError('asyncRoute(): "upstream" must be a URL string, a URL or a function of the request')
-    }
-    if (onUpstreamError !== undefined && typeof onUpstreamError !== 'function') {
-      throw new TypeError('asyncRoute(): "onUpstreamError" must be a function')
-    }
-    if (onWatchdog !== undefined && typeof onWatchdog !== 'function') {
-      throw new TypeError('asyncRoute(): "onWatchdog" must be a function (request, reply, report)')
-    }
-    const route: RouteContext = {
-      plugin,
-      instance,
-      handler: handler as UserFunction,
-      timeout: timeout === undefined ? plugin.timeout : checkDuration('asyncRoute(): "timeout"', timeout),
-      onWatchdog: (onWatchdog as WatchdogHook | undefined) ?? plugin.onTimeout,
-      warnUnfinished: warnUnfinished === undefined
-        ? plugin.warnUnfinished
-        : warnUnfinished === false ? 0 : checkDuration('asyncRoute(): "warnUnfinished"', warnUnfinished),
-      upstream: upstream ?? null,
-      onUpstreamError: (onUpstreamError as UserFunction | undefined) ?? null
-    }
+    const { route, fastifyOptions: routeOptions } = resolveRouteOptions(plugin, instance, options)
     if (route.warnUnfinished > 0) plugin.registry.watchIdle(route.warnUnfinished)
     instance.route({
-      ...(routeOptions as RouteOptions),
+      ...routeOptions,
       handler (request: FastifyRequest, reply: FastifyReply) {
         startReply(route, request, reply)
       }
@@ -111,8 +84,7 @@ function invoke (reply: AsyncReplyImpl, fn: UserFunction, a: unknown, b: unknown
 }
 
 function settled (reply: AsyncReplyImpl): void {
-  reply.handlerSettled = true
-  reply.lastActivity = Date.now()
+  reply.settle()
 }
 
 function handlerError (reply: AsyncReplyImpl, error: unknown): void {

@@ -6,9 +6,41 @@
 // interceptors or not) gets requests it understands. The next undici major is a change here.
 // test/undici-contract.test.ts fails loudly when an undici release breaks what this relies on.
 import type { IncomingHttpHeaders } from 'node:http'
-import { Dispatcher } from 'undici'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Agent, Dispatcher } from 'undici'
 
 export type { Dispatcher }
+
+/** The plugin's own dispatcher, when the user passes none. */
+export function createDispatcher (): Dispatcher {
+  return new Agent()
+}
+
+/** How long `close()` gives the plugin's own dispatcher to close politely before destroying it. */
+const DISPATCHER_CLOSE_MS = 500
+
+/** Requests still running on the plugin's own Agent (typically an unread body being drained). */
+function busy (agent: Agent): boolean {
+  for (const stats of Object.values(agent.stats)) {
+    if (stats.running > 0 || stats.pending > 0) return true
+  }
+  return false
+}
+
+/** Closes the plugin's own Agent on `app.close()`. */
+export async function closeOwnDispatcher (dispatcher: Dispatcher): Promise<void> {
+  // undici's Agent forgets its pools as soon as close() starts, so a destroy() after a close()
+  // that hangs reaches nothing and leaves the upstream sockets open. Wait briefly for running
+  // requests instead, then close politely, or destroy while the pools are still reachable.
+  const agent = dispatcher as Agent
+  const deadline = Date.now() + DISPATCHER_CLOSE_MS
+  while (busy(agent) && Date.now() < deadline) await sleep(10)
+  if (busy(agent)) {
+    await agent.destroy()
+  } else {
+    await agent.close()
+  }
+}
 
 /** The undici response that `fetch` resolves with. */
 export type UpstreamResponse = Dispatcher.ResponseData<unknown>

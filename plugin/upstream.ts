@@ -1,22 +1,23 @@
 // Upstream requests through undici: `fetch` bound to its reply, and `pipe` of an upstream
 // response with backpressure (`pipe(url)` has its own fast path in pipe-direct.ts).
 import type { Readable } from 'node:stream'
-import { CancelledError, toUpstreamError, UpstreamError } from './errors.js'
+import { toUpstreamError } from './error-mapping.js'
+import { CancelledError, UpstreamError } from './errors.js'
 import { forwardableHeaders } from './headers.js'
-import { refusal } from './origins.js'
+import { refusal } from './preflight.js'
 import { isDirect, pipeDirect } from './pipe-direct.js'
-import type { AsyncReplyImpl } from './reply.js'
-import type { FetchOptions, UpstreamRequest, UpstreamResponse } from './types.js'
+import type { ReplyPort } from './reply-port.js'
+import type { UpstreamCall } from './report.js'
+import type { AsyncRouteError, FetchCallback, FetchOptions, UpstreamRequest, UpstreamResponse } from './types.js'
 import { RequestSignal, sendRequest, splitUrl, type DispatchOptions } from './undici-adapter.js'
-import type { Releasable } from './watchdog.js'
 
 const CANCELLED_CODE = new CancelledError().code
 
-const kInflight = Symbol('fastify-async-route.inflight')
-type TrackedBody = Readable & { [kInflight]?: Inflight }
+const kCall = Symbol('fastify-async-route.call')
+type TrackedBody = Readable & { [kCall]?: FetchCall }
 /** A body that `pipe()` relays: the reply it feeds and the resolution of `pipe()`'s promise. */
 const kPiped = Symbol('fastify-async-route.piped')
-type PipedBody = TrackedBody & { [kPiped]: { reply: AsyncReplyImpl, resolve: () => void } }
+type PipedBody = TrackedBody & { [kPiped]: { reply: ReplyPort, resolve: () => void } }
 
 function noop (): void {}
 
@@ -25,11 +26,11 @@ function noop (): void {}
  * also the `signal` undici gets (see RequestSignal), which costs far less than an
  * `AbortController` per request.
  */
-export class Inflight extends RequestSignal implements Releasable {
+export class FetchCall extends RequestSignal implements UpstreamCall {
   readonly method: string
   readonly url: string | URL
   readonly startedAt = Date.now()
-  readonly reply: AsyncReplyImpl
+  readonly reply: ReplyPort
   body: TrackedBody | null = null
   cancelled = false
   /** The fetch's promise, and how to settle it. */
@@ -39,7 +40,7 @@ export class Inflight extends RequestSignal implements Releasable {
   /** The caller's own `signal` (fetch options), when one was given. */
   callerSignal: AbortSignal | null = null
 
-  constructor (reply: AsyncReplyImpl, method: string, url: string | URL) {
+  constructor (reply: ReplyPort, method: string, url: string | URL) {
     super()
     this.reply = reply
     this.method = method
@@ -97,7 +98,7 @@ export class Inflight extends RequestSignal implements Releasable {
       return
     }
     this.body = body
-    body[kInflight] = this
+    body[kCall] = this
     body.on('close', onBodyClose)
     // Errors of a body nobody reads must not crash the process; readers still see them.
     body.on('error', noop)
@@ -119,20 +120,18 @@ export class Inflight extends RequestSignal implements Releasable {
 
   done (): void {
     this.callerSignal?.removeEventListener('abort', this)
-    const inflight = this.reply.inflight
-    inflight?.delete(this)
-    this.reply.lastActivity = Date.now()
+    this.reply.untrack(this)
   }
 }
 
 function onBodyClose (this: TrackedBody & Partial<PipedBody>): void {
-  this[kInflight]?.done()
+  this[kCall]?.done()
   // A body that pipe() relayed: its promise resolves.
   this[kPiped]?.resolve()
 }
 
 /** `reply.fetch()`: a request through the plugin's dispatcher, bound to the reply. */
-export function fetchUpstream (reply: AsyncReplyImpl, url: string | URL, options: FetchOptions | undefined): Promise<UpstreamResponse> {
+export function fetchUpstream (reply: ReplyPort, url: string | URL, options: FetchOptions | undefined): Promise<UpstreamResponse> {
   const refused = refusal(reply, url)
   if (refused !== null) return rejected(refused)
   const callerSignal = options?.signal ?? null
@@ -144,22 +143,22 @@ export function fetchUpstream (reply: AsyncReplyImpl, url: string | URL, options
     return Promise.reject(toUpstreamError(error))
   }
   const method = options?.method ?? 'GET'
-  const inflight = new Inflight(reply, method, url)
-  reply.track(inflight)
+  const call = new FetchCall(reply, method, url)
+  reply.track(call)
   const dispatchOptions: DispatchOptions = options === undefined
-    ? { ...splitUrl(target), method: method as DispatchOptions['method'], signal: inflight }
-    : { ...options as object, ...splitUrl(target), method: method as DispatchOptions['method'], signal: inflight }
+    ? { ...splitUrl(target), method: method as DispatchOptions['method'], signal: call }
+    : { ...options as object, ...splitUrl(target), method: method as DispatchOptions['method'], signal: call }
   if (callerSignal !== null) {
-    inflight.callerSignal = callerSignal
-    // The Inflight is its own listener (handleEvent): no closure per request.
-    callerSignal.addEventListener('abort', inflight)
+    call.callerSignal = callerSignal
+    // The call is its own listener (handleEvent): no closure per request.
+    callerSignal.addEventListener('abort', call)
   }
   const promise = new Promise<UpstreamResponse>((resolve, reject) => {
-    inflight.resolve = resolve
-    inflight.reject = reject
+    call.resolve = resolve
+    call.reject = reject
   })
-  inflight.promise = promise
-  sendRequest(reply.route.plugin.dispatcher, dispatchOptions, (error, response) => inflight.onResponse(error, response))
+  call.promise = promise
+  sendRequest(reply.plugin.dispatcher, dispatchOptions, (error, response) => call.onResponse(error, response))
   return promise
 }
 
@@ -170,12 +169,33 @@ function rejected (error: Error): Promise<never> {
   return promise
 }
 
+/** A fetch callback that only takes the error (see the `fetch` overloads in types.ts). */
+export type ErrorFirstCallback = (err: AsyncRouteError | null) => unknown
+
+/** `reply.fetch(url, options, callback)`: a throw (or a rejected promise) of the callback fails the reply. */
+export function fetchWithCallback (reply: ReplyPort, url: string | URL, options: FetchOptions | undefined, callback: FetchCallback | ErrorFirstCallback): void {
+  const call = callback as (error: Error | null, res: UpstreamResponse | undefined) => unknown
+  const run = (error: Error | null, res: UpstreamResponse | undefined): void => {
+    try {
+      const result = call(error, res)
+      if (isPromise(result)) result.then(undefined, (thrown: unknown) => reply.failByPlugin(thrown))
+    } catch (thrown) {
+      reply.failByPlugin(thrown)
+    }
+  }
+  fetchUpstream(reply, url, options).then((res) => run(null, res), (error: Error) => run(error, undefined))
+}
+
+export function isPromise (value: unknown): value is PromiseLike<unknown> {
+  return value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function'
+}
+
 function isResponse (source: unknown): source is UpstreamResponse {
   return typeof (source as UpstreamResponse).statusCode === 'number' && typeof (source as UpstreamResponse).body === 'object'
 }
 
 /** `reply.pipe()`: status, headers and body of an upstream response, with backpressure. */
-export function pipeUpstream (reply: AsyncReplyImpl, source: UpstreamResponse | string | URL | UpstreamRequest, options: FetchOptions | undefined): Promise<void> {
+export function pipeUpstream (reply: ReplyPort, source: UpstreamResponse | string | URL | UpstreamRequest, options: FetchOptions | undefined): Promise<void> {
   if (typeof source === 'string' || source instanceof URL) {
     return isDirect(options) ? pipeDirect(reply, source, options) : pipeFetched(reply, source, options)
   }
@@ -185,7 +205,7 @@ export function pipeUpstream (reply: AsyncReplyImpl, source: UpstreamResponse | 
 }
 
 /** `pipe(url)` with options only `request()` understands: `fetch`, then `pipe(res)`. */
-async function pipeFetched (reply: AsyncReplyImpl, url: string | URL, options: FetchOptions | undefined): Promise<void> {
+async function pipeFetched (reply: ReplyPort, url: string | URL, options: FetchOptions | undefined): Promise<void> {
   let response: UpstreamResponse
   try {
     response = await fetchUpstream(reply, url, options)
@@ -201,7 +221,7 @@ export function splitRequest (request: UpstreamRequest): [string | URL, FetchOpt
   return [url, options]
 }
 
-function streamResponse (reply: AsyncReplyImpl, response: UpstreamResponse): Promise<void> {
+function streamResponse (reply: ReplyPort, response: UpstreamResponse): Promise<void> {
   const body = response.body
   if (!reply.open) {
     body.destroy()
@@ -245,7 +265,7 @@ function streamResponse (reply: AsyncReplyImpl, response: UpstreamResponse): Pro
     // An upstream error mid-body cuts the client connection: a clean end would pass a
     // truncated body off as complete.
     piped.on('error', onPipedError)
-    if (piped[kInflight] === undefined) piped.on('close', onBodyClose)
+    if (piped[kCall] === undefined) piped.on('close', onBodyClose)
   })
 }
 
@@ -255,7 +275,7 @@ function onPipedData (this: PipedBody, chunk: Buffer): void {
   // The reply was finished while piping (release() stops the bodies it tracks; a response
   // the handler fetched by other means only stops feeding it here).
   if (raw.writableEnded) return
-  reply.bytesWritten += chunk.length
+  reply.relayed(chunk.length)
   if (!raw.write(chunk)) {
     // Backpressure: wait for the client's socket to drain.
     this.pause()

@@ -5,6 +5,7 @@ import http from 'node:http'
 import { Writable } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import t from 'tap'
+import { buildComposedDispatcherApp } from '../examples/composed-dispatcher.js'
 import { startFeedServer } from '../examples/feed-server.js'
 import { buildForgetfulApp } from '../examples/forgot-finish.js'
 import { buildProxyApp } from '../examples/proxy.js'
@@ -82,6 +83,20 @@ t.test('proxy: pipe(url), fetch + pipe(res) and the upstream option stream the f
     t.equal(JSON.parse(res.body).entries.length, 2, path)
   }
   t.equal((await request(`${url}/checked`)).headers['x-proxied-by'], 'fastify-async-route')
+})
+
+t.test('composed-dispatcher: an Agent composed with the dns interceptor serves pipe(url) and fetch', async (t) => {
+  const feed = await startFeedServer(2)
+  t.teardown(feed.close)
+  // A name, not an address: the dns interceptor resolves it.
+  const feedUrl = feed.url.replace('127.0.0.1', 'localhost')
+  const url = await serve(t, await buildComposedDispatcherApp(feedUrl, { logger: false }))
+  const piped = await request(`${url}/feed`)
+  t.equal(piped.statusCode, 200)
+  t.equal(JSON.parse(piped.body).entries.length, 2)
+  const counted = await request(`${url}/count`)
+  t.equal(counted.statusCode, 200)
+  t.equal(counted.body, '2 entries')
 })
 
 t.test('quick-start: the README example runs as written against 127.0.0.1:8080', async (t) => {

@@ -29,6 +29,7 @@ async function rejects (t: Test, options: unknown, name: string): Promise<void> 
     return
   }
   t.equal(error.name, 'TypeError', `${shown}: a TypeError`)
+  t.equal((error as { code?: string }).code, 'FST_ASYNC_ROUTE_INVALID_OPTION', `${shown}: with its code`)
   t.match(error.message, `"${name}"`, `${shown}: the message names ${name}`)
 }
 

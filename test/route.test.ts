@@ -323,7 +323,7 @@ t.test('invalid route options throw at asyncRoute() with a message naming the op
       { name: 'TypeError', message: /"timeout" must be an integer from 0 to 2147483647/ }, `timeout ${String(timeout)}`)
   }
   t.throws(() => app.asyncRoute({ method: 'GET', url: '/no-handler' } as unknown as Parameters<typeof app.asyncRoute>[0]),
-    { name: 'TypeError', message: /"handler" must be a function/ })
+    { name: 'TypeError', code: 'FST_ASYNC_ROUTE_INVALID_OPTION', message: /"handler" must be a function/ })
   t.throws(() => app.asyncRoute({ ...base, url: '/bad-handler', handler: 'nope' as unknown as typeof handler }),
     { message: /"handler"/ })
   for (const upstream of [42, null, {}, true]) {

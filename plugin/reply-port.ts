@@ -1,0 +1,28 @@
+// The narrow view of a reply that the upstream side (fetch, pipe, the checks before a request)
+// works through. The reply implements it; nothing on the upstream side imports the reply.
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import type { FastifyRequest } from 'fastify'
+import type { PluginContext } from './context.js'
+import type { UpstreamCall } from './report.js'
+
+export interface ReplyPort {
+  readonly request: FastifyRequest
+  readonly raw: ServerResponse
+  readonly plugin: PluginContext
+  /** Not ended in any way yet. */
+  readonly open: boolean
+  /** How the reply ended, for a request it cancelled. */
+  readonly endReason: unknown
+  /** Counts the call as in flight until `untrack` (or releases it when the reply ends). */
+  track (call: UpstreamCall): void
+  /** The call is over (its body read, released or failed): a sign of life too. */
+  untrack (call: UpstreamCall): void
+  /** Body bytes relayed to the client by a pipe: counted as written, a sign of life. */
+  relayed (bytes: number): void
+  /** Sends the head of a piped upstream response: base headers, the upstream's, then the handler's. */
+  writeUpstreamHead (statusCode: number, upstreamHeaders: OutgoingHttpHeaders): void
+  /** A piped body ended: the response is complete. */
+  finishPiped (): void
+  /** Ends the reply for a failure of the plugin's own (an upstream error): the error answer, or a cut. */
+  failByPlugin (error: unknown): void
+}

@@ -1,0 +1,103 @@
+// What the plugin says about an open reply: the hang report (watchdog), the `pending()` entry
+// and the one-line description a person reads in the log. One builder for all of them.
+import type { FastifyRequest } from 'fastify'
+import type { HangReport, InflightReport, PendingReply } from './types.js'
+
+/**
+ * An upstream request a reply is waiting on, from the call until its body was read or
+ * released: a `fetch`, a `pipe(url)`. The reply releases it when it ends.
+ */
+export interface UpstreamCall {
+  readonly method: string
+  readonly url: string | URL
+  readonly startedAt: number
+  /** The reply ended (`abnormal`: any way but finish()/pipe() completing). */
+  release (abnormal: boolean): void
+}
+
+/** What a report is made of; the reply fills it in. */
+export interface ReplyFacts {
+  readonly request: FastifyRequest
+  readonly startedAt: number
+  readonly handlerSettled: boolean
+  readonly headersSent: boolean
+  readonly bytesWritten: number
+  readonly calls: ReadonlySet<UpstreamCall> | null
+}
+
+/** The upstream URL as it may appear in logs and reports: without user:password. */
+export function safeUrl (url: string | URL): string {
+  const text = String(url)
+  if (!text.includes('@')) return text
+  try {
+    const parsed = new URL(text)
+    parsed.username = ''
+    parsed.password = ''
+    return parsed.href
+  } catch {
+    return '[invalid url]'
+  }
+}
+
+function describeCalls (calls: ReadonlySet<UpstreamCall> | null, now: number): InflightReport[] {
+  const list: InflightReport[] = []
+  if (calls !== null) {
+    for (const call of calls) {
+      list.push({ method: call.method, url: safeUrl(call.url), ageMs: now - call.startedAt })
+    }
+  }
+  return list
+}
+
+export function hangReport (facts: ReplyFacts, now: number): HangReport {
+  const { request } = facts
+  return {
+    id: request.id,
+    method: request.method,
+    url: request.url,
+    elapsedMs: now - facts.startedAt,
+    handlerSettled: facts.handlerSettled,
+    headersSent: facts.headersSent,
+    bytesWritten: facts.bytesWritten,
+    inflight: describeCalls(facts.calls, now)
+  }
+}
+
+export function pendingEntry (facts: ReplyFacts, now: number): PendingReply {
+  const { request } = facts
+  return {
+    id: request.id,
+    method: request.method,
+    url: request.url,
+    ageMs: now - facts.startedAt,
+    headersSent: facts.headersSent,
+    handlerSettled: facts.handlerSettled,
+    inflight: describeCalls(facts.calls, now)
+  }
+}
+
+/**
+ * One line for a person reading the log at 3 a.m.: where did this reply hang?
+ * `quietMs`: time since the reply's last sign of life (a write, an upstream answer).
+ */
+export function describeHang (report: HangReport, quietMs: number): string {
+  const { inflight } = report
+  let where: string
+  if (inflight.length > 0) {
+    const waits = inflight.map((request) => `${request.method} ${request.url} (${request.ageMs} ms)`)
+    where = `waiting on upstream ${waits.join(', ')}`
+  } else if (report.bytesWritten > 0) {
+    where = `streaming: ${report.bytesWritten} bytes written, the last ${quietMs} ms ago`
+  } else if (report.handlerSettled) {
+    where = 'the handler returned and nothing is in flight: was reply.finish() forgotten?'
+  } else {
+    where = 'the handler is still running'
+  }
+  const head = report.headersSent ? 'head already sent' : 'head not sent'
+  return `async reply not finished after ${report.elapsedMs} ms (${head}); ${where}`
+}
+
+/** The "did you forget finish()?" hint of `warnUnfinished`. */
+export function describeIdle (quietMs: number): string {
+  return `async reply idle for ${quietMs} ms after its handler returned, with nothing in flight: did you forget reply.finish()?`
+}

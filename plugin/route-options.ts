@@ -1,0 +1,51 @@
+// Checks an `asyncRoute()` call's own options once, when the route is declared, and resolves
+// them against the plugin's: the per-request path only reads the result.
+import type { FastifyInstance, RouteOptions } from 'fastify'
+import type { PluginContext, RouteContext, UserFunction, WatchdogHook } from './context.js'
+import { isDuration, MAX_TIMER_MS } from './durations.js'
+import { InvalidOptionError } from './errors.js'
+import type { AsyncRouteOptions } from './types.js'
+
+function duration (name: string, value: unknown): number {
+  if (!isDuration(value)) {
+    throw new InvalidOptionError(`asyncRoute(): "${name}" must be an integer from 0 to ${MAX_TIMER_MS} (ms), got ${String(value)}`)
+  }
+  return value
+}
+
+/** The plugin's part of a route, and the options Fastify gets (everything else, as given). */
+export function resolveRouteOptions (
+  plugin: PluginContext,
+  instance: FastifyInstance,
+  options: AsyncRouteOptions<any>
+): { route: RouteContext, fastifyOptions: Omit<RouteOptions, 'handler'> } {
+  if (options === null || typeof options !== 'object') {
+    throw new InvalidOptionError('asyncRoute() takes a route options object')
+  }
+  const { handler, timeout, upstream, onUpstreamError, onWatchdog, warnUnfinished, ...fastifyOptions } = options
+  if (typeof handler !== 'function') {
+    throw new InvalidOptionError(`asyncRoute(): "handler" must be a function (${String(options.method)} ${String(options.url)})`)
+  }
+  if (upstream !== undefined && typeof upstream !== 'string' && typeof upstream !== 'function' && !(upstream instanceof URL)) {
+    throw new InvalidOptionError('asyncRoute(): "upstream" must be a URL string, a URL or a function of the request')
+  }
+  if (onUpstreamError !== undefined && typeof onUpstreamError !== 'function') {
+    throw new InvalidOptionError('asyncRoute(): "onUpstreamError" must be a function')
+  }
+  if (onWatchdog !== undefined && typeof onWatchdog !== 'function') {
+    throw new InvalidOptionError('asyncRoute(): "onWatchdog" must be a function (request, reply, report)')
+  }
+  const route: RouteContext = {
+    plugin,
+    instance,
+    handler: handler as UserFunction,
+    timeout: timeout === undefined ? plugin.timeout : duration('timeout', timeout),
+    onWatchdog: (onWatchdog as WatchdogHook | undefined) ?? plugin.onTimeout,
+    warnUnfinished: warnUnfinished === undefined
+      ? plugin.warnUnfinished
+      : warnUnfinished === false ? 0 : duration('warnUnfinished', warnUnfinished),
+    upstream: upstream ?? null,
+    onUpstreamError: (onUpstreamError as UserFunction | undefined) ?? null
+  }
+  return { route, fastifyOptions: fastifyOptions as Omit<RouteOptions, 'handler'> }
+}
