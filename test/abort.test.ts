@@ -3,7 +3,7 @@
 import type { IncomingMessage } from 'node:http'
 import t from 'tap'
 import type { AsyncReply } from '../plugin/index.js'
-import { LEVEL, logsAt, startApp, type LogLine } from './helpers/app.js'
+import { LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
 import { openRequest, request, sendOnly, sleep, waitFor } from './helpers/client.js'
 import { socketClosed, startUpstream } from './helpers/upstream.js'
 
@@ -19,24 +19,18 @@ t.test('client leaving before finish: signal aborts, onClose callbacks run once,
   let abortEvents = 0
   let fetchError: unknown
   let theReply: AsyncReply | undefined
-  const { url, app, logs } = await startApp(t, { timeout: 5000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (request, reply) {
-        theReply = reply
-        reply.signal.addEventListener('abort', () => {
-          abortEvents++
-          abortReason = reply.signal.reason
-        })
-        reply
-          .onClose(() => calls.push('first'))
-          .onClose(() => { calls.push('throwing'); throw new Error('onClose broke') })
-          .onClose(() => calls.push('third'))
-        reply.fetch(upstream.url, (err, res) => {
-          fetchError = err !== null ? err : `unexpected response ${res.statusCode}`
-        })
-      }
+  const { url, app, logs } = await startRoute(t, { timeout: 5000 }, (request, reply) => {
+    theReply = reply
+    reply.signal.addEventListener('abort', () => {
+      abortEvents++
+      abortReason = reply.signal.reason
+    })
+    reply
+      .onClose(() => calls.push('first'))
+      .onClose(() => { calls.push('throwing'); throw new Error('onClose broke') })
+      .onClose(() => calls.push('third'))
+    reply.fetch(upstream.url, (err, res) => {
+      fetchError = err !== null ? err : `unexpected response ${res.statusCode}`
     })
   })
   const req = await sendOnly(`${url}/`)
@@ -63,20 +57,14 @@ t.test('write(), finish() and fail() after the client left are ignored quietly',
   let theReply: AsyncReply | undefined
   let requestId: string | undefined
   const results: unknown[] = []
-  const { url, app, logs } = await startApp(t, { timeout: 5000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (request, reply) {
-        requestId = request.id
-        theReply = reply
-        reply.write('some')
-        reply.onClose(() => {
-          // Right inside the close callback...
-          results.push(reply.write('more'))
-          reply.finish('done')
-        })
-      }
+  const { url, app, logs } = await startRoute(t, { timeout: 5000 }, (request, reply) => {
+    requestId = request.id
+    theReply = reply
+    reply.write('some')
+    reply.onClose(() => {
+      // Right inside the close callback...
+      results.push(reply.write('more'))
+      reply.finish('done')
     })
   })
   const { req, res } = await openRequest(`${url}/`)
@@ -142,16 +130,10 @@ t.test('a client leaving after finish() was called, during a large body, trigger
 t.test('signal never aborts after a normal finish', async (t) => {
   let before: AbortSignal | undefined
   let theReply: AsyncReply | undefined
-  const { url } = await startApp(t, { timeout: 200 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (request, reply) {
-        theReply = reply
-        before = reply.signal
-        reply.status(204).finish()
-      }
-    })
+  const { url } = await startRoute(t, { timeout: 200 }, (request, reply) => {
+    theReply = reply
+    before = reply.signal
+    reply.status(204).finish()
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 204)
@@ -166,13 +148,7 @@ t.test('signal never aborts after a normal finish', async (t) => {
 t.test('signal read for the first time after the client left is already aborted; later onClose never runs', async (t) => {
   let theReply: AsyncReply | undefined
   let lateOnClose = false
-  const { url, app } = await startApp(t, { timeout: 5000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (request, reply) { theReply = reply }
-    })
-  })
+  const { url, app } = await startRoute(t, { timeout: 5000 }, (request, reply) => { theReply = reply })
   const req = await sendOnly(`${url}/`)
   await waitFor(() => theReply !== undefined, 2000, 'the handler')
   req.destroy()
@@ -190,16 +166,12 @@ t.test('client leaving during the upstream step cancels it; the handler is never
   const upstream = await startUpstream(() => {})
   t.teardown(() => upstream.close())
   let handlerCalled = false
-  const { url, app } = await startApp(t, { timeout: 5000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      upstream: upstream.url,
-      handler (request, reply) {
-        handlerCalled = true
-        reply.finish()
-      }
-    })
+  const { url, app } = await startRoute(t, { timeout: 5000 }, {
+    upstream: upstream.url,
+    handler (request, reply) {
+      handlerCalled = true
+      reply.finish()
+    }
   })
   const req = await sendOnly(`${url}/`)
   await waitFor(() => upstream.requests.length === 1, 3000, 'the upstream request')
@@ -215,20 +187,16 @@ t.test('client leaving during the upstream step cancels it; the handler is never
 t.test('a client that left while hooks ran ends the reply as aborted before the handler', async (t) => {
   let handlerCalled = false
   let hookEntered = false
-  const { url, app } = await startApp(t, { timeout: 5000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async preHandler (request, reply) {
-        hookEntered = true
-        // Hold the request until its client is gone.
-        if (!reply.raw.destroyed) await new Promise((resolve) => reply.raw.once('close', resolve))
-      },
-      handler (request, reply) {
-        handlerCalled = true
-        reply.finish()
-      }
-    })
+  const { url, app } = await startRoute(t, { timeout: 5000 }, {
+    async preHandler (request, reply) {
+      hookEntered = true
+      // Hold the request until its client is gone.
+      if (!reply.raw.destroyed) await new Promise((resolve) => reply.raw.once('close', resolve))
+    },
+    handler (request, reply) {
+      handlerCalled = true
+      reply.finish()
+    }
   })
   const req = await sendOnly(`${url}/`)
   await waitFor(() => hookEntered, 2000, 'the hook')

@@ -3,10 +3,10 @@
 import http, { type IncomingMessage } from 'node:http'
 import Fastify from 'fastify'
 import t from 'tap'
-import { Agent, request as undiciRequest } from 'undici'
 import type { AsyncReply } from '../plugin/index.js'
-import { LEVEL, logsAt, startApp } from './helpers/app.js'
+import { LEVEL, logsAt, startRoute } from './helpers/app.js'
 import { request, sendOnly, sleep, waitFor } from './helpers/client.js'
+import type { Teardown } from './helpers/context.js'
 import { startUpstream } from './helpers/upstream.js'
 
 /** Starts `app.close()` and reports how long it took once it resolves. */
@@ -31,7 +31,7 @@ async function within (promise: Promise<unknown>, ms: number): Promise<'closed' 
   return result
 }
 
-function keepAliveAgent (test: { teardown: (fn: () => unknown) => void }): http.Agent {
+function keepAliveAgent (test: Teardown): http.Agent {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
   test.teardown(() => agent.destroy())
   return agent
@@ -42,9 +42,7 @@ const CLOSE_STARTS = 100
 
 t.test('a pending reply that finishes within closeGrace sends its real answer, and close resolves soon after', async (t) => {
   let theReply: AsyncReply | undefined
-  const { url, app } = await startApp(t, { closeGrace: 3000, timeout: 10_000 }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', handler (request, reply) { theReply = reply } })
-  })
+  const { url, app } = await startRoute(t, { closeGrace: 3000, timeout: 10_000 }, (request, reply) => { theReply = reply })
   const response = request(`${url}/`)
   await waitFor(() => theReply !== undefined, 2000, 'the handler')
   const close = timedClose(app)
@@ -65,9 +63,7 @@ t.test('a pending reply that finishes within closeGrace sends its real answer, a
 
 t.test('a reply that never finishes gets 503 FST_ASYNC_ROUTE_CLOSING when closeGrace runs out', async (t) => {
   let entered = false
-  const { url, app, logs } = await startApp(t, { closeGrace: 200, timeout: 0 }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', handler () { entered = true } })
-  })
+  const { url, app, logs } = await startRoute(t, { closeGrace: 200, timeout: 0 }, () => { entered = true })
   const response = request(`${url}/`, { timeout: 5000 })
   await waitFor(() => entered, 2000, 'the handler')
   const close = timedClose(app)
@@ -89,15 +85,9 @@ t.test('a reply that never finishes gets 503 FST_ASYNC_ROUTE_CLOSING when closeG
 
 t.test('a streaming reply that never finishes has its socket cut when closeGrace runs out', async (t) => {
   let entered = false
-  const { url, app } = await startApp(t, { closeGrace: 200, timeout: 0 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (request, reply) {
-        entered = true
-        reply.write('data: 1\n\n')
-      }
-    })
+  const { url, app } = await startRoute(t, { closeGrace: 200, timeout: 0 }, (request, reply) => {
+    entered = true
+    reply.write('data: 1\n\n')
   })
   const response = request(`${url}/`, { timeout: 5000 })
   await waitFor(() => entered, 2000, 'the handler')
@@ -111,9 +101,7 @@ t.test('a streaming reply that never finishes has its socket cut when closeGrace
 })
 
 t.test('with nothing pending, close does not wait for closeGrace', async (t) => {
-  const { url, app } = await startApp(t, { closeGrace: 10_000 }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', handler (request, reply) { reply.finish('ok') } })
-  })
+  const { url, app } = await startRoute(t, { closeGrace: 10_000 }, (request, reply) => { reply.finish('ok') })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 200)
   const elapsed = await timedClose(app).done
@@ -123,9 +111,7 @@ t.test('with nothing pending, close does not wait for closeGrace', async (t) => 
 t.test('a reply finishing during the grace on a keep-alive connection does not hold close open', async (t) => {
   const replies: AsyncReply[] = []
   const agent = keepAliveAgent(t)
-  const { url, app } = await startApp(t, { closeGrace: 5000, timeout: 0 }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', handler (request, reply) { replies.push(reply) } })
-  }, { keepAliveTimeout: 60_000 })
+  const { url, app } = await startRoute(t, { closeGrace: 5000, timeout: 0 }, (request, reply) => { replies.push(reply) }, { keepAliveTimeout: 60_000 })
   // A first exchange puts the connection in keep-alive mode.
   const first = request(`${url}/`, { agent })
   await waitFor(() => replies.length === 1, 2000, 'the first handler')
@@ -149,15 +135,9 @@ t.test('a reply finishing during the grace on a keep-alive connection does not h
 t.test('a streaming reply finishing during the grace on a keep-alive connection ends that connection', async (t) => {
   let theReply: AsyncReply | undefined
   const agent = keepAliveAgent(t)
-  const { url, app } = await startApp(t, { closeGrace: 5000, timeout: 0 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (request, reply) {
-        theReply = reply
-        reply.write('head sent before close;')
-      }
-    })
+  const { url, app } = await startRoute(t, { closeGrace: 5000, timeout: 0 }, (request, reply) => {
+    theReply = reply
+    reply.write('head sent before close;')
   }, { keepAliveTimeout: 60_000 })
   const response = request(`${url}/`, { agent })
   await waitFor(() => theReply !== undefined, 2000, 'the handler')
@@ -181,14 +161,8 @@ t.test('a piped response completing during the grace on a keep-alive connection 
   })
   t.teardown(() => upstream.close())
   const agent = keepAliveAgent(t)
-  const { url, app } = await startApp(t, { closeGrace: 5000, timeout: 0 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (request, reply) {
-        void reply.pipe(upstream.url)
-      }
-    })
+  const { url, app } = await startRoute(t, { closeGrace: 5000, timeout: 0 }, (request, reply) => {
+    void reply.pipe(upstream.url)
   }, { keepAliveTimeout: 60_000 })
   const response = request(`${url}/`, { agent })
   await waitFor(() => release !== undefined, 2000, 'the upstream request')
@@ -205,9 +179,7 @@ t.test('a piped response completing during the grace on a keep-alive connection 
 
 t.test('new requests during close are refused as Fastify does', async (t) => {
   let theReply: AsyncReply | undefined
-  const { url, app } = await startApp(t, { closeGrace: 5000, timeout: 0 }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', handler (request, reply) { theReply = reply } })
-  })
+  const { url, app } = await startRoute(t, { closeGrace: 5000, timeout: 0 }, (request, reply) => { theReply = reply })
   const pending = request(`${url}/`)
   await waitFor(() => theReply !== undefined, 2000, 'the handler')
   const close = timedClose(app)
@@ -242,9 +214,7 @@ t.test('plain Fastify with hijack() waits on close forever; an async route does 
 
   // The same hang as an async route, with no watchdog.
   let entered = false
-  const { url, app } = await startApp(t, { closeGrace: 200, timeout: 0 }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', handler () { entered = true } })
-  })
+  const { url, app } = await startRoute(t, { closeGrace: 200, timeout: 0 }, () => { entered = true })
   const response = request(`${url}/`)
   await waitFor(() => entered, 2000, 'the async handler')
   const close = timedClose(app)
@@ -258,15 +228,9 @@ t.test("close() does not wait on an upstream body nobody finished reading: the p
     res.write('a body that never ends')
   })
   t.teardown(() => upstream.close())
-  const { url, app } = await startApp(t, { closeGrace: 5000, timeout: 0 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (request, reply) {
-        const res = await reply.fetch(upstream.url)
-        reply.finish(`upstream said ${res.statusCode}`)
-      }
-    })
+  const { url, app } = await startRoute(t, { closeGrace: 5000, timeout: 0 }, async (request, reply) => {
+    const res = await reply.fetch(upstream.url)
+    reply.finish(`upstream said ${res.statusCode}`)
   })
   const res = await request(`${url}/`)
   t.equal(res.body, 'upstream said 200')
@@ -277,40 +241,13 @@ t.test("close() does not wait on an upstream body nobody finished reading: the p
   t.pass('the upstream connection was closed')
 })
 
-t.test('a dispatcher passed in is not closed by app.close()', async (t) => {
-  const upstream = await startUpstream((req, res) => res.end('still usable'))
-  t.teardown(() => upstream.close())
-  const dispatcher = new Agent()
-  t.teardown(() => dispatcher.close())
-  const { url, app } = await startApp(t, { dispatcher }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (request, reply) {
-        const res = await reply.fetch(upstream.url)
-        reply.finish(await res.body.text())
-      }
-    })
-  })
-  t.equal((await request(`${url}/`)).body, 'still usable')
-  await app.close()
-  const res = await undiciRequest(upstream.url, { dispatcher })
-  t.equal(await res.body.text(), 'still usable', 'the dispatcher still works after close')
-})
-
 t.test('an upstream request in flight when the grace runs out is cancelled', async (t) => {
   const upstream = await startUpstream(() => {})
   t.teardown(() => upstream.close())
-  const { url, app } = await startApp(t, { closeGrace: 200, timeout: 0 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (request, reply) {
-        reply.fetch(upstream.url, (err, res) => {
-          if (err !== null) return reply.fail(err)
-          reply.finish(String(res.statusCode))
-        })
-      }
+  const { url, app } = await startRoute(t, { closeGrace: 200, timeout: 0 }, (request, reply) => {
+    reply.fetch(upstream.url, (err, res) => {
+      if (err !== null) return reply.fail(err)
+      reply.finish(String(res.statusCode))
     })
   })
   const response = request(`${url}/`)
@@ -325,4 +262,15 @@ t.test('an upstream request in flight when the grace runs out is cancelled', asy
   })
   t.pass('the upstream saw its request socket closed')
   t.ok(await close.done < 200 + 1500)
+})
+
+t.test('with forceCloseConnections, replies ended by the close grace still get their 503', async (t) => {
+  const { url, app } = await startRoute(t, { closeGrace: 100 }, () => {}, { forceCloseConnections: true })
+  const answers = [request(`${url}/`), request(`${url}/`)]
+  await waitFor(() => app.asyncRoute.pending().length === 2, 2000, 'both replies')
+  await app.close()
+  for (const answer of await Promise.all(answers)) {
+    t.equal(answer.statusCode, 503)
+    t.equal(JSON.parse(answer.body).code, 'FST_ASYNC_ROUTE_CLOSING')
+  }
 })

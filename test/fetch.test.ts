@@ -1,25 +1,13 @@
 // reply.fetch(): promise and callback styles, undici options reaching a real upstream, the
-// mapping of upstream failures to 502/504 as the client sees it, callbacks that throw, and
-// fetches cancelled because their reply ended.
+// mapping of upstream failures to 502/504 as the client sees it (URLs refused before
+// connecting included), callbacks that throw, fetches cancelled because their reply ended, and
+// fetched bodies a handler never reads.
 import t from 'tap'
 import { Agent, DecoratorHandler, type Dispatcher } from 'undici'
-import { LEVEL, logsAt, startApp, type LogLine } from './helpers/app.js'
+import { LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
 import { request, sendOnly, waitFor } from './helpers/client.js'
-import { readBody, refusedOrigin, upstreamFor, type UpstreamHandler } from './helpers/upstream.js'
-import { OriginDeniedError } from '../plugin/index.js'
-
-// The subtest type: the last overload of t.test takes only the callback.
-type Test = Parameters<Parameters<typeof t.test>[0]>[0]
-
-/** The upstream answers with what it received, as JSON. */
-const echo: UpstreamHandler = (req, res) => {
-  void readBody(req).then((body) => {
-    res.setHeader('content-type', 'application/json')
-    res.setHeader('x-upstream', 'echo')
-    res.statusCode = 201
-    res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers, body }))
-  })
-}
+import type { Test } from './helpers/context.js'
+import { echo, refusedOrigin, upstreamFor, type UpstreamHandler } from './helpers/upstream.js'
 
 /** The upstream never answers (the socket stays open until the upstream is closed). */
 const stall: UpstreamHandler = () => {}
@@ -40,21 +28,15 @@ function errorLines (logs: LogLine[]): LogLine[] {
 }
 
 t.test('fetch as a promise resolves with the upstream response, and method, headers and body reach the upstream', async (t) => {
-  const up = await upstreamFor(t, echo)
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(`${up.origin}/path?q=1`, {
-          method: 'POST',
-          headers: { 'x-test': 'from-handler', 'content-type': 'text/plain' },
-          body: 'hello upstream'
-        })
-        const text = await res.body.text()
-        reply.status(res.statusCode).header('x-upstream', String(res.headers['x-upstream'])).finish(text)
-      }
+  const up = await upstreamFor(t, echo(201))
+  const { url } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(`${up.origin}/path?q=1`, {
+      method: 'POST',
+      headers: { 'x-test': 'from-handler', 'content-type': 'text/plain' },
+      body: 'hello upstream'
     })
+    const text = await res.body.text()
+    reply.status(res.statusCode).header('x-upstream', String(res.headers['x-upstream'])).finish(text)
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 201, 'the handler relayed the upstream status')
@@ -70,16 +52,10 @@ t.test('fetch as a promise resolves with the upstream response, and method, head
 t.test('fetch with a callback calls back with (null, res) and returns nothing', async (t) => {
   const up = await upstreamFor(t, (_req, res) => res.end('upstream body'))
   let returned: unknown = 'not set'
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        returned = reply.fetch(up.url, (err, res) => {
-          if (err) return reply.fail(err)
-          res.body.text().then((text) => reply.finish(`got: ${text} (${res.statusCode})`), (error) => reply.fail(error))
-        })
-      }
+  const { url } = await startRoute(t, {}, (_request, reply) => {
+    returned = reply.fetch(up.url, (err, res) => {
+      if (err) return reply.fail(err)
+      res.body.text().then((text) => reply.finish(`got: ${text} (${res.statusCode})`), (error) => reply.fail(error))
     })
   })
   const res = await request(`${url}/`)
@@ -89,17 +65,11 @@ t.test('fetch with a callback calls back with (null, res) and returns nothing', 
 })
 
 t.test('fetch(url, options, callback) passes the options to the upstream', async (t) => {
-  const up = await upstreamFor(t, echo)
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.fetch(new URL('/put', up.origin), { method: 'PUT', headers: { 'x-opt': '1' }, body: 'put body' }, (err, res) => {
-          if (err) return reply.fail(err)
-          res.body.json().then((json) => reply.finish(json as Record<string, unknown>), (error) => reply.fail(error))
-        })
-      }
+  const up = await upstreamFor(t, echo(201))
+  const { url } = await startRoute(t, {}, (_request, reply) => {
+    reply.fetch(new URL('/put', up.origin), { method: 'PUT', headers: { 'x-opt': '1' }, body: 'put body' }, (err, res) => {
+      if (err) return reply.fail(err)
+      res.body.json().then((json) => reply.finish(json as Record<string, unknown>), (error) => reply.fail(error))
     })
   })
   const res = await request(`${url}/`)
@@ -113,21 +83,15 @@ t.test('fetch(url, options, callback) passes the options to the upstream', async
 
 t.test('fetch callback gets an error with code and statusCode when the upstream refuses', async (t) => {
   const refused = await refusedOrigin()
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.fetch(`${refused}/`, (err, res) => {
-          reply.finish({
-            isError: err instanceof Error,
-            code: (err as { code?: string } | null)?.code,
-            statusCode: (err as { statusCode?: number } | null)?.statusCode,
-            message: err?.message,
-            res: res === undefined ? 'undefined' : 'defined'
-          })
-        })
-      }
+  const { url } = await startRoute(t, {}, (_request, reply) => {
+    reply.fetch(`${refused}/`, (err, res) => {
+      reply.finish({
+        isError: err instanceof Error,
+        code: (err as { code?: string } | null)?.code,
+        statusCode: (err as { statusCode?: number } | null)?.statusCode,
+        message: err?.message,
+        res: res === undefined ? 'undefined' : 'defined'
+      })
     })
   })
   const res = await request(`${url}/`)
@@ -145,20 +109,14 @@ t.test('fetch callback gets an error with code and statusCode when the upstream 
 
 t.test('a rejected fetch carries code and statusCode, and its cause keeps the undici error', async (t) => {
   const refused = await refusedOrigin()
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        try {
-          await reply.fetch(`${refused}/`)
-          reply.finish('unexpected')
-        } catch (error) {
-          const err = error as Error & { code: string, statusCode: number, cause?: { code?: string } }
-          reply.finish({ code: err.code, statusCode: err.statusCode, causeCode: err.cause?.code })
-        }
-      }
-    })
+  const { url } = await startRoute(t, {}, async (_request, reply) => {
+    try {
+      await reply.fetch(`${refused}/`)
+      reply.finish('unexpected')
+    } catch (error) {
+      const err = error as Error & { code: string, statusCode: number, cause?: { code?: string } }
+      reply.finish({ code: err.code, statusCode: err.statusCode, causeCode: err.cause?.code })
+    }
   })
   const res = await request(`${url}/`)
   t.same(JSON.parse(res.body), { code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR', statusCode: 502, causeCode: 'ECONNREFUSED' })
@@ -166,15 +124,9 @@ t.test('a rejected fetch carries code and statusCode, and its cause keeps the un
 
 t.test('upstream refused: the client gets 502 FST_ASYNC_ROUTE_UPSTREAM_ERROR without the upstream address, the log keeps the cause', async (t) => {
   const refused = await refusedOrigin()
-  const { url, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(`${refused}/secret-path`)
-        reply.finish(await res.body.text())
-      }
-    })
+  const { url, logs } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(`${refused}/secret-path`)
+    reply.finish(await res.body.text())
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 502)
@@ -196,15 +148,9 @@ t.test('upstream refused: the client gets 502 FST_ASYNC_ROUTE_UPSTREAM_ERROR wit
 
 t.test('upstream resets the socket before answering: 502', async (t) => {
   const up = await upstreamFor(t, (req) => req.socket.resetAndDestroy())
-  const { url, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url)
-        reply.finish(await res.body.text())
-      }
-    })
+  const { url, logs } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    reply.finish(await res.body.text())
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 502)
@@ -216,15 +162,9 @@ t.test('upstream resets the socket before answering: 502', async (t) => {
 
 t.test('upstream answers with non-HTTP bytes: 502', async (t) => {
   const up = await upstreamFor(t, (req) => { req.socket.end('SSH-2.0-OpenSSH_9.6 this is not http\r\n\r\n') })
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url)
-        reply.finish(await res.body.text())
-      }
-    })
+  const { url } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    reply.finish(await res.body.text())
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 502)
@@ -239,15 +179,9 @@ t.test('upstream answers with non-HTTP bytes: 502', async (t) => {
 
 t.test('upstream stalls before its head past headersTimeout: 504 FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT', async (t) => {
   const up = await upstreamFor(t, stall)
-  const { url, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url, { headersTimeout: 100 })
-        reply.finish(await res.body.text())
-      }
-    })
+  const { url, logs } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(up.url, { headersTimeout: 100 })
+    reply.finish(await res.body.text())
   })
   const started = Date.now()
   const res = await request(`${url}/`, { timeout: 5000 })
@@ -266,11 +200,13 @@ t.test('upstream stalls before its head past headersTimeout: 504 FST_ASYNC_ROUTE
 })
 
 /** Sends the head and part of a content-length body, then does `then` with the response. */
-function partialBody (then: 'stall' | 'destroy'): UpstreamHandler {
+/** 100 of 1000 bytes, then a stall, a close (undici: other side closed) or a reset (ECONNRESET). */
+function partialBody (then: 'stall' | 'destroy' | 'reset'): UpstreamHandler {
   return (_req, res) => {
     res.setHeader('content-length', 1000)
     res.write('x'.repeat(100), () => {
       if (then === 'destroy') setTimeout(() => res.socket?.destroy(), 20)
+      if (then === 'reset') setTimeout(() => res.socket?.resetAndDestroy(), 20)
     })
   }
 }
@@ -278,21 +214,15 @@ function partialBody (then: 'stall' | 'destroy'): UpstreamHandler {
 t.test('upstream stalls mid-body past bodyTimeout while the handler reads it, the error escapes: 504', async (t) => {
   const up = await upstreamFor(t, partialBody('stall'))
   let readError: unknown
-  const { url, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url, { bodyTimeout: 100 })
-        try {
-          await res.body.text()
-        } catch (error) {
-          readError = error
-          throw error
-        }
-        reply.finish('unexpected')
-      }
-    })
+  const { url, logs } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(up.url, { bodyTimeout: 100 })
+    try {
+      await res.body.text()
+    } catch (error) {
+      readError = error
+      throw error
+    }
+    reply.finish('unexpected')
   })
   const res = await request(`${url}/`, { timeout: 5000 })
   t.equal(res.statusCode, 504)
@@ -311,16 +241,10 @@ t.test('upstream stalls mid-body past bodyTimeout while the handler reads it, th
 
 t.test('upstream stalls mid-body past bodyTimeout, the handler passes the error to reply.fail: 504', async (t) => {
   const up = await upstreamFor(t, partialBody('stall'))
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.fetch(up.url, { bodyTimeout: 100 }, (err, res) => {
-          if (err) return reply.fail(err)
-          res.body.text().then((text) => reply.finish(text), (error: unknown) => reply.fail(error))
-        })
-      }
+  const { url } = await startRoute(t, {}, (_request, reply) => {
+    reply.fetch(up.url, { bodyTimeout: 100 }, (err, res) => {
+      if (err) return reply.fail(err)
+      res.body.text().then((text) => reply.finish(text), (error: unknown) => reply.fail(error))
     })
   })
   const res = await request(`${url}/`, { timeout: 5000 })
@@ -329,43 +253,35 @@ t.test('upstream stalls mid-body past bodyTimeout, the handler passes the error 
   assertNoUpstreamDetails(t, res.body, up.url)
 })
 
-t.test('upstream resets mid-body while the handler reads it: 502', async (t) => {
-  const up = await upstreamFor(t, partialBody('destroy'))
-  const { url, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url)
-        reply.finish(await res.body.text())
-      }
+// A socket error undici passes through mid-body (ECONNRESET) maps to 502 like a closed socket.
+for (const then of ['destroy', 'reset'] as const) {
+  t.test(`upstream ${then === 'reset' ? 'resets (ECONNRESET)' : 'closes its socket'} mid-body while the handler reads it: 502`, async (t) => {
+    const up = await upstreamFor(t, partialBody(then))
+    const { url, logs } = await startRoute(t, {}, async (_request, reply) => {
+      const res = await reply.fetch(up.url)
+      reply.finish(await res.body.text())
     })
+    const res = await request(`${url}/`, { timeout: 5000 })
+    t.equal(res.statusCode, 502)
+    t.same(JSON.parse(res.body), {
+      statusCode: 502,
+      code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR',
+      error: 'Bad Gateway',
+      message: 'The upstream request failed'
+    })
+    assertNoUpstreamDetails(t, res.body, up.url)
+    const lines = errorLines(logs)
+    t.equal(lines.length, 1)
+    const cause = then === 'reset' ? /caused by: Error: read ECONNRESET/ : /caused by: SocketError/
+    t.match(lines[0]?.err, { code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR', stack: cause }, 'the log keeps the cause')
   })
-  const res = await request(`${url}/`, { timeout: 5000 })
-  t.equal(res.statusCode, 502)
-  t.same(JSON.parse(res.body), {
-    statusCode: 502,
-    code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR',
-    error: 'Bad Gateway',
-    message: 'The upstream request failed'
-  })
-  assertNoUpstreamDetails(t, res.body, up.url)
-  const lines = errorLines(logs)
-  t.equal(lines.length, 1)
-  t.match(lines[0]?.err, { code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR', stack: /caused by: SocketError/ }, 'the log keeps the undici cause')
-})
+}
 
 t.test('a throw inside the fetch callback fails the reply with 500, not the process', async (t) => {
   const up = await upstreamFor(t)
-  const { url, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.fetch(up.url, () => {
-          throw new Error('callback broke')
-        })
-      }
+  const { url, logs } = await startRoute(t, {}, (_request, reply) => {
+    reply.fetch(up.url, () => {
+      throw new Error('callback broke')
     })
   })
   const res = await request(`${url}/`)
@@ -381,16 +297,10 @@ t.test('a throw inside the fetch callback fails the reply with 500, not the proc
 
 t.test('a fetch callback that throws a non-Error value fails the reply with 500', async (t) => {
   const up = await upstreamFor(t)
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.fetch(up.url, () => {
-          // eslint-disable-next-line no-throw-literal
-          throw null
-        })
-      }
+  const { url } = await startRoute(t, {}, (_request, reply) => {
+    reply.fetch(up.url, () => {
+      // eslint-disable-next-line no-throw-literal
+      throw null
     })
   })
   const res = await request(`${url}/`)
@@ -400,17 +310,11 @@ t.test('a fetch callback that throws a non-Error value fails the reply with 500'
 
 t.test('a fetch callback that returns a rejected promise fails the reply with its status', async (t) => {
   const up = await upstreamFor(t)
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.fetch(up.url, async (err, res) => {
-          if (err) throw err
-          await res.body.dump()
-          throw Object.assign(new Error('teapot upstream'), { statusCode: 418, code: 'E_TEAPOT' })
-        })
-      }
+  const { url } = await startRoute(t, {}, (_request, reply) => {
+    reply.fetch(up.url, async (err, res) => {
+      if (err) throw err
+      await res.body.dump()
+      throw Object.assign(new Error('teapot upstream'), { statusCode: 418, code: 'E_TEAPOT' })
     })
   })
   const res = await request(`${url}/`)
@@ -420,16 +324,10 @@ t.test('a fetch callback that returns a rejected promise fails the reply with it
 
 t.test('a fetch callback whose promise resolves after finishing leaves the reply as finished', async (t) => {
   const up = await upstreamFor(t, (_req, res) => res.end('fine'))
-  const { url, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.fetch(up.url, async (err, res) => {
-          if (err) throw err
-          reply.finish(await res.body.text())
-        })
-      }
+  const { url, logs } = await startRoute(t, {}, (_request, reply) => {
+    reply.fetch(up.url, async (err, res) => {
+      if (err) throw err
+      reply.finish(await res.body.text())
     })
   })
   const res = await request(`${url}/`)
@@ -442,16 +340,10 @@ t.test('a fetch started after the reply ended rejects with FST_ASYNC_ROUTE_CANCE
   const up = await upstreamFor(t)
   let late: { code?: string, statusCode?: number } | undefined
   let calledBack: { code?: string } | null | undefined
-  const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.finish('done')
-        reply.fetch(up.url).then(() => { late = { code: 'resolved' } }, (error: { code?: string, statusCode?: number }) => { late = error })
-        reply.fetch(up.url, (err) => { calledBack = err as { code?: string } | null })
-      }
-    })
+  const { url } = await startRoute(t, {}, (_request, reply) => {
+    reply.finish('done')
+    reply.fetch(up.url).then(() => { late = { code: 'resolved' } }, (error: { code?: string, statusCode?: number }) => { late = error })
+    reply.fetch(up.url, (err) => { calledBack = err as { code?: string } | null })
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 200)
@@ -472,19 +364,13 @@ t.test('a fetch pending when the handler finishes is cancelled: it rejects and t
     arrived()
   })
   let outcome: { code?: string } | undefined
-  const { url, app } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        const pending = reply.fetch(up.url).then(
-          () => { outcome = { code: 'resolved' } },
-          (error: { code?: string }) => { outcome = error })
-        await arrival
-        reply.finish('finished first')
-        await pending
-      }
-    })
+  const { url, app } = await startRoute(t, {}, async (_request, reply) => {
+    const pending = reply.fetch(up.url).then(
+      () => { outcome = { code: 'resolved' } },
+      (error: { code?: string }) => { outcome = error })
+    await arrival
+    reply.finish('finished first')
+    await pending
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 200)
@@ -514,20 +400,14 @@ t.test('a fetch whose reply ends just as the upstream head arrives rejects as ca
   const dispatcher = new Agent().compose((dispatch) => (options, handler) => dispatch(options, new HeadHook(handler)))
   t.teardown(() => dispatcher.destroy())
   let outcome: { code?: string } | undefined
-  const { url } = await startApp(t, { dispatcher }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        onHead = () => reply.finish('finished at the upstream head')
-        try {
-          const res = await reply.fetch(up.url)
-          outcome = { code: `resolved ${res.statusCode}` }
-        } catch (error) {
-          outcome = error as { code?: string }
-        }
-      }
-    })
+  const { url } = await startRoute(t, { dispatcher }, async (_request, reply) => {
+    onHead = () => reply.finish('finished at the upstream head')
+    try {
+      const res = await reply.fetch(up.url)
+      outcome = { code: `resolved ${res.statusCode}` }
+    } catch (error) {
+      outcome = error as { code?: string }
+    }
   })
   const res = await request(`${url}/`)
   t.equal(res.body, 'finished at the upstream head')
@@ -538,17 +418,11 @@ t.test('a fetch whose reply ends just as the upstream head arrives rejects as ca
 t.test('a fetch pending when the watchdog fires is cancelled and the callback gets the error', async (t) => {
   const up = await upstreamFor(t, stall)
   let calledBack: { code?: string, cause?: { code?: string } } | undefined
-  const { url } = await startApp(t, { timeout: 100 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.fetch(up.url, (err) => {
-          calledBack = err as { code?: string }
-          if (err) return reply.fail(err)
-          reply.finish('unexpected')
-        })
-      }
+  const { url } = await startRoute(t, { timeout: 100 }, (_request, reply) => {
+    reply.fetch(up.url, (err) => {
+      calledBack = err as { code?: string }
+      if (err) return reply.fail(err)
+      reply.finish('unexpected')
     })
   })
   const res = await request(`${url}/`, { timeout: 5000 })
@@ -569,14 +443,8 @@ t.test('a fetch pending when the client leaves is cancelled and the upstream see
     arrived()
   })
   let outcome: { code?: string } | undefined
-  const { url, app } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) {
-        reply.fetch(up.url).then(() => { outcome = { code: 'resolved' } }, (error: { code?: string }) => { outcome = error })
-      }
-    })
+  const { url, app } = await startRoute(t, {}, (_request, reply) => {
+    reply.fetch(up.url).then(() => { outcome = { code: 'resolved' } }, (error: { code?: string }) => { outcome = error })
   })
   const client = await sendOnly(`${url}/`)
   await arrival
@@ -586,14 +454,6 @@ t.test('a fetch pending when the client leaves is cancelled and the upstream see
   t.equal(app.asyncRoute.stats().aborted, 1)
 })
 
-// A dispatcher that throws before connecting: the error is mapped like undici's own.
-const dispatcherFailures = [
-  { name: 'a code-less error gives 502', error: () => new Error('interceptor broke'), status: 502, code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR' },
-  { name: 'ETIMEDOUT gives 504', error: () => Object.assign(new Error('connect ETIMEDOUT'), { code: 'ETIMEDOUT' }), status: 504, code: 'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT' },
-  { name: 'one of the plugin\'s own errors keeps that error', error: () => new OriginDeniedError(), status: 500, code: 'FST_ASYNC_ROUTE_ORIGIN_DENIED' },
-  { name: 'a connect timeout gives 504', error: () => Object.assign(new Error('Connect Timeout Error'), { code: 'UND_ERR_CONNECT_TIMEOUT' }), status: 504, code: 'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT' }
-]
-
 t.test('an upstream host that does not resolve (DNS failure) gives 502', async (t) => {
   const dispatcher = new Agent({
     connect: {
@@ -601,15 +461,9 @@ t.test('an upstream host that does not resolve (DNS failure) gives 502', async (
     }
   })
   t.teardown(() => dispatcher.destroy())
-  const { url } = await startApp(t, { dispatcher }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (_request, reply) {
-        await reply.fetch('http://upstream.invalid/')
-        reply.finish('unexpected')
-      }
-    })
+  const { url } = await startRoute(t, { dispatcher }, async (_request, reply) => {
+    await reply.fetch('http://upstream.invalid/')
+    reply.finish('unexpected')
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 502)
@@ -617,42 +471,172 @@ t.test('an upstream host that does not resolve (DNS failure) gives 502', async (
   t.notMatch(res.body, /upstream\.invalid/, 'the host is not echoed to the client')
 })
 
-for (const failure of dispatcherFailures) {
-  t.test(`a user dispatcher failing with ${failure.name}`, async (t) => {
-    const up = await upstreamFor(t)
-    const dispatcher = new Agent().compose(() => () => { throw failure.error() })
-    t.teardown(() => dispatcher.destroy())
-    const { url } = await startApp(t, { dispatcher }, (app) => {
-      app.asyncRoute({
-        method: 'GET',
-        url: '/',
-        async handler (_request, reply) {
-          await reply.fetch(up.url)
-          reply.finish('unexpected')
-        }
-      })
+t.test('reply.fetch() of a URL undici cannot parse rejects with the upstream error, and the reply answers 502', async (t) => {
+  let calledBack = null as { code?: string } | null
+  const { url, app } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/callback',
+      handler (_request, reply) {
+        reply.fetch('not a url', (err) => {
+          calledBack = err as { code?: string }
+          reply.finish('called back')
+        })
+      }
     })
-    const res = await request(`${url}/`)
-    t.equal(res.statusCode, failure.status)
-    t.equal(JSON.parse(res.body).code, failure.code)
-    t.equal(up.connections(), 0, 'nothing reached the upstream')
+    app.asyncRoute({
+      method: 'GET',
+      url: '/escapes',
+      async handler (_request, reply) {
+        await reply.fetch('not a url')
+        reply.finish('never')
+      }
+    })
   })
-}
+  const escaped = await request(`${url}/escapes`)
+  t.equal(escaped.statusCode, 502)
+  t.equal(JSON.parse(escaped.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
+  t.notMatch(escaped.body, 'not a url', 'the URL is not echoed to the client')
+  const res = await request(`${url}/callback`)
+  t.equal(res.body, 'called back')
+  t.equal(calledBack?.code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
+  t.match(app.asyncRoute.stats(), { started: 2, finished: 1, failed: 1, rejected: 0, pending: 0 })
+})
 
-t.test('a hand-written dispatcher: one with dispatch() alone works; one whose request() throws gives 502', async (t) => {
-  const up = await upstreamFor(t, (_req, res) => res.end('through dispatch'))
-  const agent = new Agent()
-  t.teardown(() => agent.close())
-  const plain = { dispatch: (options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler) => agent.dispatch(options, handler) } as unknown as Agent
-  const { url } = await startApp(t, { dispatcher: plain }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', async handler (_request, reply) { reply.finish(await (await reply.fetch(up.url)).body.text()) } })
+t.test('reply.fetch() of a URL that is not http: is refused before connecting (500); an https: origin that refuses fails with the upstream error', async (t) => {
+  const refused = (await refusedOrigin()).replace('http:', 'https:')
+  const codes: Record<string, string | undefined> = {}
+  const { url } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/:which',
+      handler (request, reply) {
+        const which = (request.params as { which: string }).which
+        reply.fetch(which === 'ftp' ? 'ftp://127.0.0.1/file' : `${refused}/`, (err) => {
+          codes[which] = (err as { code?: string } | null)?.code
+          reply.finish('done')
+        })
+      }
+    })
   })
-  t.equal((await request(`${url}/`)).body, 'through dispatch')
-  const throwing = { dispatch () { return true }, request () { throw new Error('request exploded') } } as unknown as Agent
-  const { url: other } = await startApp(t, { dispatcher: throwing }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', async handler (_request, reply) { await reply.fetch(up.url) } })
+  t.equal((await request(`${url}/ftp`)).body, 'done')
+  t.equal((await request(`${url}/https`)).body, 'done')
+  t.same(codes, { ftp: 'FST_ASYNC_ROUTE_BAD_UPSTREAM_REQUEST', https: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR' })
+})
+
+// ---- fetched bodies a handler never reads ----
+
+t.test('bodies a handler never reads are released: more requests than pool connections all complete', async (t) => {
+  const up = await upstreamFor(t, (_req, res) => res.end('x'.repeat(1000)))
+  const dispatcher = new Agent({ connections: 2 })
+  t.teardown(() => dispatcher.destroy())
+  const { url, app } = await startRoute(t, { dispatcher }, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    reply.finish(`status ${res.statusCode}`)
   })
-  const res = await request(`${other}/`)
-  t.equal(res.statusCode, 502)
-  t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
+  // Five at once, then five one after the other.
+  const concurrent = await Promise.all(Array.from({ length: 5 }, () => request(`${url}/`, { timeout: 3000 })))
+  for (const res of concurrent) t.equal(res.body, 'status 200')
+  for (let i = 0; i < 5; i++) {
+    const res = await request(`${url}/`, { timeout: 3000 })
+    t.equal(res.body, 'status 200')
+  }
+  t.equal(up.requests.length, 10, 'every request reached the upstream')
+  t.ok(up.connections() <= 2, `the pool never needed more than its 2 connections (${up.connections()})`)
+  t.same(app.asyncRoute.stats(), { started: 10, finished: 10, timedOut: 0, aborted: 0, failed: 0, rejected: 0, pending: 0 })
+})
+
+t.test('a large body a handler never reads does not hold the pool', async (t) => {
+  const up = await upstreamFor(t, (_req, res) => {
+    res.setHeader('content-length', 4 * 1024 * 1024)
+    res.end(Buffer.alloc(4 * 1024 * 1024, 'z'))
+  })
+  const dispatcher = new Agent({ connections: 1 })
+  t.teardown(() => dispatcher.destroy())
+  const { url } = await startRoute(t, { dispatcher }, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    reply.finish(`length ${String(res.headers['content-length'])}`)
+  })
+  for (let i = 0; i < 3; i++) {
+    const res = await request(`${url}/`, { timeout: 3000 })
+    t.equal(res.body, `length ${4 * 1024 * 1024}`)
+  }
+  t.equal(up.requests.length, 3)
+  await waitFor(() => up.openSockets() <= 1, 2000, 'no more than the pool\'s one connection open')
+})
+
+t.test('an unread body whose upstream dies afterwards does not crash the process', async (t) => {
+  const up = await upstreamFor(t, (_req, res) => {
+    res.setHeader('content-length', 1_000_000)
+    res.write(Buffer.alloc(10_000), () => setTimeout(() => res.socket?.destroy(), 30))
+  })
+  const { url } = await startRoute(t, {}, async (_request, reply) => {
+    await reply.fetch(up.url)
+    reply.finish('finished without reading')
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.body, 'finished without reading')
+  await waitFor(() => up.openSockets() === 0, 2000, 'the upstream socket to go')
+  const again = await request(`${url}/`)
+  t.equal(again.body, 'finished without reading', 'the app still serves')
+})
+
+t.test('a reply that fails with an unread upstream body destroys it: the upstream connection is closed', async (t) => {
+  let upstreamClosed = false
+  const up = await upstreamFor(t, (_req, res) => {
+    res.setHeader('content-length', 1_000_000)
+    res.on('close', () => { upstreamClosed = true })
+    res.write(Buffer.alloc(1000))
+  })
+  const { url, app } = await startRoute(t, {}, async (_request, reply) => {
+    await reply.fetch(up.url)
+    throw Object.assign(new Error('gave up'), { statusCode: 503 })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 503)
+  t.equal(JSON.parse(res.body).message, 'gave up')
+  await waitFor(() => upstreamClosed && up.openSockets() === 0, 2000, 'the upstream response to be torn down')
+  t.equal(app.asyncRoute.stats().failed, 1)
+})
+
+t.test('a fetched body counts as in flight until read: pending() lists it, then not', async (t) => {
+  let release!: () => void
+  const up = await upstreamFor(t, (_req, res) => {
+    res.setHeader('content-length', 10)
+    res.write('01234')
+    release = () => res.end('56789')
+  })
+  let readStarted = false
+  const { url, app } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(`${up.origin}/slow-body`)
+    readStarted = true
+    reply.finish(await res.body.text())
+  })
+  const pending = request(`${url}/`, { timeout: 5000 })
+  await waitFor(() => readStarted, 2000, 'the handler to read the body')
+  const [entry] = app.asyncRoute.pending()
+  t.equal(entry?.inflight.length, 1, 'the body being read is in flight')
+  t.equal(entry?.inflight[0]?.url, `${up.origin}/slow-body`)
+  t.equal(entry?.inflight[0]?.method, 'GET')
+  release()
+  const res = await pending
+  t.equal(res.body, '0123456789')
+  t.same(app.asyncRoute.pending(), [])
+})
+
+t.test('an upstream body that fails while the handler is busy elsewhere does not crash the process', async (t) => {
+  const up = await upstreamFor(t, (_req, res) => {
+    res.setHeader('content-length', 1000)
+    res.write('partial', () => setTimeout(() => res.socket?.destroy(), 10))
+  })
+  const { url, logs } = await startRoute(t, {}, async (_request, reply) => {
+    const res = await reply.fetch(up.url)
+    // Busy with something else (no reader on the body) while the upstream dies.
+    await new Promise((resolve) => res.body.once('close', resolve))
+    reply.finish('carried on')
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 200)
+  t.equal(res.body, 'carried on')
+  t.same(logsAt(logs, LEVEL.error), [])
 })

@@ -1,30 +1,9 @@
 // Over HTTP/2, ending one reply abnormally must reset only its own stream: the client's
 // session, and every other stream on it, carry on.
 import http2 from 'node:http2'
-import type { FastifyServerOptions } from 'fastify'
 import t from 'tap'
 import { startApp } from './helpers/app.js'
-
-const H2C = { http2: true } as unknown as FastifyServerOptions
-
-interface H2Response { status: number, body: string, rstCode: number }
-
-function h2get (session: http2.ClientHttp2Session, path: string): Promise<H2Response> {
-  return new Promise((resolve, reject) => {
-    const req = session.request({ ':path': path })
-    let status = 0
-    const chunks: Buffer[] = []
-    const timer = setTimeout(() => reject(new Error(`no HTTP/2 response for ${path} within 5000 ms`)), 5000)
-    req.on('response', (headers) => { status = Number(headers[':status']) })
-    req.on('data', (chunk: Buffer) => chunks.push(chunk))
-    req.on('error', () => {})
-    req.on('close', () => {
-      clearTimeout(timer)
-      resolve({ status, body: Buffer.concat(chunks).toString(), rstCode: req.rstCode ?? 0 })
-    })
-    req.end()
-  })
-}
+import { H2C, h2get, h2session, type H2Response } from './helpers/h2.js'
 
 t.test('HTTP/2: a watchdog firing after the head resets only that stream', async (t) => {
   const { url } = await startApp(t, { timeout: 100 }, (app) => {
@@ -43,9 +22,7 @@ t.test('HTTP/2: a watchdog firing after the head resets only that stream', async
       }
     })
   }, H2C)
-  const session = http2.connect(url)
-  session.on('error', () => {})
-  t.teardown(() => session.close())
+  const session = h2session(t, url)
 
   const [stuck, slow] = await Promise.all([h2get(session, '/stuck'), h2get(session, '/slow').catch((e: Error) => e)])
   t.equal(stuck.status, 200, 'the head had been sent')
@@ -75,9 +52,7 @@ t.test('HTTP/2: finish() and fail() answer over a stream like over HTTP/1', asyn
       }
     })
   }, H2C)
-  const session = http2.connect(url)
-  session.on('error', () => {})
-  t.teardown(() => session.close())
+  const session = h2session(t, url)
   const ok = await h2get(session, '/ok')
   t.equal(ok.status, 200)
   t.same(JSON.parse(ok.body), { ok: true })
@@ -107,9 +82,7 @@ t.test('HTTP/2: a client cancelling its stream aborts that reply only', async (t
       }
     })
   }, H2C)
-  const session = http2.connect(url)
-  session.on('error', () => {})
-  t.teardown(() => session.close())
+  const session = h2session(t, url)
   const held = session.request({ ':path': '/held' })
   held.on('error', () => {})
   await new Promise((resolve) => held.once('response', resolve))

@@ -4,7 +4,7 @@ import diagnostics from 'node:diagnostics_channel'
 import http from 'node:http'
 import t from 'tap'
 import type { AsyncReply, HangReport, PendingReply } from '../plugin/index.js'
-import { LEVEL, logsAt, startApp, type LogLine } from './helpers/app.js'
+import { LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
 import { request, sendOnly, sleep, waitFor } from './helpers/client.js'
 import { startUpstream } from './helpers/upstream.js'
 
@@ -274,9 +274,7 @@ t.test('warnUnfinished stays quiet while an upstream request is in flight, a han
 
 t.test('warnUnfinished is off by default', async (t) => {
   let theReply: AsyncReply | undefined
-  const { url, logs } = await startApp(t, { timeout: 5000 }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', handler (request, reply) { theReply = reply } })
-  })
+  const { url, logs } = await startRoute(t, { timeout: 5000 }, (request, reply) => { theReply = reply })
   const response = request(`${url}/`)
   await waitFor(() => theReply !== undefined, 2000, 'the handler')
   await sleep(400)
@@ -288,9 +286,7 @@ t.test('warnUnfinished is off by default', async (t) => {
 t.test('replies on one keep-alive connection each count as finished, never as aborted', async (t) => {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
   t.teardown(() => agent.destroy())
-  const { url, app } = await startApp(t, { timeout: 5000 }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', handler (request, reply) { setTimeout(() => reply.finish('ok'), 20) } })
-  })
+  const { url, app } = await startRoute(t, { timeout: 5000 }, (request, reply) => { setTimeout(() => reply.finish('ok'), 20) })
   for (let i = 0; i < 3; i++) {
     const res = await request(`${url}/`, { agent })
     t.equal(res.body, 'ok')

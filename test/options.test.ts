@@ -6,9 +6,7 @@ import fp from 'fastify-plugin'
 import t, { type Test } from 'tap'
 import asyncRouteFromPackage, { asyncRoute as namedFromPackage } from 'fastify-async-route'
 import asyncRoute, { type AsyncRoutePluginOptions } from '../plugin/index.js'
-import { startApp } from './helpers/app.js'
 import { request } from './helpers/client.js'
-import { startUpstream } from './helpers/upstream.js'
 
 /** Registers the plugin on a fresh app and resolves with the error register() rejected with. */
 async function registerError (t: Test, options: unknown): Promise<Error | undefined> {
@@ -106,25 +104,6 @@ t.test('allowedOrigins must be an array of scheme://host[:port] origins', async 
   }
   await accepts(t, { allowedOrigins: [] })
   await accepts(t, { allowedOrigins: ['http://a', 'https://b.example:8443', 'http://127.0.0.1:3000/', 'HTTP://UPPER.example'] })
-})
-
-t.test('an origin with a trailing / is tolerated and still allows its requests', async (t) => {
-  const upstream = await startUpstream((req, res) => res.end('from upstream'))
-  t.teardown(() => upstream.close())
-  const { url } = await startApp(t, { allowedOrigins: [`${upstream.origin}/`], closeGrace: 100 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (request, reply) {
-        const res = await reply.fetch(upstream.url)
-        reply.finish(await res.body.text())
-      }
-    })
-  })
-  const res = await request(url)
-  t.equal(res.statusCode, 200)
-  t.equal(res.body, 'from upstream')
-  t.equal(upstream.requests.length, 1)
 })
 
 t.test('the built package loads through import, named import and require', async (t) => {

@@ -3,7 +3,7 @@
 import { ServerResponse, type IncomingMessage } from 'node:http'
 import t from 'tap'
 import type { AsyncReply, AsyncRoutePluginOptions } from '../plugin/index.js'
-import { LEVEL, logsAt, startApp, type LogLine } from './helpers/app.js'
+import { LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
 import { openRequest, request, sleep, waitFor } from './helpers/client.js'
 
 const TEXT = 'text/plain; charset=utf-8'
@@ -51,9 +51,7 @@ function warnings (logs: LogLine[]): LogLine[] {
 
 t.test('finish(string) sends text/plain with the UTF-8 byte length', async (t) => {
   const text = 'héllo wörld ✓ 🚀'
-  const { url } = await startApp(t, OPTIONS, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', handler (request, reply) { reply.finish(text) } })
-  })
+  const { url } = await startRoute(t, OPTIONS, (request, reply) => { reply.finish(text) })
   const res = await request(url)
   t.equal(res.statusCode, 200)
   t.equal(res.headers['content-type'], TEXT)
@@ -192,23 +190,17 @@ t.test('an invalid status or header throws from the setter and leaves the reply 
       outcomes[name] = `${(error as Error).name}:${String((error as { code?: unknown }).code ?? '')}`
     }
   }
-  const { url } = await startApp(t, OPTIONS, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (request, reply) {
-        attempt('status 99', () => reply.status(99))
-        attempt('status 600', () => reply.status(600))
-        attempt('status 200.5', () => reply.status(200.5))
-        attempt('status string', () => reply.status('200' as unknown as number))
-        attempt('code NaN', () => reply.code(Number.NaN))
-        attempt('header name with space', () => reply.header('bad name', 'x'))
-        attempt('header value with newline', () => reply.header('x-ok', 'a\r\nset-cookie: evil=1'))
-        attempt('header value undefined', () => reply.header('x-ok', undefined as unknown as string))
-        attempt('headers() with a bad name', () => reply.headers({ 'x-fine': '1', 'bad:name': '2' }))
-        reply.status(203).finish(outcomes)
-      }
-    })
+  const { url } = await startRoute(t, OPTIONS, (request, reply) => {
+    attempt('status 99', () => reply.status(99))
+    attempt('status 600', () => reply.status(600))
+    attempt('status 200.5', () => reply.status(200.5))
+    attempt('status string', () => reply.status('200' as unknown as number))
+    attempt('code NaN', () => reply.code(Number.NaN))
+    attempt('header name with space', () => reply.header('bad name', 'x'))
+    attempt('header value with newline', () => reply.header('x-ok', 'a\r\nset-cookie: evil=1'))
+    attempt('header value undefined', () => reply.header('x-ok', undefined as unknown as string))
+    attempt('headers() with a bad name', () => reply.headers({ 'x-fine': '1', 'bad:name': '2' }))
+    reply.status(203).finish(outcomes)
   })
   const res = await request(url)
   t.equal(res.statusCode, 203, 'the invalid codes were not kept')
@@ -246,18 +238,12 @@ t.test('an invalid header thrown out of the handler becomes a 500 answer', async
 
 t.test('header(), headers() and status() after the head was sent are ignored with a warning', async (t) => {
   const replies = replyQueue()
-  const { url, logs } = await startApp(t, OPTIONS, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (request, reply) {
-        reply.write('a')
-        const same = reply.header('x-late', '1') === reply && reply.status(418) === reply &&
-          reply.headers({ 'x-later': '2' }) === reply
-        reply.finish(same ? 'b' : 'not chainable')
-        replies.push(reply)
-      }
-    })
+  const { url, logs } = await startRoute(t, OPTIONS, (request, reply) => {
+    reply.write('a')
+    const same = reply.header('x-late', '1') === reply && reply.status(418) === reply &&
+      reply.headers({ 'x-later': '2' }) === reply
+    reply.finish(same ? 'b' : 'not chainable')
+    replies.push(reply)
   })
   const res = await request(url)
   await replies.next()
@@ -384,17 +370,11 @@ t.test('write() returns false when the socket buffer is full, and flush() resolv
   const replies = replyQueue()
   const results: Record<string, boolean> = {}
   let flushed = false
-  const { url } = await startApp(t, OPTIONS, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (request, reply) {
-        results.small = reply.write('start;')
-        results.big = reply.write(Buffer.alloc(BIG, 0x61))
-        void reply.flush().then(() => { flushed = true })
-        replies.push(reply)
-      }
-    })
+  const { url } = await startRoute(t, OPTIONS, (request, reply) => {
+    results.small = reply.write('start;')
+    results.big = reply.write(Buffer.alloc(BIG, 0x61))
+    void reply.flush().then(() => { flushed = true })
+    replies.push(reply)
   })
   const { res } = await openRequest(url) // does not read the body
   const reply = await replies.next()
@@ -416,16 +396,10 @@ t.test('write() returns false when the socket buffer is full, and flush() resolv
 t.test('a pending flush() resolves, never rejects, when the client leaves', async (t) => {
   const replies = replyQueue()
   let outcome = 'pending'
-  const { url } = await startApp(t, OPTIONS, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (request, reply) {
-        reply.write(Buffer.alloc(32 * 1024 * 1024))
-        reply.flush().then(() => { outcome = 'resolved' }, () => { outcome = 'rejected' })
-        replies.push(reply)
-      }
-    })
+  const { url } = await startRoute(t, OPTIONS, (request, reply) => {
+    reply.write(Buffer.alloc(32 * 1024 * 1024))
+    reply.flush().then(() => { outcome = 'resolved' }, () => { outcome = 'rejected' })
+    replies.push(reply)
   })
   const { req } = await openRequest(url)
   const reply = await replies.next()
@@ -737,16 +711,10 @@ t.test('a handler header replaces a hook header of any letter case', async (t) =
 
 t.test('finish() twice keeps the first response and logs exactly one warning', async (t) => {
   const replies = replyQueue()
-  const { url, logs } = await startApp(t, OPTIONS, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (request, reply) {
-        reply.finish('first')
-        reply.finish('second, much longer')
-        replies.push(reply)
-      }
-    })
+  const { url, logs } = await startRoute(t, OPTIONS, (request, reply) => {
+    reply.finish('first')
+    reply.finish('second, much longer')
+    replies.push(reply)
   })
   const res = await request(url)
   await replies.next()
@@ -798,9 +766,7 @@ t.test('fail() after finish(), and finish() after fail(), are ignored with one w
 
 t.test('finish(), write() and fail() after the watchdog ended the reply log at debug level only', async (t) => {
   const replies = replyQueue()
-  const { url, logs } = await startApp(t, { timeout: 50, closeGrace: 100 }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', handler (request, reply) { replies.push(reply) } })
-  })
+  const { url, logs } = await startRoute(t, { timeout: 50, closeGrace: 100 }, (request, reply) => { replies.push(reply) })
   const res = await request(url)
   t.equal(res.statusCode, 504)
   const reply = await replies.next()

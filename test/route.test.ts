@@ -3,7 +3,7 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import t from 'tap'
 import asyncRoute, { type AsyncReply, type AsyncRoutePluginOptions } from '../plugin/index.js'
-import { LEVEL, logsAt, startApp } from './helpers/app.js'
+import { LEVEL, logsAt, startApp, startRoute } from './helpers/app.js'
 import { request, sleep, waitFor, type ClientResponse } from './helpers/client.js'
 
 const OPTIONS: AsyncRoutePluginOptions = { timeout: 0, closeGrace: 100 }
@@ -118,15 +118,11 @@ t.test('a schema validation failure is Fastify\'s own 400 and the handler never 
 })
 
 t.test('the route config is reachable from the handler', async (t) => {
-  const { url } = await startApp(t, OPTIONS, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      config: { flavour: 'vanilla' },
-      handler (request, reply) {
-        reply.finish({ flavour: (request.routeOptions.config as { flavour?: string }).flavour })
-      }
-    })
+  const { url } = await startRoute(t, OPTIONS, {
+    config: { flavour: 'vanilla' },
+    handler (request, reply) {
+      reply.finish({ flavour: (request.routeOptions.config as { flavour?: string }).flavour })
+    }
   })
   t.strictSame(json(await request(url)), { flavour: 'vanilla' })
 })
@@ -169,9 +165,7 @@ t.test('the handler\'s return does not finish the reply: the answer comes with f
 
 t.test('with timeout 0 and no finish() the client keeps waiting until the app closes', async (t) => {
   let handlerRuns = 0
-  const { app, url } = await startApp(t, { timeout: 100, closeGrace: 50 }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', timeout: 0, handler () { handlerRuns++ } })
-  })
+  const { app, url } = await startRoute(t, { timeout: 100, closeGrace: 50 }, { timeout: 0, handler () { handlerRuns++ } })
   const pending = request(url, { timeout: 5000 })
   await waitFor(() => handlerRuns === 1, 3000, 'the handler to run')
   t.equal(await answeredWithin(pending, 300), 'waiting', 'no answer, though the plugin timeout (100 ms) passed')
@@ -307,9 +301,7 @@ t.test('a throw or rejection after finish() leaves the response intact', async (
 })
 
 t.test('the plugin timeout ends an unfinished reply with 504 FST_ASYNC_ROUTE_TIMEOUT', async (t) => {
-  const { url, logs } = await startApp(t, { timeout: 80, closeGrace: 100 }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', handler () {} })
-  })
+  const { url, logs } = await startRoute(t, { timeout: 80, closeGrace: 100 }, () => {})
   const started = Date.now()
   const res = await request(url, { timeout: 3000 })
   t.ok(Date.now() - started >= 70, 'not before the timeout')
@@ -318,25 +310,6 @@ t.test('the plugin timeout ends an unfinished reply with 504 FST_ASYNC_ROUTE_TIM
   t.strictSame(Object.keys(json(res)).sort(), ['code', 'error', 'message', 'statusCode'])
   t.ok(res.complete)
   t.equal(logsAt(logs, LEVEL.error, 'not finished within').length, 1)
-})
-
-t.test('a route timeout overrides the plugin timeout, both ways', async (t) => {
-  const { url } = await startApp(t, { timeout: 60_000, closeGrace: 100 }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/shorter', timeout: 80, handler () {} })
-  })
-  const res = await request(`${url}/shorter`, { timeout: 3000 })
-  t.equal(res.statusCode, 504)
-  t.equal(json(res).code, 'FST_ASYNC_ROUTE_TIMEOUT')
-
-  const { url: url2 } = await startApp(t, { timeout: 50, closeGrace: 100 }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/longer', timeout: 10_000, handler (request, reply) { setTimeout(() => reply.finish('in time'), 300) } })
-    app.asyncRoute({ method: 'GET', url: '/inherits', handler (request, reply) { setTimeout(() => reply.finish('too late'), 300) } })
-  })
-  const longer = await request(`${url2}/longer`)
-  t.equal(longer.statusCode, 200)
-  t.equal(longer.body, 'in time')
-  const inherits = await request(`${url2}/inherits`)
-  t.equal(inherits.statusCode, 504, 'a route without its own timeout has the plugin\'s')
 })
 
 t.test('invalid route options throw at asyncRoute() with a message naming the option', async (t) => {

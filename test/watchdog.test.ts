@@ -3,7 +3,7 @@
 import type { IncomingMessage } from 'node:http'
 import t from 'tap'
 import type { AsyncReply, HangReport } from '../plugin/index.js'
-import { LEVEL, logsAt, startApp, type LogLine } from './helpers/app.js'
+import { LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
 import { request, waitFor } from './helpers/client.js'
 import { socketClosed, startUpstream, type Upstream } from './helpers/upstream.js'
 
@@ -61,7 +61,7 @@ t.test('watchdog cuts a response whose head was already sent: the client sees it
   t.match(line?.msg, /head already sent/)
 })
 
-t.test('route timeout overrides the plugin timeout, and 0 turns the watchdog off for that route', async (t) => {
+t.test('a route timeout overrides the plugin timeout both ways, and 0 turns the watchdog off for that route', async (t) => {
   let unguarded: AsyncReply | undefined
   const { url, app } = await startApp(t, { timeout: 5000 }, (app) => {
     app.asyncRoute({ method: 'GET', url: '/short', timeout: 100, handler () {} })
@@ -75,6 +75,7 @@ t.test('route timeout overrides the plugin timeout, and 0 turns the watchdog off
   const started = Date.now()
   const short = await request(`${url}/short`)
   t.equal(short.statusCode, 504)
+  t.equal(JSON.parse(short.body).code, 'FST_ASYNC_ROUTE_TIMEOUT')
   t.ok(Date.now() - started < 3000, 'the route timeout, not the plugin one, applied')
 
   const off = request(`${url}/off`)
@@ -86,6 +87,17 @@ t.test('route timeout overrides the plugin timeout, and 0 turns the watchdog off
   const res = await off
   t.equal(res.statusCode, 200)
   t.equal(res.body, 'eventually')
+
+  // A route timeout longer than the plugin's: the plugin's does not cut it short.
+  const { url: url2 } = await startApp(t, { timeout: 50, closeGrace: 100 }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/longer', timeout: 10_000, handler (request, reply) { setTimeout(() => reply.finish('in time'), 300) } })
+    app.asyncRoute({ method: 'GET', url: '/inherits', handler (request, reply) { setTimeout(() => reply.finish('too late'), 300) } })
+  })
+  const longer = await request(`${url2}/longer`)
+  t.equal(longer.statusCode, 200)
+  t.equal(longer.body, 'in time')
+  const inherits = await request(`${url2}/inherits`)
+  t.equal(inherits.statusCode, 504, 'a route without its own timeout has the plugin\'s')
 })
 
 t.test('reply.setTimeout() re-arms the watchdog from now', async (t) => {
@@ -204,17 +216,11 @@ t.test('reply.setTimeout() after the reply ended does not arm anything', async (
 t.test('when the watchdog fires, a pending upstream request is cancelled', async (t) => {
   const upstream = await stalledUpstream(t)
   let fetchResult: { err: Error | null, res: unknown } | undefined
-  const { url } = await startApp(t, { timeout: 150 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (request, reply) {
-        reply.fetch(upstream.url, (err, res) => {
-          fetchResult = { err, res }
-          if (err !== null) return reply.fail(err)
-          reply.finish('unexpected')
-        })
-      }
+  const { url } = await startRoute(t, { timeout: 150 }, (request, reply) => {
+    reply.fetch(upstream.url, (err, res) => {
+      fetchResult = { err, res }
+      if (err !== null) return reply.fail(err)
+      reply.finish('unexpected')
     })
   })
   const res = await request(`${url}/`)
@@ -234,15 +240,9 @@ t.test('when the watchdog fires, an upstream body still being received is releas
     res.write('first chunk, and then nothing')
   })
   t.teardown(() => upstream.close())
-  const { url, logs } = await startApp(t, { timeout: 150 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (request, reply) {
-        await reply.fetch(upstream.url)
-        // The body is never read: the request stays in flight until the watchdog fires.
-      }
-    })
+  const { url, logs } = await startRoute(t, { timeout: 150 }, async (request, reply) => {
+    await reply.fetch(upstream.url)
+    // The body is never read: the request stays in flight until the watchdog fires.
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 504)
@@ -382,17 +382,11 @@ t.test('hang report: handlerSettled tells a returned handler from one still runn
 t.test('a fail() from a fetch callback cancelled by the watchdog is not a mistake: debug only', async (t) => {
   const upstream = await stalledUpstream(t)
   let called = false
-  const { url, logs } = await startApp(t, { timeout: 100 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (request, reply) {
-        reply.fetch(upstream.url, (err, res) => {
-          called = true
-          if (err !== null) return reply.fail(err)
-          reply.finish(String(res.statusCode))
-        })
-      }
+  const { url, logs } = await startRoute(t, { timeout: 100 }, (request, reply) => {
+    reply.fetch(upstream.url, (err, res) => {
+      called = true
+      if (err !== null) return reply.fail(err)
+      reply.finish(String(res.statusCode))
     })
   })
   const res = await request(`${url}/`)
@@ -458,14 +452,12 @@ t.test('onTimeout receives the hang report and may answer instead of the 504', a
 })
 
 t.test('onTimeout may fail the reply with its own error', async (t) => {
-  const { url } = await startApp(t, {
+  const { url } = await startRoute(t, {
     timeout: 100,
     onTimeout (request, reply) {
       reply.fail(Object.assign(new Error('upstream too slow, try later'), { statusCode: 503, code: 'MY_BUSY' }))
     }
-  }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', handler () {} })
-  })
+  }, () => {})
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 503)
   t.same(JSON.parse(res.body), { statusCode: 503, code: 'MY_BUSY', error: 'Service Unavailable', message: 'upstream too slow, try later' })
@@ -524,15 +516,9 @@ t.test('errors from a fetch callback or pipe() after the watchdog fired are igno
 })
 
 t.test('a malformed upstream URL with credentials is never echoed to the logs', async (t) => {
-  const { url, logs } = await startApp(t, { timeout: 1000, allowedOrigins: ['http://127.0.0.1:1'] }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      async handler (request, reply) {
-        await reply.fetch('http://bob:hunter2@[not-a-host/')
-        reply.finish('unreachable')
-      }
-    })
+  const { url, logs } = await startRoute(t, { timeout: 1000, allowedOrigins: ['http://127.0.0.1:1'] }, async (request, reply) => {
+    await reply.fetch('http://bob:hunter2@[not-a-host/')
+    reply.finish('unreachable')
   })
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 500)

@@ -4,7 +4,13 @@
 import { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import t from 'tap'
-import asyncRoute, { type AsyncRoutePluginOptions } from '../../plugin/index.js'
+import asyncRoute, {
+  type AsyncRouteHandler,
+  type AsyncRouteOptions,
+  type AsyncRouteOptionsWithUpstream,
+  type AsyncRoutePluginOptions
+} from '../../plugin/index.js'
+import type { Teardown } from './context.js'
 
 process.on('unhandledRejection', (reason) => {
   t.fail(`unhandled rejection: ${String((reason as Error)?.stack ?? reason)}`)
@@ -29,14 +35,12 @@ export interface TestApp {
   url: string
 }
 
-type Test = { teardown: (fn: () => unknown) => void }
-
 /**
  * Registers the plugin, lets `setup` declare routes, listens. The app is closed at teardown
  * (if the test did not close it).
  */
 export async function startApp (
-  test: Test,
+  test: Teardown,
   pluginOptions: AsyncRoutePluginOptions,
   setup: (app: FastifyInstance) => void | Promise<void>,
   fastifyOptions: FastifyServerOptions = {}
@@ -56,6 +60,28 @@ export async function startApp (
   const url = await app.listen({ port: 0, host: '127.0.0.1' })
   test.teardown(() => app.close())
   return { app, logs, url }
+}
+
+/** `GET /`'s options: a handler alone, or any route options less the method and url. */
+export type RouteOptions = Omit<AsyncRouteOptions, 'method' | 'url'>
+export type RouteOptionsWithUpstream = Omit<AsyncRouteOptionsWithUpstream, 'method' | 'url'>
+
+/**
+ * `startApp` with one route, `GET /` (what most tests need): `route` is its handler, or its
+ * options without `method` and `url`.
+ */
+export function startRoute (test: Teardown, pluginOptions: AsyncRoutePluginOptions, route: RouteOptionsWithUpstream, fastifyOptions?: FastifyServerOptions): Promise<TestApp>
+export function startRoute (test: Teardown, pluginOptions: AsyncRoutePluginOptions, route: AsyncRouteHandler | RouteOptions, fastifyOptions?: FastifyServerOptions): Promise<TestApp>
+export function startRoute (
+  test: Teardown,
+  pluginOptions: AsyncRoutePluginOptions,
+  route: AsyncRouteHandler | RouteOptions | RouteOptionsWithUpstream,
+  fastifyOptions: FastifyServerOptions = {}
+): Promise<TestApp> {
+  const options = typeof route === 'function' ? { handler: route } : route
+  return startApp(test, pluginOptions, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/', ...options } as AsyncRouteOptions)
+  }, fastifyOptions)
 }
 
 /** Log lines at exactly this level whose message includes `text`. */

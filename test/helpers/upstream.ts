@@ -2,6 +2,7 @@
 // prove a request never connected, or that no socket was leaked.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
+import type { Teardown } from './context.js'
 
 export interface Upstream {
   url: string
@@ -56,8 +57,6 @@ export async function refusedOrigin (): Promise<string> {
   return `http://127.0.0.1:${port}`
 }
 
-type Teardown = { teardown: (fn: () => unknown) => void }
-
 /** An upstream closed when the test ends. */
 export async function upstreamFor (test: Teardown, handler?: UpstreamHandler): Promise<Upstream> {
   const upstream = await startUpstream(handler)
@@ -72,6 +71,21 @@ export function readBody (req: IncomingMessage): Promise<string> {
     req.on('data', (chunk: Buffer) => chunks.push(chunk))
     req.on('end', () => resolve(Buffer.concat(chunks).toString()))
   })
+}
+
+/**
+ * An upstream that answers with what it received, as JSON ({ method, url, headers, body }),
+ * with `x-upstream: echo` and this status.
+ */
+export function echo (status = 200): UpstreamHandler {
+  return (req, res) => {
+    void readBody(req).then((body) => {
+      res.setHeader('content-type', 'application/json')
+      res.setHeader('x-upstream', 'echo')
+      res.statusCode = status
+      res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers, body }))
+    })
+  }
 }
 
 /** Resolves when the upstream's side of this request's connection has closed. */

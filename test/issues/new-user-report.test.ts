@@ -1,7 +1,7 @@
 // Regressions from a new user's report: close() with the defaults, a fire-and-forget fetch,
 // requests undici refuses before connecting, and a hang report that blamed a streaming reply.
 import t from 'tap'
-import { LEVEL, logsAt, startApp } from '../helpers/app.js'
+import { LEVEL, logsAt, startApp, startRoute } from '../helpers/app.js'
 import { request, sendOnly, sleep, waitFor } from '../helpers/client.js'
 import { upstreamFor } from '../helpers/upstream.js'
 
@@ -123,13 +123,7 @@ t.test('an upstream request undici refuses before connecting answers 500 FST_ASY
 })
 
 t.test('the hang report of a streaming reply says it was streaming, not that finish() was forgotten', async (t) => {
-  const { url, logs } = await startApp(t, { timeout: 150 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
-      handler (_request, reply) { reply.write('x'.repeat(208)) }
-    })
-  })
+  const { url, logs } = await startRoute(t, { timeout: 150 }, (_request, reply) => { reply.write('x'.repeat(208)) })
   const res = await request(`${url}/`)
   t.equal(res.complete, false, 'the stream was cut')
   const [line] = logsAt(logs, LEVEL.warn, 'not finished')
@@ -138,9 +132,7 @@ t.test('the hang report of a streaming reply says it was streaming, not that fin
 })
 
 t.test('a client that leaves first is logged once at info level, nothing above', async (t) => {
-  const { url, logs, app } = await startApp(t, {}, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', handler () {} })
-  })
+  const { url, logs, app } = await startRoute(t, {}, () => {})
   const req = await sendOnly(`${url}/`)
   await waitFor(() => app.asyncRoute.stats().pending === 1, 2000, 'the reply to be pending')
   req.destroy()
@@ -150,9 +142,7 @@ t.test('a client that leaves first is logged once at info level, nothing above',
 })
 
 t.test('with pluginTimeout 0 (no hook limit) the grace is waited for in preClose as before', async (t) => {
-  const { app, url } = await startApp(t, { closeGrace: 200, timeout: 0 }, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', handler () {} })
-  }, { pluginTimeout: 0 })
+  const { app, url } = await startRoute(t, { closeGrace: 200, timeout: 0 }, () => {}, { pluginTimeout: 0 })
   const hanging = request(`${url}/`)
   await waitFor(() => app.asyncRoute.stats().pending === 1, 2000, 'the reply to be pending')
   await t.resolves(app.close())
