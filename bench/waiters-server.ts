@@ -4,7 +4,7 @@
 // a POST that ends every held reply with the same JSON the chat sends, 1,000 per turn of
 // the event loop like the chat. Both listen on
 // 127.0.0.1 (HTTP/1.1, or h2c with many streams per session). IPC: 'count' → how many replies
-// wait, 'measure' → memory after GC (and a heap snapshot in $WAITERS_SNAPSHOT, when set).
+// wait (and when the last one was answered), 'measure' → memory after GC (and a heap snapshot in $WAITERS_SNAPSHOT, when set).
 import { writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector'
 import { writeHeapSnapshot } from 'node:v8'
@@ -41,6 +41,7 @@ if (variant === 'chat') {
   const bare = Fastify(fastify)
   const held = new Set<FastifyReply>()
   let lastId = 0
+  let unanswered = 0 // woken, not yet answered
   bare.get('/', (_request, reply) => { reply.type('text/html').send('<!doctype html>') })
   bare.get('/a/message/updates', (_request, reply) => {
     reply.hijack()
@@ -52,25 +53,42 @@ if (variant === 'chat') {
     const length = Buffer.byteLength(body)
     const woken = [...held]
     held.clear()
+    unanswered += woken.length
     const wake = (from: number): void => { // 1,000 per turn of the event loop, as the chat does
       for (const reply of woken.slice(from, from + 1_000)) {
         reply.raw.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': length })
         reply.raw.end(body)
+        unanswered--
       }
       if (from + 1_000 < woken.length) setImmediate(wake, from + 1_000)
     }
     wake(0)
     return message
   })
-  count = () => ({ waiting: held.size, pending: held.size })
+  count = () => ({ waiting: held.size, pending: held.size + unanswered })
   app = bare
 } else {
   throw new Error(`unknown variant ${String(variant)}`)
 }
 
+// When the last reply held was answered (written to its socket or stream): whether the
+// server or the client is the slower side of a wake-all.
+let answeredAllAt = 0
+let holding = false
+let onAnsweredAll = (): void => {}
+setInterval(() => {
+  const { pending } = count()
+  if (pending > 0) holding = true
+  else if (holding) {
+    holding = false
+    answeredAllAt = performance.timeOrigin + performance.now()
+    onAnsweredAll()
+  }
+}, 5).unref()
+
 process.on('message', (message) => {
   if (message === 'count') {
-    process.send?.(count())
+    process.send?.({ ...count(), answeredAllAt })
   } else if (message === 'measure') {
     for (let i = 0; i < 4; i++) gc()
     const { heapUsed, rss } = process.memoryUsage()
@@ -83,7 +101,8 @@ process.on('message', (message) => {
 process.on('disconnect', () => process.exit(0))
 process.on('SIGTERM', () => process.exit(0))
 
-// WAITERS_CPU_PROF=dir: a CPU profile of each publish (the POST, which wakes every waiter).
+// WAITERS_CPU_PROF=dir: a CPU profile of each publish, from the POST until every waiting
+// reply was answered.
 const profileDir = process.env.WAITERS_CPU_PROF
 if (profileDir !== undefined && profileDir !== '') {
   const session = new Session()
@@ -95,11 +114,11 @@ if (profileDir !== undefined && profileDir !== '') {
   app.addHook('onRequest', async (request) => {
     if (request.method === 'POST') await post('Profiler.start')
   })
-  app.addHook('onResponse', async (request) => {
-    if (request.method !== 'POST') return
-    const { profile } = await post('Profiler.stop') as { profile: unknown }
-    writeFileSync(`${profileDir}/${variant}-${protocol}-${Date.now()}.cpuprofile`, JSON.stringify(profile))
-  })
+  onAnsweredAll = () => {
+    void post('Profiler.stop').then(({ profile }: { profile: unknown }) => {
+      writeFileSync(`${profileDir}/${variant}-${protocol}-${Date.now()}.cpuprofile`, JSON.stringify(profile))
+    })
+  }
 }
 
 await app.listen({ port: 0, host: '127.0.0.1', backlog: 4096 })

@@ -95,9 +95,9 @@ async function publish (protocol: 'h1' | 'h2', port: number, body: string): Prom
   return (JSON.parse(text) as { id: number }).id
 }
 
-interface Memory { heapUsed: number, rss: number, waiting: number, pending: number }
+interface Memory { heapUsed: number, rss: number, waiting: number, pending: number, answeredAllAt: number }
 interface Report { polls: number, answers: number, delivered: number, lost: number, duplicated: number, wrong: number, errors: number, firstAt: number, medianAt: number, lastAt: number }
-interface Result { heapPer: number, rssPer: number, held: number, openMs: number, publishMs: number, firstMs: number, medianMs: number, wakeAllMs: number, report: Report, leftAfter: number }
+interface Result { heapPer: number, rssPer: number, held: number, openMs: number, publishMs: number, serverMs: number, firstMs: number, medianMs: number, wakeAllMs: number, report: Report, leftAfter: number }
 
 /** Opens `n` polls, waits until the server holds them all, publishes, collects. */
 async function round (server: Child, client: Child, protocol: 'h1' | 'h2', port: number, n: number, cursor: number, measure: boolean): Promise<Omit<Result, 'heapPer' | 'rssPer'> & { loaded?: Memory }> {
@@ -120,6 +120,7 @@ async function round (server: Child, client: Child, protocol: 'h1' | 'h2', port:
     held,
     openMs: opened.openMs,
     publishMs,
+    serverMs: left.answeredAllAt - publishedAt,
     firstMs: report.firstAt - publishedAt,
     medianMs: report.medianAt - publishedAt,
     wakeAllMs: report.lastAt - publishedAt,
@@ -177,10 +178,10 @@ for (const plan of plans) {
   const bare = results.bare as Result
   const chat = results.chat as Result
   console.log(`## ${plan.label}\n`)
-  console.log('| server | held | heap / waiter | RSS / waiter | publish answered | first / median / last client has it | delivered | lost | duplicated | left waiting |')
-  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+  console.log('| server | held | heap / waiter | RSS / waiter | publish answered | server answered all | first / median / last client has it | delivered | lost | duplicated | left waiting |')
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
   for (const [name, r] of [['bare: `hijack()` + a Set', bare], ['chat example (asyncRoute)', chat]] as const) {
-    console.log(`| ${name} | ${count(r.held)} | ${kib(r.heapPer)} | ${kib(r.rssPer)} | ${ms(r.publishMs)} | ${ms(r.firstMs)} / ${ms(r.medianMs)} / **${ms(r.wakeAllMs)}** | ${count(r.report.delivered)} | ${r.report.lost} | ${r.report.duplicated} | ${r.leftAfter} |`)
+    console.log(`| ${name} | ${count(r.held)} | ${kib(r.heapPer)} | ${kib(r.rssPer)} | ${ms(r.publishMs)} | ${ms(r.serverMs)} | ${ms(r.firstMs)} / ${ms(r.medianMs)} / **${ms(r.wakeAllMs)}** | ${count(r.report.delivered)} | ${r.report.lost} | ${r.report.duplicated} | ${r.leftAfter} |`)
   }
   const overhead = chat.heapPer - bare.heapPer
   const target = TARGETS[plan.protocol]

@@ -44,14 +44,14 @@ export interface Message {
 export class MessageBuffer {
   readonly cache: Message[] = []
   /** Each waiting reply, with the cursor it waits after. */
-  private waiters = new Map<AsyncReply, number>()
-  private lastId = 0
+  #waiters = new Map<AsyncReply, number>()
+  #lastId = 0
 
   constructor (readonly size = 200) {}
 
   /** How many replies are waiting for a message. */
   get waiting (): number {
-    return this.waiters.size
+    return this.#waiters.size
   }
 
   /**
@@ -59,18 +59,18 @@ export class MessageBuffer {
    * than anything here comes from before a restart of the server: the page gets everything.
    */
   since (cursor: number): Message[] {
-    if (cursor > this.lastId) cursor = 0
+    if (cursor > this.#lastId) cursor = 0
     const first = this.cache.findIndex((message) => message.id > cursor)
     return first === -1 ? [] : this.cache.slice(first)
   }
 
   /** Keeps `reply` open until a message newer than `cursor` exists. */
   wait (reply: AsyncReply, cursor: number): void {
-    this.waiters.set(reply, cursor > this.lastId ? 0 : cursor)
+    this.#waiters.set(reply, cursor > this.#lastId ? 0 : cursor)
   }
 
   leave (reply: AsyncReply): void {
-    this.waiters.delete(reply)
+    this.#waiters.delete(reply)
   }
 
   /**
@@ -80,11 +80,11 @@ export class MessageBuffer {
    * while the rest are being written, and other requests are served in between.
    */
   add (body: string): Message {
-    const message: Message = { id: ++this.lastId, body, at: Date.now() }
+    const message: Message = { id: ++this.#lastId, body, at: Date.now() }
     this.cache.push(message)
     if (this.cache.length > this.size) this.cache.splice(0, this.cache.length - this.size)
-    const woken = this.waiters
-    this.waiters = new Map()
+    const woken = this.#waiters
+    this.#waiters = new Map()
     this.#wake(woken.entries())
     return message
   }
