@@ -8,13 +8,17 @@ import type { AsyncReply, HangReport, UpstreamRequest, UpstreamResponse } from '
 export interface PluginContext {
   readonly dispatcher: Dispatcher
   readonly timeout: number
-  readonly onTimeout: ((request: FastifyRequest, reply: AsyncReply, report: HangReport) => void) | null
+  readonly onTimeout: WatchdogHook | null
+  /** ms; `0`: off. */
+  readonly warnUnfinished: number
   /** `null` when any origin may be reached. */
   readonly allowedOrigins: ReadonlySet<string> | null
   /** HTTP/2 responses have no socket of their own and refuse connection-specific headers. */
   readonly http2: boolean
   readonly registry: Registry
 }
+
+export type WatchdogHook = (request: FastifyRequest, reply: AsyncReply, report: HangReport) => void
 
 export type UpstreamTarget = string | URL | UpstreamRequest
 
@@ -25,6 +29,10 @@ export interface RouteContext {
   readonly instance: FastifyInstance
   readonly handler: UserFunction
   readonly timeout: number
+  /** The route's `onWatchdog`, else the plugin's `onTimeout`. */
+  readonly onWatchdog: WatchdogHook | null
+  /** ms; `0`: off. */
+  readonly warnUnfinished: number
   /** `null` when the route has no `upstream` step. */
   readonly upstream: UpstreamTarget | ((request: FastifyRequest) => UpstreamTarget | Promise<UpstreamTarget>) | null
   readonly onUpstreamError: UserFunction | null

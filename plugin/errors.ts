@@ -11,8 +11,16 @@ export const TimeoutError = createError(
 export const UpstreamError = createError(
   'FST_ASYNC_ROUTE_UPSTREAM_ERROR', 'The upstream request failed', 502)
 
+/** A kind of `UpstreamError`: `instanceof UpstreamError` holds for both. */
 export const UpstreamTimeoutError = createError(
-  'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT', 'The upstream request timed out', 504)
+  'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT', 'The upstream request timed out', 504, UpstreamError as unknown as ErrorConstructor)
+
+/**
+ * undici refused the request before connecting (a header, method or body it does not accept):
+ * the caller's request is wrong, no upstream is to blame. undici's reason stays in `cause`.
+ */
+export const BadUpstreamRequestError = createError(
+  'FST_ASYNC_ROUTE_BAD_UPSTREAM_REQUEST', 'The upstream request is invalid', 500)
 
 export const OriginDeniedError = createError(
   'FST_ASYNC_ROUTE_ORIGIN_DENIED', 'The upstream origin is not allowed', 500)
@@ -37,6 +45,9 @@ const TIMEOUT_CODES = new Set([
   'ETIMEDOUT'
 ])
 
+// undici's codes for a request it refuses before anything is sent.
+const REFUSED_CODES = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED'])
+
 const OWN_CODE_PREFIX = 'FST_ASYNC_ROUTE_'
 
 function codeOf (error: unknown): string | undefined {
@@ -48,6 +59,7 @@ function codeOf (error: unknown): string | undefined {
 export function toUpstreamError (error: unknown): Error {
   const code = codeOf(error)
   if (code?.startsWith(OWN_CODE_PREFIX) === true) return error as Error
+  if (code !== undefined && REFUSED_CODES.has(code)) return new BadUpstreamRequestError({ cause: error })
   return code !== undefined && TIMEOUT_CODES.has(code)
     ? new UpstreamTimeoutError({ cause: error })
     : new UpstreamError({ cause: error })

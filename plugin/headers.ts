@@ -1,7 +1,6 @@
 // Which upstream response headers `pipe` may relay to the client: never the hop-by-hop ones,
 // nor those the upstream's `connection` header names.
 import type { OutgoingHttpHeaders } from 'node:http'
-import { util as undiciUtil } from 'undici'
 import type { UpstreamResponse } from './types.js'
 
 /**
@@ -49,29 +48,4 @@ function withoutNamed (out: OutgoingHttpHeaders, connection: string | string[]):
     if (!named.has(name)) kept[name] = out[name]
   }
   return kept
-}
-
-/** Like `forwardableHeaders`, from undici's raw `[name, value, …]` list, in one pass. */
-export function forwardableRawHeaders (raw: Buffer[]): OutgoingHttpHeaders {
-  const out: OutgoingHttpHeaders = {}
-  let connection: string | undefined
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = undiciUtil.headerNameToString(raw[i] as Buffer)
-    if (HOP_BY_HOP.has(name)) {
-      if (name === 'connection') connection = connection === undefined ? (raw[i + 1] as Buffer).toString('latin1') : `${connection},${(raw[i + 1] as Buffer).toString('latin1')}`
-      continue
-    }
-    // Assigning `__proto__` would not create a header (forwardableHeaders drops it the same way).
-    if (name === '__proto__') continue
-    const value = (raw[i + 1] as Buffer).toString('latin1')
-    const previous = out[name]
-    if (previous === undefined) {
-      out[name] = value
-    } else if (Array.isArray(previous)) {
-      previous.push(value)
-    } else {
-      out[name] = [String(previous), value]
-    }
-  }
-  return connection === undefined ? out : withoutNamed(out, connection)
 }

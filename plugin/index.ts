@@ -14,6 +14,7 @@ export {
   TimeoutError,
   UpstreamError,
   UpstreamTimeoutError,
+  BadUpstreamRequestError,
   OriginDeniedError,
   ClosingError,
   CancelledError,
@@ -61,6 +62,7 @@ function plugin (fastify: FastifyInstance, options: AsyncRoutePluginOptions, don
     dispatcher: resolved.dispatcher ?? new Agent(),
     timeout: resolved.timeout,
     onTimeout: resolved.onTimeout ?? null,
+    warnUnfinished: resolved.warnUnfinished,
     allowedOrigins: resolved.allowedOrigins,
     http2: fastify.initialConfig.http2 === true,
     registry
@@ -70,10 +72,13 @@ function plugin (fastify: FastifyInstance, options: AsyncRoutePluginOptions, don
   asyncRoute.stats = () => registry.stats()
   fastify.decorate('asyncRoute', asyncRoute)
 
-  if (resolved.warnUnfinished > 0) registry.watchIdle(resolved.warnUnfinished)
   // Fastify's server.close() waits for open connections before onClose hooks run, so the
-  // grace must start in preClose, or a pending reply would hold close() forever.
-  fastify.addHook('preClose', (hookDone) => registry.close(resolved.closeGrace, hookDone))
+  // grace must start in preClose, or a pending reply would hold close() forever. Fastify
+  // bounds each preClose hook by its pluginTimeout: the hook returns before that, and the
+  // rest of the grace runs while server.close() waits for the pending replies' connections.
+  const pluginTimeout = fastify.initialConfig.pluginTimeout as number
+  const hookBudget = pluginTimeout > 0 ? pluginTimeout - Math.min(1000, Math.floor(pluginTimeout / 2)) : Infinity
+  fastify.addHook('preClose', (hookDone) => registry.close(resolved.closeGrace, hookBudget, hookDone))
   if (ownsDispatcher) fastify.addHook('onClose', async () => await closeDispatcher(context.dispatcher))
   done()
 }

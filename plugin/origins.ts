@@ -23,8 +23,3 @@ export function refusal (reply: AsyncReplyImpl, url: string | URL): Error | null
   }
   return null
 }
-
-/** The request target of a URL, as undici's dispatch options want it. */
-export function pathOf (url: URL): string {
-  return url.search === '' ? url.pathname : url.pathname + url.search
-}

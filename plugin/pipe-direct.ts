@@ -1,19 +1,20 @@
 // `pipe(url)`: the request is dispatched with a handler that writes the upstream answer
 // straight into the response — the fast path, at the speed of a bare Node forwarder.
-import { Dispatcher } from 'undici'
+import type { IncomingHttpHeaders } from 'node:http'
 import { CancelledError, toUpstreamError, UpstreamError } from './errors.js'
-import { forwardableRawHeaders } from './headers.js'
-import { pathOf, refusal } from './origins.js'
+import { forwardableHeaders } from './headers.js'
+import { refusal } from './origins.js'
 import type { AsyncReplyImpl } from './reply.js'
 import type { FetchOptions } from './types.js'
+import { splitUrl, StreamingRequest, type Dispatcher, type DispatchOptions } from './undici-adapter.js'
 import type { Releasable } from './watchdog.js'
 
 /**
- * Request options the direct path passes to `dispatch` as they are (`signal` and `dispatcher`
- * are the plugin's own, as for `fetch`). Anything else (a streamed body, `onInfo`,
- * `responseHeaders`, …) takes the general path: `fetch` and then `pipe(res)`.
+ * Request options the direct path passes to `dispatch` as they are (`dispatcher` is the
+ * plugin's own, as for `fetch`). Anything else (a caller's `signal`, a streamed
+ * body, `onInfo`, `responseHeaders`, …) takes the general path: `fetch` and then `pipe(res)`.
  */
-const DIRECT_OPTIONS = new Set(['method', 'headers', 'body', 'query', 'headersTimeout', 'bodyTimeout', 'signal', 'dispatcher'])
+const DIRECT_OPTIONS = new Set(['method', 'headers', 'body', 'query', 'headersTimeout', 'bodyTimeout', 'dispatcher'])
 
 export function isDirect (options: FetchOptions | undefined): boolean {
   if (options === undefined) return true
@@ -38,15 +39,14 @@ const DONE = 3 // complete, failed or cancelled
  * straight into the Node response, pausing the upstream while the client's socket is full.
  * No Readable, no AbortController, no promise per step: the ceiling of a bare Node forwarder.
  */
-class DirectPipe implements Releasable, Dispatcher.DispatchHandler {
+class DirectPipe extends StreamingRequest implements Releasable {
   readonly method: string
   readonly url: string | URL
   readonly startedAt = Date.now()
   readonly reply: AsyncReplyImpl
   readonly #resolve: () => void
   #state = WAITING
-  #abort: ((error?: Error) => void) | null = null
-  #resume: (() => void) | null = null
+  #resumeOnDrain: (() => void) | null = null
   /** Set when the reply ended the request: its error is expected, not reported. */
   #cancelled = false
   /** Errors that undici reports synchronously, from inside `dispatch`, are reported a tick later. */
@@ -54,6 +54,7 @@ class DirectPipe implements Releasable, Dispatcher.DispatchHandler {
   #discarded = 0
 
   constructor (reply: AsyncReplyImpl, method: string, url: string | URL, resolve: () => void) {
+    super()
     this.reply = reply
     this.method = method
     this.url = url
@@ -68,68 +69,59 @@ class DirectPipe implements Releasable, Dispatcher.DispatchHandler {
       this.#state = DETACHED
       return
     }
-    this.#cancel()
+    this.#stop()
   }
 
-  onConnect (abort: (error?: Error) => void): void {
-    if (this.#cancelled) {
-      abort()
-      return
-    }
-    this.#abort = abort
-  }
-
-  onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
-    // 1xx informational answers are not relayed (request()'s default, without `onInfo`).
-    if (statusCode < 200) return true
+  protected received (statusCode: number, headers: IncomingHttpHeaders): void {
     const reply = this.reply
     const raw = reply.raw
     if (!raw.headersSent) {
       try {
-        reply.writeUpstreamHead(statusCode, forwardableRawHeaders(rawHeaders))
+        reply.writeUpstreamHead(statusCode, forwardableHeaders(headers))
       } catch (error) {
         // Same as pipe(res): an upstream head Node refuses to relay is a bad upstream response.
         for (const name of raw.getHeaderNames()) raw.removeHeader(name)
         this.#state = DETACHED
         reply.failByPlugin(new UpstreamError({ cause: error }))
-        return false
+        return
       }
     }
     if (reply.request.method === 'HEAD') {
       this.#state = DETACHED
       reply.finishPiped()
-      return true
+      return
     }
     this.#state = STREAMING
-    this.#resume = resume
-    return true
   }
 
-  onData (chunk: Buffer): boolean {
+  protected chunk (chunk: Buffer): boolean {
     if (this.#state !== STREAMING) {
       this.#discarded += chunk.length
-      if (this.#discarded > DISCARD_LIMIT) this.#cancel()
+      if (this.#discarded > DISCARD_LIMIT) this.#stop()
       return true
     }
     const reply = this.reply
     reply.bytesWritten += chunk.length
     if (reply.raw.write(chunk)) return true
-    reply.raw.once('drain', this.#resume as () => void)
+    // Backpressure: resume once the client's socket drained (one bound function per pipe).
+    this.#resumeOnDrain ??= () => this.resume()
+    reply.raw.once('drain', this.#resumeOnDrain)
     return false
   }
 
-  onComplete (): void {
+  protected completed (): void {
     const streaming = this.#state === STREAMING
     this.#done()
     if (streaming) this.reply.finishPiped()
   }
 
-  onError (error: Error): void {
+  protected failed (error: Error): void {
     if (this.#dispatching) {
-      queueMicrotask(() => this.onError(error))
+      queueMicrotask(() => this.failed(error))
       return
     }
     const state = this.#state
+    if (state === DONE) return
     this.#done()
     if (state === DETACHED) return
     if (this.#cancelled) {
@@ -146,12 +138,12 @@ class DirectPipe implements Releasable, Dispatcher.DispatchHandler {
     this.#dispatching = false
   }
 
-  #cancel (): void {
+  #stop (): void {
     this.#cancelled = true
-    this.#abort?.()
+    this.cancel()
   }
 
-  /** undici calls exactly one of onComplete and onError. */
+  /** undici reports exactly one of the end and an error. */
   #done (): void {
     this.#state = DONE
     this.reply.inflight?.delete(this)
@@ -175,11 +167,7 @@ export function pipeDirect (reply: AsyncReplyImpl, url: string | URL, options: F
   const done = new Promise<void>((_resolve) => { resolve = _resolve })
   const pipe = new DirectPipe(reply, method, url, resolve)
   reply.track(pipe)
-  const dispatchOptions: Dispatcher.DispatchOptions = {
-    origin: target.origin,
-    path: pathOf(target),
-    method: method as Dispatcher.HttpMethod
-  }
+  const dispatchOptions: DispatchOptions = { ...splitUrl(target), method: method as Dispatcher.HttpMethod }
   if (options !== undefined) {
     if (options.headers !== undefined) dispatchOptions.headers = options.headers
     if (options.body !== undefined) dispatchOptions.body = options.body
@@ -187,12 +175,7 @@ export function pipeDirect (reply: AsyncReplyImpl, url: string | URL, options: F
     if (options.headersTimeout !== undefined) dispatchOptions.headersTimeout = options.headersTimeout
     if (options.bodyTimeout !== undefined) dispatchOptions.bodyTimeout = options.bodyTimeout
   }
-  try {
-    plugin.dispatcher.dispatch(dispatchOptions, pipe)
-  } catch (error) {
-    // undici's own dispatchers report through onError; another dispatcher may throw.
-    pipe.onError(error as Error)
-  }
+  pipe.dispatchOn(plugin.dispatcher, dispatchOptions)
   pipe.dispatched()
   return done
 }

@@ -2,14 +2,14 @@
 // ended, the diagnostics channels, and the graceful close.
 import diagnostics from 'node:diagnostics_channel'
 import type { FastifyRequest } from 'fastify'
-import type { AsyncRouteStats, HangReport, PendingReply } from './types.js'
+import type { AsyncRouteStats, HangReport, PendingReply, ReplyOutcome } from './types.js'
 
 export const timeoutChannel = diagnostics.channel('fastify-async-route:timeout')
 export const abortChannel = diagnostics.channel('fastify-async-route:abort')
 export const finishChannel = diagnostics.channel('fastify-async-route:finish')
 
 /** How a reply ended: the first way counts. */
-export type Outcome = 'finished' | 'timedOut' | 'aborted' | 'failed'
+export type Outcome = ReplyOutcome
 
 /** What the registry needs of a reply. */
 export interface Tracked {
@@ -18,8 +18,8 @@ export interface Tracked {
   hangReport (now: number): HangReport
   /** Ends the reply because the close grace ran out. */
   endForClose (): void
-  /** Logs the "did you forget finish()?" warning if the reply has been idle for `ms`. */
-  checkIdle (now: number, ms: number): void
+  /** Logs the "did you forget finish()?" warning if the reply has been idle for its route's delay. */
+  checkIdle (now: number): void
 }
 
 export class Registry {
@@ -33,6 +33,7 @@ export class Registry {
   #inGrace = false
   #onDrained: (() => void) | null = null
   #idleSweep: NodeJS.Timeout | null = null
+  #sweepEvery = Infinity
 
   get closing (): boolean {
     return this.#closing
@@ -82,34 +83,54 @@ export class Registry {
     }
   }
 
-  /** Checks open replies for the `warnUnfinished` hint every quarter of its delay. */
+  /**
+   * Checks open replies for the `warnUnfinished` hint, every quarter of the shortest delay a
+   * route asked for (10 ms to 1 s): one timer for the registration, none per reply.
+   */
   watchIdle (ms: number): void {
     const every = Math.max(10, Math.min(1000, Math.floor(ms / 4)))
+    if (every >= this.#sweepEvery || this.#closing) return
+    this.#sweepEvery = every
+    if (this.#idleSweep !== null) clearInterval(this.#idleSweep)
     this.#idleSweep = setInterval(() => {
       const now = Date.now()
-      for (const reply of this.#open) reply.checkIdle(now, ms)
+      for (const reply of this.#open) reply.checkIdle(now)
     }, every)
     this.#idleSweep.unref()
   }
 
   /**
    * Starts the graceful close: waits up to `grace` ms for open replies, then ends the rest.
-   * Calls `done` as soon as nothing is open.
+   * Calls `done` as soon as nothing is open, or after `hookBudget` ms if that comes first:
+   * the grace goes on without it (Fastify's server.close() then waits for the connections
+   * the pending replies hold), so that a hook time limit shorter than the grace never fails
+   * close().
    */
-  close (grace: number, done: () => void): void {
+  close (grace: number, hookBudget: number, done: () => void): void {
     this.#closing = true
     if (this.#idleSweep !== null) clearInterval(this.#idleSweep)
     if (this.#open.size === 0) return done()
     this.#inGrace = true
-    const timer = setTimeout(() => {
+    let hookTimer: NodeJS.Timeout | null = null
+    const release = (): void => {
+      if (hookTimer !== null) clearTimeout(hookTimer)
+      hookTimer = null
+      const callback = done
+      done = noop
+      callback()
+    }
+    const graceTimer = setTimeout(() => {
       this.#inGrace = false
       for (const reply of [...this.#open]) reply.endForClose()
     }, grace)
+    if (hookBudget < grace) hookTimer = setTimeout(release, hookBudget)
     this.#onDrained = () => {
       this.#onDrained = null
       this.#inGrace = false
-      clearTimeout(timer)
-      done()
+      clearTimeout(graceTimer)
+      release()
     }
   }
 }
+
+function noop (): void {}

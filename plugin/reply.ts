@@ -6,7 +6,7 @@ import { bodyType, byteLength, encodeBody, isBytes, JSON_TYPE, OCTET, TEXT } fro
 import type { RouteContext } from './context.js'
 import { ClientGoneError, ClosingError, isUpstreamFailure, TimeoutError, toUpstreamError } from './errors.js'
 import { timeoutChannel, type Outcome, type Tracked } from './registry.js'
-import type { AsyncReply, FetchCallback, FetchOptions, HangReport, PendingReply, UpstreamRequest, UpstreamResponse } from './types.js'
+import type { AsyncReply, AsyncRouteError, FetchCallback, FetchOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
 import { fetchUpstream, pipeUpstream } from './upstream.js'
 import { checkDuration, describeHang, describeInflight, type Releasable } from './watchdog.js'
 
@@ -24,7 +24,7 @@ type EndState = typeof OPEN | typeof FINISHED | typeof FAILED_BY_HANDLER | typeo
 const RESOLVED = Promise.resolve()
 
 /** A fetch callback that only takes the error (see the `fetch` overloads in types.ts). */
-type ErrorFirstCallback = (err: Error | null) => unknown
+type ErrorFirstCallback = (err: AsyncRouteError | null) => unknown
 
 // The reply behind a Node response, for the shared `close` listener (no closure per request).
 const kReply = Symbol('fastify-async-route.reply')
@@ -44,6 +44,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
   #timedOut = false
   #controller: AbortController | null = null
   #closeListeners: Array<() => void> | null = null
+  #endListeners: Array<(outcome: Outcome) => void> | null = null
   #timer: NodeJS.Timeout | null = null
   #warnedIdle = false
   /** What every pending `flush()` waits for when the socket buffer is full. */
@@ -216,7 +217,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
     )
   }
 
-  pipe (source: UpstreamResponse | string | URL | UpstreamRequest, options?: FetchOptions): Promise<void> {
+  pipe (source: UpstreamResponse | string | URL | UpstreamRequest, options?: PipeOptions): Promise<void> {
     return pipeUpstream(this, source, options)
   }
 
@@ -233,6 +234,16 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
     if (this.#state === OPEN) {
       this.#closeListeners ??= []
       this.#closeListeners.push(fn)
+    }
+    return this
+  }
+
+  onEnd (fn: (outcome: Outcome) => void): this {
+    if (typeof fn !== 'function') throw new TypeError('reply.onEnd() takes a function')
+    if (this.#state === OPEN) {
+      (this.#endListeners ??= []).push(fn)
+    } else {
+      this.#runListener(fn, outcomeOf(this.#state, this.#timedOut), 'onEnd')
     }
     return this
   }
@@ -281,17 +292,13 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
   /** The client left before the reply was finished. */
   clientGone (): void {
     if (this.#state !== OPEN) return
-    this.#end(ABORTED, new ClientGoneError())
+    // nginx's 499: worth a line, not an alarm.
+    this.request.log.info('the client closed the connection before the reply was finished')
     const listeners = this.#closeListeners
-    if (listeners === null) return
     this.#closeListeners = null
-    for (const fn of listeners) {
-      try {
-        fn()
-      } catch (error) {
-        this.request.log.error({ err: error }, 'reply.onClose() callback threw')
-      }
-    }
+    this.#end(ABORTED, new ClientGoneError())
+    if (listeners === null) return
+    for (const fn of listeners) this.#runListener(fn, undefined, 'onClose')
   }
 
   /** Ends the reply for a failure the handler did not report itself (throw, upstream error). */
@@ -310,12 +317,12 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
     const now = Date.now()
     const report = this.hangReport(now)
     const log = this.request.log
-    log.warn({ report }, describeHang(report.elapsedMs, report.handlerSettled, report.headersSent, report.inflight))
+    log.warn({ report }, describeHang(report, now - this.lastActivity))
     if (timeoutChannel.hasSubscribers) timeoutChannel.publish({ request: this.request, report })
-    const onTimeout = this.route.plugin.onTimeout
-    if (onTimeout !== null) {
+    const onWatchdog = this.route.onWatchdog
+    if (onWatchdog !== null) {
       try {
-        onTimeout(this.request, this, report)
+        onWatchdog(this.request, this, report)
       } catch (error) {
         log.error({ err: error }, 'onTimeout threw')
       }
@@ -349,8 +356,9 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
     }
   }
 
-  checkIdle (now: number, ms: number): void {
-    if (this.#warnedIdle || !this.handlerSettled || (this.inflight !== null && this.inflight.size > 0)) return
+  checkIdle (now: number): void {
+    const ms = this.route.warnUnfinished
+    if (ms === 0 || this.#warnedIdle || !this.handlerSettled || (this.inflight !== null && this.inflight.size > 0)) return
     if (now - this.lastActivity < ms) return
     this.#warnedIdle = true
     this.request.log.warn(
@@ -445,7 +453,21 @@ export class AsyncReplyImpl implements AsyncReply, Tracked {
     if (this.inflight !== null) {
       for (const request of this.inflight) request.release(abnormal)
     }
-    this.route.plugin.registry.end(this, outcomeOf(state, this.#timedOut))
+    const outcome = outcomeOf(state, this.#timedOut)
+    this.route.plugin.registry.end(this, outcome)
+    const listeners = this.#endListeners
+    if (listeners === null) return
+    this.#endListeners = null
+    for (const fn of listeners) this.#runListener(fn, outcome, 'onEnd')
+  }
+
+  /** Runs a user's onClose/onEnd callback: a throw is logged, never raised. */
+  #runListener (fn: (outcome: Outcome) => void, outcome: Outcome | undefined, name: string): void {
+    try {
+      fn(outcome as Outcome)
+    } catch (error) {
+      this.request.log.error({ err: error }, `reply.${name}() callback threw`)
+    }
   }
 }
 

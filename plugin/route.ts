@@ -1,7 +1,7 @@
 // Turns `asyncRoute` options into an ordinary Fastify route whose handler hijacks the reply,
 // runs the `upstream` step and the user's handler, and turns their throws into `fail`.
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
-import type { PluginContext, RouteContext, UpstreamTarget, UserFunction } from './context.js'
+import type { PluginContext, RouteContext, UpstreamTarget, UserFunction, WatchdogHook } from './context.js'
 import { AsyncReplyImpl, isPromise } from './reply.js'
 import type { AsyncRouteOptions, UpstreamResponse } from './types.js'
 import { fetchUpstream, splitRequest } from './upstream.js'
@@ -13,7 +13,7 @@ export function createAsyncRoute (plugin: PluginContext, owner: FastifyInstance)
     if (options === null || typeof options !== 'object') {
       throw new TypeError('asyncRoute() takes a route options object')
     }
-    const { handler, timeout, upstream, onUpstreamError, ...routeOptions } = options
+    const { handler, timeout, upstream, onUpstreamError, onWatchdog, warnUnfinished, ...routeOptions } = options
     if (typeof handler !== 'function') {
       throw new TypeError(`asyncRoute(): "handler" must be a function (${String(options.method)} ${String(options.url)})`)
     }
@@ -23,14 +23,22 @@ export function createAsyncRoute (plugin: PluginContext, owner: FastifyInstance)
     if (onUpstreamError !== undefined && typeof onUpstreamError !== 'function') {
       throw new TypeError('asyncRoute(): "onUpstreamError" must be a function')
     }
+    if (onWatchdog !== undefined && typeof onWatchdog !== 'function') {
+      throw new TypeError('asyncRoute(): "onWatchdog" must be a function (request, reply, report)')
+    }
     const route: RouteContext = {
       plugin,
       instance,
       handler: handler as UserFunction,
       timeout: timeout === undefined ? plugin.timeout : checkDuration('asyncRoute(): "timeout"', timeout),
+      onWatchdog: (onWatchdog as WatchdogHook | undefined) ?? plugin.onTimeout,
+      warnUnfinished: warnUnfinished === undefined
+        ? plugin.warnUnfinished
+        : warnUnfinished === false ? 0 : checkDuration('asyncRoute(): "warnUnfinished"', warnUnfinished),
       upstream: upstream ?? null,
       onUpstreamError: (onUpstreamError as UserFunction | undefined) ?? null
     }
+    if (route.warnUnfinished > 0) plugin.registry.watchIdle(route.warnUnfinished)
     instance.route({
       ...(routeOptions as RouteOptions),
       handler (request: FastifyRequest, reply: FastifyReply) {

@@ -22,17 +22,37 @@ import type { Dispatcher } from 'undici'
 export type UpstreamResponse = Dispatcher.ResponseData<unknown>
 
 /** undici's request options, less what the plugin sets itself (dispatcher, signal). */
-export type FetchOptions = Omit<Dispatcher.RequestOptions, 'origin' | 'path' | 'method' | 'signal'> & {
+export type PipeOptions = Omit<Dispatcher.RequestOptions, 'origin' | 'path' | 'method' | 'signal'> & {
   method?: Dispatcher.HttpMethod | (string & {})
 }
 
+/**
+ * `fetch`'s options: undici's request options, and a `signal` of the caller's. Either that
+ * signal or the reply's end cancels the request; aborted by the caller's signal, the fetch
+ * rejects with that signal's reason and the reply is untouched.
+ */
+export type FetchOptions = PipeOptions & { signal?: AbortSignal }
+
 /** A whole upstream request: where, and optionally how. */
-export type UpstreamRequest = FetchOptions & { url: string | URL }
+export type UpstreamRequest = PipeOptions & { url: string | URL }
+
+/**
+ * What `fetch` rejects with (or passes to its callback): the plugin's own errors, each with a
+ * stable `code` (`FST_ASYNC_ROUTE_*`) and the HTTP `statusCode` it answers with. (A caller's
+ * `signal` rejects with that signal's reason instead.)
+ */
+export interface AsyncRouteError extends Error {
+  code: string
+  statusCode: number
+}
 
 /** `(err, res)`: once `err` is checked, `res` is defined. */
 export type FetchCallback = (
-  ...args: [err: Error, res: undefined] | [err: null, res: UpstreamResponse]
+  ...args: [err: AsyncRouteError, res: undefined] | [err: null, res: UpstreamResponse]
 ) => unknown
+
+/** How a reply ended, as `stats()` counts it. */
+export type ReplyOutcome = 'finished' | 'timedOut' | 'aborted' | 'failed'
 
 /** The hang report: where an unfinished reply was when the watchdog fired. */
 export interface HangReport {
@@ -71,8 +91,6 @@ export interface AsyncRouteStats {
   pending: number
 }
 
-type Body = string | Uint8Array | Record<string, unknown> | unknown[] | null | undefined
-
 /** The reply of an async route: open until `finish()`, `fail()` or the watchdog ends it. */
 export interface AsyncReply<Request = FastifyRequest, RawReply = RawReplyDefaultExpression> {
   /** Sets the status code of the response (100–599); chainable. */
@@ -85,8 +103,11 @@ export interface AsyncReply<Request = FastifyRequest, RawReply = RawReplyDefault
   write (chunk: string | Uint8Array): boolean
   /** Resolves once everything written so far was handed to the socket; sends the head. */
   flush (): Promise<void>
-  /** Ends the response. */
-  finish (body?: Body): void
+  /**
+   * Ends the response: a string as text, bytes as octets, any other value as JSON, nothing as
+   * an empty body.
+   */
+  finish (body?: unknown): void
   /** Ends the response with an error answer (or a cut connection once the head is out). */
   fail (error: unknown): void
   fetch (url: string | URL, options?: FetchOptions): Promise<UpstreamResponse>
@@ -94,14 +115,19 @@ export interface AsyncReply<Request = FastifyRequest, RawReply = RawReplyDefault
   fetch (url: string | URL, options: FetchOptions | undefined, callback: FetchCallback): void
   // A callback that only looks at the error, `(err) => …`, which TypeScript does not accept
   // for the tuple-typed `FetchCallback`.
-  fetch (url: string | URL, callback: (err: Error | null) => unknown): void
-  fetch (url: string | URL, options: FetchOptions | undefined, callback: (err: Error | null) => unknown): void
+  fetch (url: string | URL, callback: (err: AsyncRouteError | null) => unknown): void
+  fetch (url: string | URL, options: FetchOptions | undefined, callback: (err: AsyncRouteError | null) => unknown): void
   /** Streams an upstream response (or performs the request) to the client; never rejects. */
-  pipe (source: UpstreamResponse | string | URL | UpstreamRequest, options?: FetchOptions): Promise<void>
+  pipe (source: UpstreamResponse | string | URL | UpstreamRequest, options?: PipeOptions): Promise<void>
   /** Re-arms the watchdog to fire `ms` from now; `0` disarms it. */
   setTimeout (ms: number): this
   /** Runs `fn` once if the client disconnects before the reply is finished. */
   onClose (fn: () => void): this
+  /**
+   * Runs `fn(outcome)` once when the reply ends in any way (synchronously if it already
+   * ended): the one place for cleanup. A throw is logged, never raised.
+   */
+  onEnd (fn: (outcome: ReplyOutcome) => void): this
   readonly finished: boolean
   readonly headersSent: boolean
   readonly signal: AbortSignal
@@ -171,9 +197,20 @@ export interface AsyncRouteOptionsBase<
   url: string
   /** Watchdog for this route in ms; overrides the plugin's; `0` turns it off. */
   timeout?: number
+  /** The plugin's `warnUnfinished` for this route; `false` turns it off. */
+  warnUnfinished?: number | false
+  /**
+   * The plugin's `onTimeout` for this route only, replacing it. (A route's `onTimeout` is
+   * Fastify's own socket-timeout hook.)
+   */
+  onWatchdog?: (
+    request: AsyncRouteRequest<RouteGeneric, RawServer, RawRequest, ContextConfig, NoInfer<SchemaCompiler>, TypeProvider, Logger>,
+    reply: AsyncReply<AsyncRouteRequest<RouteGeneric, RawServer, RawRequest, ContextConfig, NoInfer<SchemaCompiler>, TypeProvider, Logger>, RawReply>,
+    report: HangReport
+  ) => void
   /** Called instead of failing the reply when the `upstream` request fails. */
   onUpstreamError?: (
-    error: Error,
+    error: AsyncRouteError,
     request: AsyncRouteRequest<RouteGeneric, RawServer, RawRequest, ContextConfig, NoInfer<SchemaCompiler>, TypeProvider, Logger>,
     reply: AsyncReply<AsyncRouteRequest<RouteGeneric, RawServer, RawRequest, ContextConfig, NoInfer<SchemaCompiler>, TypeProvider, Logger>, RawReply>
   ) => unknown

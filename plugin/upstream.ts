@@ -1,14 +1,16 @@
 // Upstream requests through undici: `fetch` bound to its reply, and `pipe` of an upstream
 // response with backpressure (`pipe(url)` has its own fast path in pipe-direct.ts).
 import type { Readable } from 'node:stream'
-import { Dispatcher, request as undiciRequest } from 'undici'
 import { CancelledError, toUpstreamError, UpstreamError } from './errors.js'
 import { forwardableHeaders } from './headers.js'
-import { pathOf, refusal } from './origins.js'
+import { refusal } from './origins.js'
 import { isDirect, pipeDirect } from './pipe-direct.js'
 import type { AsyncReplyImpl } from './reply.js'
 import type { FetchOptions, UpstreamRequest, UpstreamResponse } from './types.js'
+import { RequestSignal, sendRequest, splitUrl, type DispatchOptions } from './undici-adapter.js'
 import type { Releasable } from './watchdog.js'
+
+const CANCELLED_CODE = new CancelledError().code
 
 const kInflight = Symbol('fastify-async-route.inflight')
 type TrackedBody = Readable & { [kInflight]?: Inflight }
@@ -18,73 +20,30 @@ type PipedBody = TrackedBody & { [kPiped]: { reply: AsyncReplyImpl, resolve: () 
 
 function noop (): void {}
 
-type RequestCallback = (error: Error | null, response: UpstreamResponse | undefined) => void
-/** `undici.request`'s callback form (its types only declare the promise form). */
-type RequestWithCallback = (url: string | URL, options: object, callback: RequestCallback) => void
-/** `Dispatcher#request`, called on any dispatcher (the plugin's may be any object with `dispatch`). */
-const dispatcherRequest = Dispatcher.prototype.request as unknown as (this: Dispatcher, options: object, callback: RequestCallback) => void
-
-/** The URL as `undici.request` would parse it, or null when it is not an http(s) URL (undici then reports it). */
-function httpUrl (url: string | URL): URL | null {
-  let parsed: URL
-  try {
-    parsed = typeof url === 'string' ? new URL(url) : url
-  } catch {
-    return null
-  }
-  return parsed.protocol === 'http:' || parsed.protocol === 'https:' ? parsed : null
-}
-
 /**
  * One upstream request of a reply, from the call until its body was read or released. It is
- * also the `signal` undici gets: undici accepts any object with `aborted`, `reason`,
- * `on`/`once`/`removeListener` (an EventEmitter's shape), which costs far less than an
+ * also the `signal` undici gets (see RequestSignal), which costs far less than an
  * `AbortController` per request.
  */
-export class Inflight implements Releasable {
+export class Inflight extends RequestSignal implements Releasable {
   readonly method: string
   readonly url: string | URL
   readonly startedAt = Date.now()
   readonly reply: AsyncReplyImpl
   body: TrackedBody | null = null
   cancelled = false
-  /** The fetch's promise. */
+  /** The fetch's promise, and how to settle it. */
+  promise: Promise<UpstreamResponse> | null = null
   resolve: (response: UpstreamResponse) => void = noop
-  reject: (error: Error) => void = noop
-  /** undici's abort listeners (one for `request()`, another for a proxy's CONNECT). */
-  #listeners: Array<() => void> | null = null
+  reject: (error: unknown) => void = noop
+  /** The caller's own `signal` (fetch options), when one was given. */
+  callerSignal: AbortSignal | null = null
 
   constructor (reply: AsyncReplyImpl, method: string, url: string | URL) {
+    super()
     this.reply = reply
     this.method = method
     this.url = url
-  }
-
-  // ---- the signal undici sees ----
-
-  get aborted (): boolean {
-    return this.cancelled
-  }
-
-  get reason (): undefined {
-    return undefined
-  }
-
-  // undici only ever listens for 'abort'.
-  on (_event: 'abort', listener: () => void): this {
-    (this.#listeners ??= []).push(listener)
-    return this
-  }
-
-  once (event: 'abort', listener: () => void): this {
-    return this.on(event, listener)
-  }
-
-  removeListener (_event: 'abort', listener: () => void): this {
-    const listeners = this.#listeners
-    // (A listener that is not there, -1, becomes an index past the end: nothing is removed.)
-    if (listeners !== null) listeners.splice(listeners.indexOf(listener) >>> 0, 1)
-    return this
   }
 
   /** The reply ended: cancel the request, or release its body so the socket is not leaked. */
@@ -92,11 +51,7 @@ export class Inflight implements Releasable {
     const body = this.body
     if (body === null) {
       this.cancelled = true
-      const listeners = this.#listeners
-      if (listeners !== null) {
-        this.#listeners = null
-        for (const listener of listeners) listener()
-      }
+      this.abortRequest()
     } else if (abnormal) {
       body.destroy()
     } else if (!body.readableEnded) {
@@ -109,26 +64,36 @@ export class Inflight implements Releasable {
     }
   }
 
+  /** The caller's signal aborted: stop this request only; the reply is untouched. */
+  handleEvent (): void {
+    const reason = (this.callerSignal as AbortSignal).reason
+    if (this.body === null) {
+      this.abortRequest()
+    } else {
+      this.body.destroy(reason)
+    }
+  }
+
   /** undici's callback: the head arrived, or the request failed. */
   onResponse (error: Error | null, response: UpstreamResponse | undefined): void {
     if (error === null) {
-      // undici calls back from inside its onHeaders: what comes after it (a dispatcher's own
+      // undici calls back from inside its handler: what comes after it (a dispatcher's own
       // hooks) runs before the response is taken, as with an awaited promise.
       queueMicrotask(() => this.#accept(response as UpstreamResponse))
       return
     }
     this.done()
-    this.reject(this.cancelled ? new CancelledError({ cause: this.reply.endReason }) : toUpstreamError(error))
+    this.#fail(error)
   }
 
   #accept (response: UpstreamResponse): void {
     const body = response.body as TrackedBody
-    if (this.cancelled) {
-      // The reply ended after the head arrived but before this ran: a cancelled fetch never
-      // yields a response.
+    if (this.cancelled || this.callerSignal?.aborted === true) {
+      // The reply ended (or the caller gave up) after the head arrived but before this ran:
+      // a cancelled fetch never yields a response.
       body.on('error', noop).destroy()
       this.done()
-      this.reject(new CancelledError({ cause: this.reply.endReason }))
+      this.#fail(null)
       return
     }
     this.body = body
@@ -139,7 +104,21 @@ export class Inflight implements Releasable {
     this.resolve(response)
   }
 
+  #fail (error: Error | null): void {
+    if (this.callerSignal?.aborted === true) {
+      this.reject(this.callerSignal.reason)
+    } else if (this.cancelled) {
+      // Rejected only because the reply ended: never an unhandled rejection (a handler that
+      // fired and forgot this fetch must not crash the process); awaiting it still throws.
+      this.promise?.catch(noop)
+      this.reject(new CancelledError({ cause: this.reply.endReason }))
+    } else {
+      this.reject(toUpstreamError(error))
+    }
+  }
+
   done (): void {
+    this.callerSignal?.removeEventListener('abort', this)
     const inflight = this.reply.inflight
     inflight?.delete(this)
     this.reply.lastActivity = Date.now()
@@ -152,33 +131,43 @@ function onBodyClose (this: TrackedBody & Partial<PipedBody>): void {
   this[kPiped]?.resolve()
 }
 
-/** `reply.fetch()`: undici's `request` through the plugin's dispatcher, bound to the reply. */
+/** `reply.fetch()`: a request through the plugin's dispatcher, bound to the reply. */
 export function fetchUpstream (reply: AsyncReplyImpl, url: string | URL, options: FetchOptions | undefined): Promise<UpstreamResponse> {
   const refused = refusal(reply, url)
-  if (refused !== null) return Promise.reject(refused)
-  const plugin = reply.route.plugin
+  if (refused !== null) return rejected(refused)
+  const callerSignal = options?.signal ?? null
+  if (callerSignal?.aborted === true) return Promise.reject(callerSignal.reason)
+  let target: URL
+  try {
+    target = typeof url === 'string' ? new URL(url) : url
+  } catch (error) {
+    return Promise.reject(toUpstreamError(error))
+  }
   const method = options?.method ?? 'GET'
   const inflight = new Inflight(reply, method, url)
   reply.track(inflight)
-  return new Promise((resolve, reject) => {
+  const dispatchOptions: DispatchOptions = options === undefined
+    ? { ...splitUrl(target), method: method as DispatchOptions['method'], signal: inflight }
+    : { ...options as object, ...splitUrl(target), method: method as DispatchOptions['method'], signal: inflight }
+  if (callerSignal !== null) {
+    inflight.callerSignal = callerSignal
+    // The Inflight is its own listener (handleEvent): no closure per request.
+    callerSignal.addEventListener('abort', inflight)
+  }
+  const promise = new Promise<UpstreamResponse>((resolve, reject) => {
     inflight.resolve = resolve
     inflight.reject = reject
-    try {
-      // A plain GET of an http(s) URL: what `undici.request(url)` would pass to the dispatcher,
-      // without its copy of the options. Anything else goes through `undici.request` itself.
-      const target = options === undefined ? httpUrl(url) : null
-      if (target !== null) {
-        const dispatchOptions = { origin: target.origin, path: pathOf(target), method, signal: inflight }
-        dispatcherRequest.call(plugin.dispatcher, dispatchOptions, (error, response) => inflight.onResponse(error, response))
-      } else {
-        const requestOptions = { ...options, method, dispatcher: plugin.dispatcher, signal: inflight };
-        (undiciRequest as unknown as RequestWithCallback)(url, requestOptions, (error, response) => inflight.onResponse(error, response))
-      }
-    } catch (error) {
-      // undici throws synchronously for an invalid URL or options.
-      inflight.onResponse(error as Error, undefined)
-    }
   })
+  inflight.promise = promise
+  sendRequest(reply.route.plugin.dispatcher, dispatchOptions, (error, response) => inflight.onResponse(error, response))
+  return promise
+}
+
+/** A rejected promise; one that only says "your reply ended" is marked handled. */
+function rejected (error: Error): Promise<never> {
+  const promise = Promise.reject(error)
+  if ((error as { code?: unknown }).code === CANCELLED_CODE) promise.catch(noop)
+  return promise
 }
 
 function isResponse (source: unknown): source is UpstreamResponse {

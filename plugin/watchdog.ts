@@ -1,5 +1,5 @@
 // The watchdog's timer and the hang report it writes when a reply was never finished.
-import type { InflightReport } from './types.js'
+import type { HangReport, InflightReport } from './types.js'
 
 /** Node fires a timer longer than this after 1 ms; every duration option is checked against it. */
 export const MAX_TIMER_MS = 2_147_483_647
@@ -41,19 +41,25 @@ export function describeInflight (inflight: ReadonlySet<InflightRequest> | null,
   return list
 }
 
-/** One line for a person reading the log at 3 a.m.: where did this reply hang? */
-export function describeHang (elapsedMs: number, handlerSettled: boolean, headersSent: boolean, inflight: InflightReport[]): string {
+/**
+ * One line for a person reading the log at 3 a.m.: where did this reply hang?
+ * `quietMs`: time since the reply's last sign of life (a write, an upstream answer).
+ */
+export function describeHang (report: HangReport, quietMs: number): string {
+  const { inflight } = report
   let where: string
   if (inflight.length > 0) {
     const waits = inflight.map((request) => `${request.method} ${request.url} (${request.ageMs} ms)`)
     where = `waiting on upstream ${waits.join(', ')}`
-  } else if (handlerSettled) {
+  } else if (report.bytesWritten > 0) {
+    where = `streaming: ${report.bytesWritten} bytes written, the last ${quietMs} ms ago`
+  } else if (report.handlerSettled) {
     where = 'the handler returned and nothing is in flight: was reply.finish() forgotten?'
   } else {
     where = 'the handler is still running'
   }
-  const head = headersSent ? 'head already sent' : 'head not sent'
-  return `async reply not finished after ${elapsedMs} ms (${head}); ${where}`
+  const head = report.headersSent ? 'head already sent' : 'head not sent'
+  return `async reply not finished after ${report.elapsedMs} ms (${head}); ${where}`
 }
 
 /** Validates a duration given at run time (`reply.setTimeout`, route `timeout`). */

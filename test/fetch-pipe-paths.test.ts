@@ -170,7 +170,7 @@ t.test('fetch + pipe(res) of an upstream that dies mid-body: the client connecti
   t.match(app.asyncRoute.stats(), { started: 1, finished: 0, failed: 1, pending: 0 })
 })
 
-t.test('reply.fetch() of a URL that is not http: (undici refuses it) or of an https: origin that refuses fails with the upstream error', async (t) => {
+t.test('reply.fetch() of a URL that is not http: is refused before connecting (500); an https: origin that refuses fails with the upstream error', async (t) => {
   const refused = (await refusedOrigin()).replace('http:', 'https:')
   const codes: Record<string, string | undefined> = {}
   const { url } = await startApp(t, {}, (app) => {
@@ -188,5 +188,5 @@ t.test('reply.fetch() of a URL that is not http: (undici refuses it) or of an ht
   })
   t.equal((await request(`${url}/ftp`)).body, 'done')
   t.equal((await request(`${url}/https`)).body, 'done')
-  t.same(codes, { ftp: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR', https: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR' })
+  t.same(codes, { ftp: 'FST_ASYNC_ROUTE_BAD_UPSTREAM_REQUEST', https: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR' })
 })

@@ -638,3 +638,21 @@ for (const failure of dispatcherFailures) {
     t.equal(up.connections(), 0, 'nothing reached the upstream')
   })
 }
+
+t.test('a hand-written dispatcher: one with dispatch() alone works; one whose request() throws gives 502', async (t) => {
+  const up = await upstreamFor(t, (_req, res) => res.end('through dispatch'))
+  const agent = new Agent()
+  t.teardown(() => agent.close())
+  const plain = { dispatch: (options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler) => agent.dispatch(options, handler) } as unknown as Agent
+  const { url } = await startApp(t, { dispatcher: plain }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/', async handler (_request, reply) { reply.finish(await (await reply.fetch(up.url)).body.text()) } })
+  })
+  t.equal((await request(`${url}/`)).body, 'through dispatch')
+  const throwing = { dispatch () { return true }, request () { throw new Error('request exploded') } } as unknown as Agent
+  const { url: other } = await startApp(t, { dispatcher: throwing }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/', async handler (_request, reply) { await reply.fetch(up.url) } })
+  })
+  const res = await request(`${other}/`)
+  t.equal(res.statusCode, 502)
+  t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
+})

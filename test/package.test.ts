@@ -58,9 +58,14 @@ async function consumer (name: string, devDependencies: string[] = []): Promise<
   return dir
 }
 
-t.test('npm pack ships the build, the docs and the manifest, nothing else', async (t) => {
-  const allowed = /^(dist\/[\w-]+\.(js|cjs|d\.ts|d\.cts|js\.map|cjs\.map)|README\.md|CHANGELOG\.md|LICENSE|package\.json)$/
-  t.strictSame(packedFiles.filter((file) => !allowed.test(file)), [], 'no tests, examples, sources, configs or build info')
+t.test('npm pack ships the build, the docs, the examples and the manifest, nothing else', async (t) => {
+  const allowed = /^(dist\/[\w-]+\.(js|cjs|d\.ts|d\.cts|js\.map|cjs\.map)|examples\/[\w/.-]+|README\.md|CHANGELOG\.md|LICENSE|package\.json)$/
+  t.strictSame(packedFiles.filter((file) => !allowed.test(file)), [], 'no tests, sources, configs or build info')
+  // The README's links into examples/ must not be dead for a reader on npm.
+  const readme = await readFile(path.join(ROOT, 'README.md'), 'utf8')
+  for (const [, link] of readme.matchAll(/\]\((examples\/[^)#]+)\)/g)) {
+    t.ok(packedFiles.some((file) => file === link || file.startsWith(`${link}/`)), `${link} (linked from the README) is in the package`)
+  }
   for (const file of ['dist/index.js', 'dist/index.cjs', 'dist/index.d.ts', 'dist/index.d.cts', 'README.md', 'CHANGELOG.md', 'LICENSE', 'package.json']) {
     t.ok(packedFiles.includes(file), `${file} is in the package`)
   }
@@ -169,8 +174,8 @@ app.asyncRoute({
 app.asyncRoute<{ Params: { id: string } }>({ method: 'GET', url: '/x/:id', handler (request, reply) { reply.finish(request.params.name) } })
 // @ts-expect-error the plugin options are typed
 await app.register(asyncRoute, { timeout: 'soon' })
-// @ts-expect-error finish takes a body, not a function
-app.asyncRoute({ method: 'GET', url: '/y', handler (_request, reply) { reply.finish(() => 1) } })
+// @ts-expect-error write takes text or bytes
+app.asyncRoute({ method: 'GET', url: '/y', handler (_request, reply) { reply.write({ id: 1 }) } })
 export const stats: { started: number } = app.asyncRoute.stats()
 `
 

@@ -89,11 +89,13 @@ t.test('pipe(url) failures found before anything is sent: bad URL, bad request o
     app.asyncRoute({ method: 'GET', url: '/bad-url', handler (request, reply) { void reply.pipe('not a url') } })
     app.asyncRoute({ method: 'GET', url: '/bad-header', handler (request, reply) { void reply.pipe('http://127.0.0.1:1/', { headers: { 'bad header': 'x' } }) } })
   })
-  for (const path of ['/bad-url', '/bad-header']) {
-    const res = await request(`${base}${path}`)
-    t.equal(res.statusCode, 502, path)
-    t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
-  }
+  const badUrl = await request(`${base}/bad-url`)
+  t.equal(badUrl.statusCode, 502, '/bad-url')
+  t.equal(JSON.parse(badUrl.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
+  // undici refuses the header before connecting: the caller's request is wrong, not an upstream.
+  const badHeader = await request(`${base}/bad-header`)
+  t.equal(badHeader.statusCode, 500, '/bad-header')
+  t.equal(JSON.parse(badHeader.body).code, 'FST_ASYNC_ROUTE_BAD_UPSTREAM_REQUEST')
   const dispatcher = { dispatch () { throw new Error('dispatcher exploded') } } as unknown as Agent
   const { url: other } = await startApp(t, { dispatcher }, (app) => {
     app.asyncRoute({ method: 'GET', url: '/', handler (request, reply) { void reply.pipe('http://127.0.0.1:1/') } })

@@ -11,6 +11,7 @@ import asyncRoute, {
   asyncRoute as namedAsyncRoute,
   TimeoutError,
   type AsyncReply,
+  type AsyncRouteError,
   type AsyncRouteHandler,
   type AsyncRouteOptions,
   type AsyncRouteStats,
@@ -112,16 +113,27 @@ app.asyncRoute({
     expectTypeOf(reply.write(new Uint8Array(1))).toBeBoolean()
     expectTypeOf(reply.flush()).toEqualTypeOf<Promise<void>>()
     expectTypeOf(reply.setTimeout(1000).onClose(() => {})).toEqualTypeOf(reply)
+    expectTypeOf(reply.onEnd((outcome) => {
+      expectTypeOf(outcome).toEqualTypeOf<'finished' | 'timedOut' | 'aborted' | 'failed'>()
+    })).toEqualTypeOf(reply)
+    // @ts-expect-error onEnd takes a function
+    reply.onEnd('cleanup')
     reply.finish()
     reply.finish('text')
     reply.finish(Buffer.from('bytes'))
     reply.finish({ json: true })
     reply.finish([1, 2])
     reply.finish(null)
-    // @ts-expect-error finish does not take a function
-    reply.finish(() => 'body')
-    // @ts-expect-error finish does not take a number (send it as text)
+    // Any value: an interface, a class instance, `unknown`, a number (all sent as JSON).
+    interface User { id: number, name: string }
+    const user: User = { id: 1, name: 'ada' }
+    reply.finish(user)
+    class Point { constructor (readonly x: number, readonly y: number) {} }
+    reply.finish(new Point(1, 2))
+    const parsed: unknown = JSON.parse('{}')
+    reply.finish(parsed)
     reply.finish(42)
+    reply.finish(true)
     // @ts-expect-error write takes text or bytes
     reply.write({ not: 'a chunk' })
     // @ts-expect-error a header value is a string, a number or a list of strings
@@ -151,7 +163,10 @@ app.asyncRoute({
 
     reply.fetch('http://127.0.0.1:8080/', (err, res) => {
       if (err) {
-        expectTypeOf(err).toEqualTypeOf<Error>()
+        expectTypeOf(err).toEqualTypeOf<AsyncRouteError>()
+        // Every error the plugin passes carries a code and the status it answers with.
+        expectTypeOf(err.code).toBeString()
+        expectTypeOf(err.statusCode).toBeNumber()
         expectTypeOf(res).toBeUndefined()
         return reply.fail(err)
       }
@@ -174,8 +189,10 @@ app.asyncRoute({
     expectTypeOf(reply.fetch('http://127.0.0.1:8080/', () => {})).toBeVoid()
     // @ts-expect-error the URL is a string or a URL
     await reply.fetch(8080)
-    // @ts-expect-error the signal is the reply's own
-    await reply.fetch('http://127.0.0.1:8080/', { signal: new AbortController().signal })
+    // A signal of the caller's, combined with the reply's.
+    await reply.fetch('http://127.0.0.1:8080/', { signal: AbortSignal.timeout(100) })
+    // @ts-expect-error a signal is an AbortSignal
+    await reply.fetch('http://127.0.0.1:8080/', { signal: 'stop' })
 
     // pipe: a response, a URL, or request options; never rejects.
     expectTypeOf(reply.pipe(res)).toEqualTypeOf<Promise<void>>()
@@ -230,7 +247,7 @@ app.asyncRoute<{ Params: { id: string } }>({
     return { url: `http://127.0.0.1:8080/items/${request.params.id}`, headers: { 'x-id': request.params.id } }
   },
   onUpstreamError (error, request, reply) {
-    expectTypeOf(error).toEqualTypeOf<Error>()
+    expectTypeOf(error).toEqualTypeOf<AsyncRouteError>()
     expectTypeOf(request.params.id).toBeString()
     expectTypeOf(reply.request.params.id).toBeString()
     reply.status(503).finish({ retry: request.params.id })

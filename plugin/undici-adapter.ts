@@ -1,0 +1,154 @@
+// Everything the plugin knows about undici's interfaces, in one file: how a request is handed
+// to a dispatcher, the handler API a streaming request implements, and the signal undici
+// listens to. It speaks the current handler API (`onRequestStart` … `onResponseError`, with a
+// controller), which undici 7 and undici 8 dispatchers both accept, and always calls a
+// dispatcher through its own methods, so that a dispatcher of either major (composed with
+// interceptors or not) gets requests it understands. The next undici major is a change here.
+// test/undici-contract.test.ts fails loudly when an undici release breaks what this relies on.
+import type { IncomingHttpHeaders } from 'node:http'
+import { Dispatcher } from 'undici'
+
+export type { Dispatcher }
+
+/** The undici response that `fetch` resolves with. */
+export type UpstreamResponse = Dispatcher.ResponseData<unknown>
+
+/** What `dispatch` and `request` take: undici's request options with the origin and path split out. */
+export type DispatchOptions = Dispatcher.DispatchOptions & Record<string, unknown>
+
+type RequestCallback = (error: Error | null, response: UpstreamResponse | undefined) => void
+type RequestMethod = (this: Dispatcher, options: object, callback: RequestCallback) => void
+
+/**
+ * undici 7's `Dispatcher#request`, for a dispatcher that has `dispatch` but no `request` of
+ * its own (a hand-written one): it builds an undici 7 handler, which such a dispatcher (built
+ * on undici 7, or wrapping one) understands.
+ */
+const fallbackRequest = Dispatcher.prototype.request as unknown as RequestMethod
+
+/**
+ * `dispatcher.request(options, callback)` through the dispatcher's own method: undici 7's
+ * `request()` would hand an undici 8 dispatcher a handler it refuses. Errors come through
+ * `callback`, also those undici throws synchronously.
+ */
+export function sendRequest (dispatcher: Dispatcher, options: DispatchOptions, callback: RequestCallback): void {
+  const own = (dispatcher as { request?: unknown }).request
+  const request = typeof own === 'function' ? own as RequestMethod : fallbackRequest
+  try {
+    request.call(dispatcher, options, callback)
+  } catch (error) {
+    callback(error as Error, undefined)
+  }
+}
+
+/** The origin and request target of a URL, as `dispatch` wants them. */
+export function splitUrl (url: URL): { origin: string, path: string } {
+  return { origin: url.origin, path: url.search === '' ? url.pathname : url.pathname + url.search }
+}
+
+type AbortListener = () => void
+
+/**
+ * A signal undici can listen to, far cheaper than an `AbortController` per request. undici 7
+ * listens with `on`/`removeListener` (an EventEmitter's shape), undici 8 through
+ * `events.addAbortListener`, which wants `aborted` and `addEventListener`/`removeEventListener`.
+ * undici only ever listens for `abort`.
+ */
+export class RequestSignal {
+  #aborted = false
+  #listeners: AbortListener[] | null = null
+
+  get aborted (): boolean {
+    return this.#aborted
+  }
+
+  get reason (): undefined {
+    return undefined
+  }
+
+  on (_event: 'abort', listener: AbortListener): this {
+    (this.#listeners ??= []).push(listener)
+    return this
+  }
+
+  removeListener (_event: 'abort', listener: AbortListener): this {
+    const listeners = this.#listeners
+    // (A listener that is not there, -1, becomes an index past the end: nothing is removed.)
+    if (listeners !== null) listeners.splice(listeners.indexOf(listener) >>> 0, 1)
+    return this
+  }
+
+  addEventListener (event: 'abort', listener: AbortListener): void {
+    this.on(event, listener)
+  }
+
+  removeEventListener (event: 'abort', listener: AbortListener): void {
+    this.removeListener(event, listener)
+  }
+
+  /** Aborts what undici started with this signal (once). */
+  protected abortRequest (): void {
+    this.#aborted = true
+    const listeners = this.#listeners
+    if (listeners === null) return
+    this.#listeners = null
+    for (const listener of listeners) listener()
+  }
+}
+
+/**
+ * A request whose answer is consumed as it arrives, without a `Readable`: the subclass gets
+ * the head, each chunk, the end or the error, and may pause, resume or cancel the request.
+ */
+export abstract class StreamingRequest implements Dispatcher.DispatchHandler {
+  #controller: Dispatcher.DispatchController | null = null
+  #cancelled = false
+
+  /** The final response head (1xx informational answers are skipped). */
+  protected abstract received (statusCode: number, headers: IncomingHttpHeaders): void
+  /** A body chunk; `false` pauses the request until `resume()`. */
+  protected abstract chunk (chunk: Buffer): boolean
+  protected abstract completed (): void
+  /** The request failed, or was cancelled (then `error` is undici's abort error). */
+  protected abstract failed (error: Error): void
+
+  /** Stops the request (now, or as soon as undici starts it). */
+  protected cancel (): void {
+    this.#cancelled = true
+    this.#controller?.abort(new Error('cancelled'))
+  }
+
+  protected resume (): void {
+    this.#controller?.resume()
+  }
+
+  /** Dispatches this request on `dispatcher`; an error it throws is reported through `failed`. */
+  dispatchOn (dispatcher: Dispatcher, options: DispatchOptions): void {
+    try {
+      dispatcher.dispatch(options, this)
+    } catch (error) {
+      this.failed(error as Error)
+    }
+  }
+
+  onRequestStart (controller: Dispatcher.DispatchController): void {
+    this.#controller = controller
+    if (this.#cancelled) controller.abort(new Error('cancelled'))
+  }
+
+  onResponseStart (_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    if (statusCode >= 200) this.received(statusCode, headers)
+  }
+
+  onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (!this.chunk(chunk)) controller.pause()
+  }
+
+  onResponseEnd (): void {
+    this.completed()
+  }
+
+  onResponseError (_controller: Dispatcher.DispatchController, error: Error): void {
+    this.failed(error)
+  }
+}
