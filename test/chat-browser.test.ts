@@ -85,8 +85,7 @@ t.test('two pages: a post from one appears in the other; a closed page leaves', 
   t.teardown(() => app.close())
   const url = await app.listen({ port: 0, host: '127.0.0.1' })
 
-  const alice = await openPage(url)
-  const bob = await openPage(url)
+  const [alice, bob] = await Promise.all([openPage(url), openPage(url)])
   await waitFor(() => room.waiting === 2, 5000, 'both pages to poll')
   t.equal(app.asyncRoute.pending().length, 2)
 
