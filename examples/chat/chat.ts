@@ -122,7 +122,8 @@ const STATIC = {
 export async function buildChatApp (options: ChatOptions = {}): Promise<FastifyInstance> {
   const room = options.room ?? new MessageBuffer()
   const app = Fastify(options.fastify ?? { logger: true })
-  await app.register(asyncRoute, { timeout: 30_000 })
+  // Any async route that stays open 5 s with nothing in flight gets a "forgot finish()?" hint…
+  await app.register(asyncRoute, { timeout: 30_000, warnUnfinished: 5_000 })
 
   for (const [url, { type, body }] of Object.entries(STATIC)) {
     app.get(url, (_request, reply) => {
@@ -153,13 +154,16 @@ export async function buildChatApp (options: ChatOptions = {}): Promise<FastifyI
       }
     },
     timeout: options.pollTimeout ?? 30_000,
-    // Waiting is this route's job: no "did you forget reply.finish()?" for it…
+    // …but waiting is this route's job: no hint for it…
     warnUnfinished: false,
     // …and a poll that waited its whole time gets an empty list, not a 504: a normal long-poll
     // timeout, after which the page polls again.
     onWatchdog (_request, reply) {
       reply.finish({ messages: [] })
     },
+    // The watchdog logs a hang report (a warning) each time it fires; for a long poll that is
+    // routine, so this route logs errors only (so are the per-request lines of every poll).
+    logLevel: 'error',
     handler (request, reply) {
       const cursor = request.query.cursor ?? 0
       const messages = room.since(cursor)
@@ -167,10 +171,7 @@ export async function buildChatApp (options: ChatOptions = {}): Promise<FastifyI
       room.wait(reply, cursor)
       // However the reply ends — answered, timed out, or the browser left (Tornado's
       // on_connection_close; `reply.onClose(fn)` sees only that case) — off the list.
-      reply.onEnd((outcome) => {
-        room.leave(reply)
-        if (outcome === 'aborted') request.log.debug('the browser left a long poll')
-      })
+      reply.onEnd(() => room.leave(reply))
     }
   })
   return app
