@@ -25,8 +25,8 @@ function findChromium (): string | undefined {
   const apt = (args: string[], timeout: number): boolean => spawnSync('apt-get', [
     '-o', 'Acquire::Retries=0', '-o', 'Acquire::http::Timeout=10', '-o', 'DPkg::Lock::Timeout=10', ...args
   ], { stdio: 'ignore', timeout, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } }).status === 0
-  const installed = apt(['install', '-y', '--no-install-recommends', 'chromium'], 60_000) ||
-    (apt(['update'], 30_000) && apt(['install', '-y', '--no-install-recommends', 'chromium'], 60_000))
+  const installed = apt(['install', '-y', '--no-install-recommends', 'chromium'], 30_000) ||
+    (apt(['update'], 30_000) && apt(['install', '-y', '--no-install-recommends', 'chromium'], 30_000))
   if (installed && existsSync(CHROMIUM)) return undefined
   return `${CHROMIUM} is missing and 'apt-get install chromium' failed (no network?)`
 }
