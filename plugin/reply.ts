@@ -262,8 +262,10 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   onClose (fn: () => void): this {
     if (typeof fn !== 'function') throw new InvalidArgumentError('reply.onClose() takes a function')
     if (this.#state === OPEN) {
-      this.#closeListeners ??= []
-      this.#closeListeners.push(fn)
+      // `[fn]`, not `[]` then push: an array grown by push reserves room for 17 (a waiting
+      // reply's memory counts when tens of thousands wait).
+      if (this.#closeListeners === null) this.#closeListeners = [fn]
+      else this.#closeListeners.push(fn)
     }
     return this
   }
@@ -271,7 +273,8 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   onEnd (fn: (outcome: Outcome) => void): this {
     if (typeof fn !== 'function') throw new InvalidArgumentError('reply.onEnd() takes a function')
     if (this.#state === OPEN) {
-      (this.#endListeners ??= []).push(fn)
+      if (this.#endListeners === null) this.#endListeners = [fn]
+      else this.#endListeners.push(fn)
     } else {
       this.#runListener(fn, outcomeOf(this.#state, this.#timedOut !== null), 'onEnd')
     }

@@ -1,0 +1,213 @@
+// The waiters benchmark (`npm run bench:waiters`): N long polls of the chat example
+// (examples/chat) held open at once, then one message published: memory per waiting reply
+// (heap after GC, and RSS), the time from the publish to the last client holding the message
+// (wake-all latency), and messages lost or duplicated. Server, client and this script run in
+// separate processes (server pinned to core 0, client to core 1); each figure is set against
+// the same run of a bare baseline: a plain Fastify route that hijacks its reply and keeps it in
+// a Set. Default: 15,000 polls over HTTP/1.1 (one socket each) and 100,000 over h2c (100
+// sessions × 1,000 streams), three publishes each. Options: --h1=N --h2=N --sessions=N
+// --rounds=N --only=h1|h2.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import http from 'node:http'
+import http2 from 'node:http2'
+import os from 'node:os'
+import { fileURLToPath } from 'node:url'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const WARM = 2_000
+const TARGETS = { h1: 1_000, h2: 5_000 } as const // wake-all ms
+const HEAP_MARGIN = 512 // bytes over the bare hijacked reply
+const ROUNDS = option('rounds', 3) // publishes per server, each to n fresh polls
+
+function option (name: string, fallback: number): number {
+  const found = process.argv.find((arg) => arg.startsWith(`--${name}=`))
+  return found === undefined ? fallback : Number(found.slice(name.length + 3))
+}
+const only = process.argv.find((arg) => arg.startsWith('--only='))?.slice(7)
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+const now = (): number => performance.timeOrigin + performance.now()
+
+interface Child { proc: ChildProcess, next: () => Promise<any>, ask: (message: unknown) => Promise<any>, stop: () => Promise<void> }
+
+function startChild (core: string, script: string, args: string[], flags: string[]): Child {
+  const proc = spawn('taskset', ['-c', core, process.execPath, ...flags, '--import', 'tsx', script, ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc']
+  })
+  const queue: unknown[] = []
+  const waiting: Array<{ resolve: (message: unknown) => void, reject: (error: Error) => void }> = []
+  proc.on('message', (message) => {
+    const waiter = waiting.shift()
+    if (waiter === undefined) queue.push(message)
+    else waiter.resolve(message)
+  })
+  proc.once('exit', (code) => {
+    for (const waiter of waiting.splice(0)) waiter.reject(new Error(`${script} ${args.join(' ')} exited with ${String(code)}`))
+  })
+  const next = async (): Promise<any> => {
+    if (queue.length > 0) return queue.shift()
+    if (proc.exitCode !== null) throw new Error(`${script} ${args.join(' ')} exited with ${String(proc.exitCode)}`)
+    return await new Promise((resolve, reject) => waiting.push({ resolve, reject }))
+  }
+  return {
+    proc,
+    next,
+    ask: async (message) => {
+      const answer = next()
+      proc.send(message as any)
+      return await answer
+    },
+    stop: async () => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return
+      const exited = once(proc, 'exit')
+      proc.kill('SIGTERM')
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 5000)
+      await exited
+      clearTimeout(timer)
+    }
+  }
+}
+
+/** POSTs a message the way the page does; resolves with its id when the server answered. */
+async function publish (protocol: 'h1' | 'h2', port: number, body: string): Promise<number> {
+  const payload = JSON.stringify({ body })
+  const text = await new Promise<string>((resolve, reject) => {
+    if (protocol === 'h1') {
+      const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/a/message/new', headers: { 'content-type': 'application/json' }, agent: false }, (res) => {
+        let data = ''
+        res.setEncoding('utf8')
+        res.on('data', (chunk: string) => { data += chunk })
+        res.on('end', () => resolve(data))
+      })
+      req.on('error', reject)
+      req.end(payload)
+    } else {
+      const session = http2.connect(`http://127.0.0.1:${port}`)
+      session.on('error', reject)
+      const req = session.request({ ':method': 'POST', ':path': '/a/message/new', 'content-type': 'application/json' })
+      let data = ''
+      req.setEncoding('utf8')
+      req.on('data', (chunk: string) => { data += chunk })
+      req.on('end', () => { session.close(); resolve(data) })
+      req.on('error', reject)
+      req.end(payload)
+    }
+  })
+  return (JSON.parse(text) as { id: number }).id
+}
+
+interface Memory { heapUsed: number, rss: number, waiting: number, pending: number, answeredAllAt: number }
+interface Report { polls: number, answers: number, delivered: number, lost: number, duplicated: number, wrong: number, errors: number, firstAt: number, medianAt: number, lastAt: number }
+interface Result { rounds: number[], heapPer: number, rssPer: number, held: number, openMs: number, publishMs: number, serverMs: number, firstMs: number, medianMs: number, wakeAllMs: number, report: Report, leftAfter: number }
+
+/** Opens `n` polls, waits until the server holds them all, publishes, collects. */
+async function round (server: Child, client: Child, protocol: 'h1' | 'h2', port: number, n: number, cursor: number, measure: boolean): Promise<Omit<Result, 'heapPer' | 'rssPer' | 'rounds'> & { loaded?: Memory }> {
+  const opened = await client.ask({ open: n, cursor }) as { sent: number, openMs: number, error?: string }
+  if (opened.error !== undefined) throw new Error(`client: ${opened.error}`)
+  let held = 0
+  for (let deadline = Date.now() + 60_000; held < n && Date.now() < deadline;) {
+    held = (await server.ask('count') as Memory).waiting
+    if (held < n) await sleep(100)
+  }
+  const loaded = measure ? await server.ask('measure') as Memory : undefined
+  await sleep(measure ? 500 : 0)
+  const publishedAt = now()
+  const id = await publish(protocol, port, `message ${cursor + 1}`)
+  const publishMs = now() - publishedAt
+  const report = await client.ask({ collect: id, waitMs: 60_000 }) as Report
+  await sleep(300)
+  const left = await server.ask('count') as Memory
+  return {
+    held,
+    openMs: opened.openMs,
+    publishMs,
+    serverMs: left.answeredAllAt - publishedAt,
+    firstMs: report.firstAt - publishedAt,
+    medianMs: report.medianAt - publishedAt,
+    wakeAllMs: report.lastAt - publishedAt,
+    report,
+    leftAfter: left.waiting + left.pending,
+    loaded
+  }
+}
+
+async function run (variant: 'chat' | 'bare', protocol: 'h1' | 'h2', n: number, sessions: number): Promise<Result> {
+  const server = startChild('0', 'bench/waiters-server.ts', [variant, protocol], ['--expose-gc', '--max-old-space-size=8192'])
+  try {
+    const { port } = await server.next() as { port: number }
+    const client = startChild('1', 'bench/waiters-client.ts', [protocol, String(port), String(sessions)], ['--max-old-space-size=8192'])
+    try {
+      await client.next() // ready
+      await round(server, client, protocol, port, WARM, 0, false) // warm-up: JIT, pools
+      await sleep(500)
+      const base = await server.ask('measure') as Memory
+      const first = await round(server, client, protocol, port, n, 1, true)
+      const loaded = first.loaded as Memory
+      const all = [first]
+      for (let r = 2; r <= ROUNDS; r++) all.push(await round(server, client, protocol, port, n, r, false))
+      // The machine may be shared: the timings shown are those of the median round (by
+      // wake-all); lost and duplicated messages are counted over every round.
+      const median = [...all].sort((a, b) => a.wakeAllMs - b.wakeAllMs)[all.length >> 1] as typeof first
+      const sum = (key: 'delivered' | 'lost' | 'duplicated' | 'wrong'): number => all.reduce((total, r) => total + r.report[key], 0)
+      return {
+        ...median,
+        report: { ...median.report, delivered: sum('delivered'), lost: sum('lost'), duplicated: sum('duplicated'), wrong: sum('wrong') },
+        leftAfter: Math.max(...all.map((r) => r.leftAfter)),
+        rounds: all.map((r) => r.wakeAllMs),
+        heapPer: (loaded.heapUsed - base.heapUsed) / n,
+        rssPer: (loaded.rss - base.rss) / n
+      }
+    } finally {
+      await client.stop()
+    }
+  } finally {
+    await server.stop()
+  }
+}
+
+const kib = (bytes: number): string => `${(bytes / 1024).toFixed(2)} KiB`
+const ms = (value: number): string => `${Math.round(value)} ms`
+const count = (value: number): string => value.toLocaleString('en-US')
+
+const plans: Array<{ protocol: 'h1' | 'h2', n: number, sessions: number, label: string }> = []
+const h1 = option('h1', 15_000)
+const h2 = option('h2', 100_000)
+const sessions = option('sessions', 100)
+if (only !== 'h2') plans.push({ protocol: 'h1', n: h1, sessions: 1, label: `${count(h1)} long polls over HTTP/1.1 (one socket each)` })
+if (only !== 'h1') plans.push({ protocol: 'h2', n: h2, sessions, label: `${count(h2)} long polls over h2c (${sessions} sessions × ${count(Math.ceil(h2 / sessions))} streams)` })
+
+const cpu = os.cpus()[0]?.model ?? 'unknown CPU'
+console.log(`# waiters: ${cpu}, ${os.cpus().length} cores, Linux ${os.release()}, Node ${process.version}; server on core 0, client on core 1\n`)
+let failed = false
+for (const plan of plans) {
+  const results: Record<string, Result> = {}
+  for (const variant of ['bare', 'chat'] as const) {
+    process.stderr.write(`  ${plan.protocol} ${variant}: ${count(plan.n)} polls…\n`)
+    results[variant] = await run(variant, plan.protocol, plan.n, plan.sessions)
+  }
+  const bare = results.bare as Result
+  const chat = results.chat as Result
+  console.log(`## ${plan.label}\n`)
+  console.log('| server | held | heap / waiter | RSS / waiter | publish answered | server answered all | first / median / last client has it | delivered | lost | duplicated | left waiting |')
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+  for (const [name, r] of [['bare: `hijack()` + a Set', bare], ['chat example (asyncRoute)', chat]] as const) {
+    console.log(`| ${name} | ${count(r.held)} | ${kib(r.heapPer)} | ${kib(r.rssPer)} | ${ms(r.publishMs)} | ${ms(r.serverMs)} | ${ms(r.firstMs)} / ${ms(r.medianMs)} / **${ms(r.wakeAllMs)}** | ${count(r.report.delivered)} | ${r.report.lost} | ${r.report.duplicated} | ${r.leftAfter} |`)
+  }
+  const overhead = chat.heapPer - bare.heapPer
+  const target = TARGETS[plan.protocol]
+  const checks = [
+    [`wake-all ≤ ${ms(target)}`, chat.wakeAllMs <= target, ms(chat.wakeAllMs)],
+    [`heap per waiter ≤ bare + ${kib(HEAP_MARGIN)}`, overhead <= HEAP_MARGIN, `+${kib(overhead)}`],
+    ['zero lost, zero duplicated', chat.report.lost === 0 && chat.report.duplicated === 0 && chat.report.wrong === 0, `${chat.report.lost} lost, ${chat.report.duplicated} duplicated, ${chat.report.wrong} wrong`],
+    ['no waiter left after the publish', chat.leftAfter === 0, String(chat.leftAfter)]
+  ] as const
+  console.log(`\nwake-all per round: chat ${chat.rounds.map(ms).join(', ')}; bare ${bare.rounds.map(ms).join(', ')} (the table shows the median round; delivered, lost and duplicated count every round)`)
+  console.log(`opening the polls took ${ms(chat.openMs)} (bare ${ms(bare.openMs)}); load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`)
+  for (const [what, ok, value] of checks) {
+    console.log(`- ${ok ? 'PASS' : 'FAIL'} ${what}: ${value}`)
+    if (!ok) failed = true
+  }
+  console.log('')
+}
+process.exitCode = failed ? 1 : 0
