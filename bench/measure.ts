@@ -68,9 +68,13 @@ async function cpuTime (server: Child): Promise<number> {
   return user + system
 }
 
+/** A window that got no answers at all: skipped in this round, tried again in the next. */
+class NoAnswer extends Error {}
+
 /** One target on one body: warm-up, measured window, saturated run. Throws if requests fail. */
 async function measureWindow (server: Child, url: string, round: number, offered: number, settings: Settings): Promise<Window> {
   const warm = await autocannon(url, settings.warmup, settings.connections, offered)
+  if (warm.ok + warm.failed === 0) throw new NoAnswer('no answer at all during the warm-up (machine overloaded?)')
   if (warm.ok === 0 || failedShare(warm) > MAX_FAILED) throw new Error(`${warm.failed} of ${warm.ok + warm.failed} requests failed in the warm-up (${warm.failures})`)
   const before = await cpuTime(server)
   const load = await autocannon(url, settings.duration, settings.connections, offered)
@@ -127,6 +131,10 @@ export async function measure (upstream: string, settings: Settings): Promise<Re
             windows.set(key(name, scenario.path), [...(windows.get(key(name, scenario.path)) ?? []), w])
             log(round, name, scenario, w)
           } catch (error) {
+            if (error instanceof NoAnswer) {
+              process.stderr.write(`  ${round + 1} ${scenario.path.padEnd(6)} ${name.padEnd(22)} skipped in this round: ${error.message}\n`)
+              continue
+            }
             const reason = error instanceof Error ? error.message : String(error)
             failures.set(key(name, scenario.path), reason)
             process.stderr.write(`  ${round + 1} ${scenario.path.padEnd(6)} ${name.padEnd(22)} failed: ${reason}; skipped from now on\n`)
