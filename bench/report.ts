@@ -65,7 +65,8 @@ export function printCpuTable (results: Results, names: readonly string[], scena
       const efficiency = reference === undefined ? '1.00' : p === undefined ? '–' : `${spread(p)} × ${referenceLabel(name)}`
       const goal = info(target).goal
       const goalText = goal === undefined ? '—' : `≥ ${two(goal)} × ${referenceLabel(name)}`
-      const met = goal === undefined || p === undefined ? '—' : p.mean >= goal ? 'met' : 'not met'
+      const saturated = list.some((w) => w.achieved < 0.97 * w.offered) || (reference !== undefined && (results.windows.get(key(reference, scenario.path)) ?? []).some((w) => w.achieved < 0.97 * w.offered))
+      const met = goal === undefined || p === undefined ? '—' : saturated ? 'no verdict (saturated)' : p.mean >= goal ? 'met' : 'not met'
       let vsBefore = ''
       if (baseline !== undefined) {
         const b = info(target).plugin && !base ? paired(list, results.windows.get(key(`${name}@base`, scenario.path)), cpuRatio) : undefined
