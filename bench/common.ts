@@ -1,4 +1,4 @@
-// Helpers shared by the benchmark scripts: child processes pinned to a core, IPC, medians.
+// Helpers shared by the benchmark scripts: child processes pinned to a core, IPC, statistics.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
@@ -22,9 +22,16 @@ export interface Child {
   stop: () => Promise<void>
 }
 
+export interface ChildOptions {
+  nodeFlags?: string[]
+  env?: NodeJS.ProcessEnv
+  /** The Node binary (default: the one running the benchmark). */
+  node?: string
+}
+
 /** Runs `node [flags] --import tsx <script> [args]` pinned to `core` with `taskset`, with IPC. */
-export function startChild (core: string, script: string, args: string[], nodeFlags: string[] = [], env: NodeJS.ProcessEnv = process.env): Child {
-  const proc = spawn('taskset', ['-c', core, process.execPath, ...nodeFlags, '--import', 'tsx', script, ...args], {
+export function startChild (core: string, script: string, args: string[], { nodeFlags = [], env = process.env, node = process.execPath }: ChildOptions = {}): Child {
+  const proc = spawn('taskset', ['-c', core, node, ...nodeFlags, '--import', 'tsx', script, ...args], {
     cwd: ROOT,
     env,
     stdio: ['ignore', 'inherit', 'inherit', 'ipc']
@@ -39,8 +46,12 @@ export function startChild (core: string, script: string, args: string[], nodeFl
   const next = async (): Promise<any> => {
     if (queue.length > 0) return queue.shift()
     return await new Promise((resolve, reject) => {
-      waiters.push(resolve)
-      proc.once('exit', (code) => reject(new Error(`${script} ${args.join(' ')} exited with ${String(code)}`)))
+      const onExit = (code: number | null): void => reject(new Error(`${script} ${args.join(' ')} exited with ${String(code)}`))
+      waiters.push((message) => {
+        proc.off('exit', onExit)
+        resolve(message)
+      })
+      proc.once('exit', onExit)
     })
   }
   const ready = next()
@@ -82,6 +93,11 @@ export function median (values: number[]): number {
   return sorted.length % 2 === 1 ? sorted[middle] as number : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2
 }
 
+/** Geometric mean (of ratios). */
+export function geomean (values: number[]): number {
+  return Math.exp(values.reduce((sum, v) => sum + Math.log(v), 0) / values.length)
+}
+
 export function version (name: string): string {
   const file = name === '.' ? `${ROOT}package.json` : `${ROOT}node_modules/${name}/package.json`
   return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version
@@ -92,11 +108,13 @@ export function machine (): string {
   return `${cpus[0]?.model ?? 'unknown CPU'}, ${cpus.length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}`
 }
 
-export function versions (): string {
+/** The versions in play; `serverNode` is the version of the Node running the servers under test. */
+export function versions (serverNode: string): string {
   return [
-    `Node ${process.version}`,
+    `Node ${serverNode} (servers${serverNode === process.version ? '' : `; ${process.version} for the upstream and autocannon`})`,
     `fastify ${version('fastify')}`,
     `undici ${version('undici')}`,
+    `undici 8 ${version('undici8')}`,
     `@fastify/reply-from ${version('@fastify/reply-from')}`,
     `autocannon ${version('autocannon')}`,
     `fastify-async-route ${version('.')} (working tree)`
@@ -122,19 +140,6 @@ export function stringOption (argv: string[], name: string): string | undefined 
 }
 
 export const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
-
-export const TARGETS = {
-  'pipe-url': 'asyncRoute, reply.pipe(url)',
-  'fetch-pipe': 'asyncRoute, reply.fetch + reply.pipe(res)',
-  'upstream-pipe': 'asyncRoute, upstream option + reply.pipe(res)',
-  'undici-send': 'Fastify route, undici.request + reply.send(body)',
-  'reply-from': '@fastify/reply-from',
-  ceiling: 'node:http + undici Pool.stream() (ceiling)',
-  'finish-json': 'asyncRoute, reply.finish(json), no upstream',
-  'plain-json': 'Fastify route returning the same JSON'
-} as const
-
-export type Target = keyof typeof TARGETS
 
 /** What the no-upstream targets answer. */
 export const JSON_BODY = { hello: 'world', id: 42, tags: ['a', 'b'], ok: true }

@@ -1,156 +1,97 @@
-// `npm run bench`: every way of calling an upstream from Fastify, side by side, in one run.
+// `npm run bench`: the server's CPU time per request at a fixed offered rate, for every way of
+// calling an upstream from Fastify (and of answering without one), each against its reference.
 //
-//   npm run bench                 full run (3 rounds of 8 s per target and body)
-//   npm run bench -- --quick      2 rounds of 2 s (under two minutes)
+//   npm run bench                 4 rounds × 3 s per target and body, 7,000 req/s offered
+//   npm run bench:quick           2 rounds × 2 s (a few minutes)
 //   npm run bench -- --scale      also run the scale benchmark (see scale.ts)
 //   npm run bench:scale           only the scale benchmark
-//   options: --rounds=N --duration=S --warmup=S --connections=N --only=pipe-url,ceiling
-//            --baseline=DIR  also measure the asyncRoute targets with the plugin sources in
-//                            DIR (a copy of plugin/ from before a change), marked "@base"
+//   options: --rounds=N --duration=S --warmup=S --connections=N
+//            --rate=R              offered req/s for the 104 B body and the no-upstream JSON (7000)
+//            --rate-large=R        offered req/s for the 64 KiB body (3000)
+//            --saturated=S         seconds of the saturated run after each window (2; --no-saturated: none)
+//            --only=pipe-url,ceiling   only these targets (names in targets.ts)
+//            --bodies=small,json   only these bodies (small, large, json)
+//            --node=PATH           run the servers under this Node binary
+//            --undici8             add the undici 8 targets (ceiling-undici8, pipe-url-undici8;
+//                                  the server's Node must be ≥ 22.19)
+//            --baseline=DIR        also measure the asyncRoute targets with the plugin sources in
+//                                  DIR (a copy of plugin/ from before a change), marked "@base",
+//                                  and show each target's efficiency vs its "@base" run
 //
 // Each server under test runs in its own process pinned to core 0; the upstream and
-// autocannon are pinned to core 1, so the server is the bottleneck. Targets alternate within
-// each round (the order rotates from round to round) and the table shows medians.
-import { CLIENT_CORE, flag, machine, median, option, ROOT, run, SERVER_CORE, startChild, stringOption, TARGETS, versions, type Target } from './common.js'
+// autocannon are pinned to core 1. Why CPU time and not req/s: on a shared machine the speed
+// swings from minute to minute, and at saturation the load generator can set the figure; the
+// server's CPU time per request at a rate below every target's saturation measures the server
+// alone, and pairing each target with its reference in the same round cancels most of the drift.
+import { CLIENT_CORE, flag, machine, option, run, SERVER_CORE, startChild, stringOption, versions } from './common.js'
+import { measure, type Settings } from './measure.js'
+import { printCpuTable, printSaturatedTable } from './report.js'
 import { runScale } from './scale.js'
+import { info, isTarget, SCENARIOS, TARGETS, type Target } from './targets.js'
 
 const argv = process.argv.slice(2)
 const quick = flag(argv, 'quick')
-const rounds = option(argv, 'rounds', quick ? 2 : 3)
-const duration = option(argv, 'duration', quick ? 2 : 8)
-const warmup = option(argv, 'warmup', quick ? 1 : 2)
-const connections = option(argv, 'connections', 100)
 const only = stringOption(argv, 'only')?.split(',')
+const bodies = stringOption(argv, 'bodies')?.split(',')
 const baseline = stringOption(argv, 'baseline')
-const PLUGIN_TARGETS = new Set<string>(['pipe-url', 'fetch-pipe', 'upstream-pipe', 'finish-json'])
+const rate = option(argv, 'rate', 7000)
+const rateLarge = option(argv, 'rate-large', 3000)
 
-const UPSTREAM_TARGETS: Target[] = ['pipe-url', 'fetch-pipe', 'upstream-pipe', 'undici-send', 'reply-from', 'ceiling']
-const LOCAL_TARGETS: Target[] = ['finish-json', 'plain-json']
-const BODIES = ['/small', '/large'] as const
+for (const name of only ?? []) if (!isTarget(name)) throw new Error(`--only: unknown target ${name} (one of ${Object.keys(TARGETS).join(', ')})`)
 
-interface Sample { rps: number, p50: number, p99: number, errors: number }
-
-interface AutocannonResult {
-  requests: { average: number }
-  latency: { p50: number, p99: number }
-  errors: number
-  timeouts: number
-  non2xx: number
-}
-
-async function autocannon (url: string, seconds: number): Promise<Sample> {
-  const out = await run('taskset', ['-c', CLIENT_CORE, process.execPath, `${ROOT}node_modules/autocannon/autocannon.js`,
-    '-c', String(connections), '-d', String(seconds), '-j', url])
-  const result = JSON.parse(out) as AutocannonResult
-  return {
-    rps: result.requests.average,
-    p50: result.latency.p50,
-    p99: result.latency.p99,
-    errors: result.errors + result.timeouts + result.non2xx
+function targetNames (): string[] {
+  const wanted = (target: Target): boolean => only !== undefined ? only.includes(target) : info(target).undici8 !== true || flag(argv, 'undici8')
+  const names: string[] = []
+  for (const target of new Set(SCENARIOS.flatMap((s) => s.targets))) {
+    if (!wanted(target)) continue
+    names.push(target)
+    if (baseline !== undefined && info(target).plugin) names.push(`${target}@base`)
   }
+  return names
 }
 
-async function measure (name: string, upstream: string, paths: readonly string[], samples: Map<string, Sample[]>): Promise<void> {
-  const [target, variant] = name.split('@') as [Target, string | undefined]
-  const env = variant === 'base' ? { ...process.env, BENCH_PLUGIN: `${ROOT}${baseline ?? ''}/index.ts` } : process.env
-  const server = startChild(SERVER_CORE, 'bench/servers.ts', [target, upstream], [], env)
-  try {
-    const { port } = await server.ready as { port: number }
-    for (const path of paths) {
-      const url = `http://127.0.0.1:${port}${path}`
-      await autocannon(url, warmup)
-      const sample = await autocannon(url, duration)
-      const key = `${name} ${path}`
-      samples.set(key, [...(samples.get(key) ?? []), sample])
-      process.stderr.write(`  ${key.padEnd(22)} ${Math.round(sample.rps).toString().padStart(7)} req/s  p50 ${sample.p50} ms  p99 ${sample.p99} ms${sample.errors > 0 ? `  ${sample.errors} errors` : ''}\n`)
-    }
-  } finally {
-    await server.stop()
-  }
+const settings: Settings = {
+  rounds: option(argv, 'rounds', quick ? 2 : 4),
+  duration: option(argv, 'duration', quick ? 2 : 3),
+  warmup: option(argv, 'warmup', 1),
+  saturated: flag(argv, 'no-saturated') ? 0 : option(argv, 'saturated', quick ? 1 : 2),
+  connections: option(argv, 'connections', 100),
+  rate: (scenario) => scenario.path === '/large' ? rateLarge : rate,
+  node: stringOption(argv, 'node') ?? process.execPath,
+  baseline,
+  names: targetNames(),
+  scenarios: SCENARIOS.filter((s) => bodies === undefined || bodies.includes(s.path.slice(1)))
 }
-
-function rotate<T> (list: T[], by: number): T[] {
-  const n = by % list.length
-  return [...list.slice(n), ...list.slice(0, n)]
-}
-
-interface Row { rps: number, p50: number, p99: number, errors: number }
-
-function summarize (samples: Sample[]): Row {
-  return {
-    rps: median(samples.map((s) => s.rps)),
-    p50: median(samples.map((s) => s.p50)),
-    p99: median(samples.map((s) => s.p99)),
-    errors: samples.reduce((sum, s) => sum + s.errors, 0)
-  }
-}
-
-function label (name: string): string {
-  const [target, variant] = name.split('@') as [Target, string | undefined]
-  return variant === undefined ? TARGETS[target] : `${TARGETS[target]} — before (${baseline ?? ''})`
-}
-
-const fmt = (n: number): string => Math.round(n).toLocaleString('en-US')
-const ratio = (a: number, b: number | undefined): string => b === undefined || b === 0 ? '–' : `${(a / b).toFixed(2)}×`
 
 async function main (): Promise<void> {
-  console.log(`# fastify-async-route benchmarks (${quick ? 'quick' : 'full'})`)
+  console.log(`# fastify-async-route benchmarks (${quick ? 'quick' : 'full'})\n`)
   console.log(`Machine: ${machine()}`)
-  console.log(versions())
-  if (!flag(argv, 'scale-only')) {
-    console.log(`autocannon -c ${connections}, ${rounds} rounds × ${duration} s per target and body (after ${warmup} s warm-up), medians; server on core ${SERVER_CORE}, upstream + autocannon on core ${CLIENT_CORE}\n`)
-    const started = Date.now()
-    const upstream = startChild(CLIENT_CORE, 'bench/upstream.ts', [])
-    const samples = new Map<string, Sample[]>()
-    try {
-      const { port, small, large } = await upstream.ready as { port: number, small: number, large: number }
-      const upstreamUrl = `http://127.0.0.1:${port}`
-      const targets: string[] = [...UPSTREAM_TARGETS, ...LOCAL_TARGETS].filter((t) => only === undefined || only.includes(t))
-      if (baseline !== undefined) targets.push(...targets.filter((t) => PLUGIN_TARGETS.has(t)).map((t) => `${t}@base`))
-      for (let round = 0; round < rounds; round++) {
-        process.stderr.write(`round ${round + 1}/${rounds}\n`)
-        for (const target of rotate(targets, round)) {
-          await measure(target, upstreamUrl, target.startsWith('finish-json') || target === 'plain-json' ? ['/json'] : BODIES, samples)
-        }
-      }
-      console.log(`Upstream bodies: /small ${small} B JSON, /large ${large / 1024} KiB\n`)
-    } finally {
-      await upstream.stop()
-    }
-    printTables(samples)
-    console.log(`\n(${Math.round((Date.now() - started) / 1000)} s)`)
-  }
+  if (!flag(argv, 'scale-only')) await runRates()
   if (flag(argv, 'scale') || flag(argv, 'scale-only')) await runScale(argv)
 }
 
-function printTables (samples: Map<string, Sample[]>): void {
-  const row = (key: string): Row | undefined => {
-    const list = samples.get(key)
-    return list === undefined ? undefined : summarize(list)
+async function runRates (): Promise<void> {
+  const started = Date.now()
+  const upstream = startChild(CLIENT_CORE, 'bench/upstream.ts', [])
+  let results
+  try {
+    const { port, small, large } = await upstream.ready as { port: number, small: number, large: number }
+    results = await measure(`http://127.0.0.1:${port}`, settings)
+    console.log(versions(results.serverNode === '' ? (await run(settings.node, ['--version'])).trim() : results.serverNode))
+    console.log(`Upstream bodies: /small ${small} B JSON, /large ${large / 1024} KiB. Server on core ${SERVER_CORE}; upstream and autocannon (-c ${settings.connections}) on core ${CLIENT_CORE}.`)
+  } finally {
+    await upstream.stop()
   }
-  console.log('| target | body | req/s | p50 ms | p99 ms | × reply-from | × ceiling |')
-  console.log('| --- | --- | ---: | ---: | ---: | ---: | ---: |')
-  for (const path of BODIES) {
-    const replyFrom = row(`reply-from ${path}`)
-    const ceiling = row(`ceiling ${path}`)
-    for (const name of UPSTREAM_TARGETS.flatMap((t) => [t, `${t}@base`])) {
-      const r = row(`${name} ${path}`)
-      if (r === undefined) continue
-      const errors = r.errors > 0 ? ` (${r.errors} errors)` : ''
-      console.log(`| ${label(name)} | ${path.slice(1)} | ${fmt(r.rps)}${errors} | ${r.p50} | ${r.p99} | ${ratio(r.rps, replyFrom?.rps)} | ${ratio(r.rps, ceiling?.rps)} |`)
-    }
+  const { rounds, duration, warmup, saturated } = settings
+  console.log(`${rounds} rounds; per target and body: ${warmup} s warm-up, then ${duration} s at ${rate.toLocaleString('en-US')} req/s offered (64 KiB: ${rateLarge.toLocaleString('en-US')}); targets alternate, the order reversed every other round.`)
+  console.log('CPU = the server process\'s user + system time (process.cpuUsage(), all threads) over the window ÷ 2xx responses.')
+  console.log('Efficiency = reference CPU ÷ target CPU, paired in each round; geometric mean of the rounds, (min–max) of the paired ratios.\n')
+  printCpuTable(results, settings.names, settings.scenarios, baseline)
+  if (saturated > 0) {
+    console.log(`\nSaturated (secondary; ${saturated} s per target and body and round, autocannon -c ${settings.connections}, no rate limit; req/s on a shared machine moves with its load):\n`)
+    printSaturatedTable(results, settings.names, settings.scenarios, baseline)
   }
-  const plain = row('plain-json /json')
-  const finish = row('finish-json /json')
-  if (plain !== undefined || finish !== undefined) {
-    console.log('\n| no upstream | req/s | p50 ms | p99 ms | × plain Fastify |')
-    console.log('| --- | ---: | ---: | ---: | ---: |')
-    for (const [name, r] of [['finish-json', finish], ['finish-json@base', row('finish-json@base /json')], ['plain-json', plain]] as const) {
-      if (r === undefined) continue
-      const errors = r.errors > 0 ? ` (${r.errors} errors)` : ''
-      console.log(`| ${label(name)} | ${fmt(r.rps)}${errors} | ${r.p50} | ${r.p99} | ${ratio(r.rps, plain?.rps)} |`)
-    }
-  }
+  console.log(`\n(${Math.round((Date.now() - started) / 1000)} s)`)
 }
 
 main().catch((error: unknown) => {

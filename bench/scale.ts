@@ -22,7 +22,7 @@ async function warm (port: number, count: number): Promise<void> {
 }
 
 async function runVariant (variant: 'bare' | 'async', n: number, timeout: number): Promise<VariantResult> {
-  const server = startChild(SERVER_CORE, 'bench/scale-server.ts', [variant, String(timeout)], ['--expose-gc'])
+  const server = startChild(SERVER_CORE, 'bench/scale-server.ts', [variant, String(timeout)], { nodeFlags: ['--expose-gc'] })
   try {
     const { port } = await server.ready as { port: number }
     await warm(port, 2000)

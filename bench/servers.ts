@@ -1,11 +1,13 @@
 // One server under test per process: `node --import tsx bench/servers.ts <target> <upstream>`.
 // Every server listens on 127.0.0.1, forwards `GET <path>` to `<upstream><path>` (or answers
-// JSON itself for the no-upstream targets), and reports its port over IPC.
+// JSON itself for the no-upstream targets). IPC: first `{ port, node }` (or `{ error }` if the
+// server could not start), then `'cpu'` → `process.cpuUsage()` (user + system, µs, all threads).
 import http, { type OutgoingHttpHeaders } from 'node:http'
 import Fastify, { type FastifyInstance } from 'fastify'
 import replyFrom from '@fastify/reply-from'
-import { Pool, request } from 'undici'
-import { JSON_BODY, TARGETS, type Target } from './common.js'
+import { Pool, request, type Dispatcher } from 'undici'
+import { JSON_BODY } from './common.js'
+import { isTarget, type Target } from './targets.js'
 
 // BENCH_PLUGIN: another copy of the plugin sources to measure (`--baseline=` of index.ts).
 const pluginPath = process.env.BENCH_PLUGIN ?? '../plugin/index.js'
@@ -13,11 +15,20 @@ const { default: asyncRoute } = await import(pluginPath) as typeof import('../pl
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization'])
 
+/** undici 8, which needs Node ≥ 22.19 (it fails to load on older Node). */
+async function undici8 (): Promise<typeof import('undici8')> {
+  const [major = 0, minor = 0] = process.versions.node.split('.').map(Number)
+  if (major < 22 || (major === 22 && minor < 19)) throw new Error(`undici 8 needs Node ≥ 22.19, the server runs ${process.version} (see --node=PATH)`)
+  return await import('undici8')
+}
+
 async function fastifyServer (target: Target, upstream: string): Promise<FastifyInstance> {
   const app = Fastify({ logger: false })
   switch (target) {
     case 'pipe-url':
-      await app.register(asyncRoute)
+    case 'pipe-url-undici8': {
+      const dispatcher = target === 'pipe-url' ? undefined : new (await undici8()).Agent() as unknown as Dispatcher
+      await app.register(asyncRoute, { dispatcher })
       app.asyncRoute({
         method: 'GET',
         url: '/*',
@@ -26,6 +37,7 @@ async function fastifyServer (target: Target, upstream: string): Promise<Fastify
         }
       })
       break
+    }
     case 'fetch-pipe':
       await app.register(asyncRoute)
       app.asyncRoute({
@@ -83,8 +95,7 @@ async function fastifyServer (target: Target, upstream: string): Promise<Fastify
 }
 
 /** The ceiling: one bare Node hop, an undici Pool, `stream()` straight into the response. */
-async function ceilingServer (upstream: string): Promise<number> {
-  const pool = new Pool(upstream)
+async function ceilingServer (pool: Pick<Pool, 'stream'>): Promise<number> {
   const server = http.createServer((req, res) => {
     pool.stream({ path: req.url ?? '/', method: 'GET' }, ({ statusCode, headers }) => {
       const out: OutgoingHttpHeaders = {}
@@ -105,23 +116,21 @@ async function ceilingServer (upstream: string): Promise<number> {
   return (server.address() as { port: number }).port
 }
 
-async function main (): Promise<void> {
-  const target = process.argv[2] as Target
-  const upstream = process.argv[3] ?? ''
-  if (!(target in TARGETS)) throw new Error(`unknown target ${String(target)}`)
-  let port: number
-  if (target === 'ceiling') {
-    port = await ceilingServer(upstream)
-  } else {
-    const app = await fastifyServer(target, upstream)
-    port = (app.server.address() as { port: number }).port
-  }
-  process.send?.({ port })
+async function start (target: string, upstream: string): Promise<number> {
+  if (!isTarget(target)) throw new Error(`unknown target ${target}`)
+  if (target === 'ceiling') return await ceilingServer(new Pool(upstream))
+  if (target === 'ceiling-undici8') return await ceilingServer(new (await undici8()).Pool(upstream) as unknown as Pool)
+  const app = await fastifyServer(target, upstream)
+  return (app.server.address() as { port: number }).port
 }
 
+process.on('message', (message) => {
+  if (message === 'cpu') process.send?.(process.cpuUsage())
+})
 process.on('disconnect', () => process.exit(0))
 process.on('SIGTERM', () => process.exit(0))
-main().catch((error: unknown) => {
-  console.error(error)
-  process.exit(1)
+start(process.argv[2] ?? '', process.argv[3] ?? '').then((port) => {
+  process.send?.({ port, node: process.version })
+}, (error: unknown) => {
+  process.send?.({ error: error instanceof Error ? error.message : String(error) }, () => process.exit(1))
 })

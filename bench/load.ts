@@ -1,0 +1,47 @@
+// The load generator: autocannon in its own process on the client core, JSON out.
+import { CLIENT_CORE, ROOT, run } from './common.js'
+
+export interface Load {
+  /** Seconds autocannon actually ran. */
+  seconds: number
+  /** Responses with a 2xx status. */
+  ok: number
+  /** Errors, timeouts and non-2xx answers. */
+  failed: number
+  /** What the failures were, for the report. */
+  failures: string
+  /** Mean completed requests per second. */
+  rps: number
+  p50: number
+  p99: number
+}
+
+interface AutocannonResult {
+  duration: number
+  '2xx': number
+  requests: { average: number }
+  latency: { p50: number, p99: number }
+  errors: number
+  timeouts: number
+  non2xx: number
+}
+
+/**
+ * `seconds` of GETs on `url` over `connections` keep-alive connections; at most `rate`
+ * requests per second in all (autocannon's `overallRate`), or as many as the server answers.
+ */
+export async function autocannon (url: string, seconds: number, connections: number, rate?: number): Promise<Load> {
+  const args = ['-c', String(connections), '-d', String(seconds), '-j']
+  if (rate !== undefined) args.push('-R', String(rate))
+  const out = await run('taskset', ['-c', CLIENT_CORE, process.execPath, `${ROOT}node_modules/autocannon/autocannon.js`, ...args, url])
+  const result = JSON.parse(out) as AutocannonResult
+  return {
+    seconds: result.duration,
+    ok: result['2xx'],
+    failed: result.errors + result.timeouts + result.non2xx,
+    failures: `${result.non2xx} non-2xx, ${result.errors} errors, ${result.timeouts} timeouts`,
+    rps: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99
+  }
+}

@@ -1,0 +1,95 @@
+// The tables: server CPU per request at the offered rate (the measure), then saturated req/s.
+// Every ratio is paired per round (target and reference measured minutes apart at most, in the
+// same round) and the pairs are combined by geometric mean; min–max shows their spread.
+import { geomean, median } from './common.js'
+import { key, type Results, type Window } from './measure.js'
+import { info, referenceOf, variant, type Scenario } from './targets.js'
+
+interface Paired { mean: number, min: number, max: number, n: number }
+
+/** `value(ref) / value(target)` (or the inverse), round by round. */
+function paired (target: Window[], reference: Window[] | undefined, ratio: (t: Window, r: Window) => number | undefined): Paired | undefined {
+  if (reference === undefined) return undefined
+  const ratios: number[] = []
+  for (const t of target) {
+    const r = reference.find((w) => w.round === t.round)
+    const value = r === undefined ? undefined : ratio(t, r)
+    if (value !== undefined && Number.isFinite(value) && value > 0) ratios.push(value)
+  }
+  if (ratios.length === 0) return undefined
+  return { mean: geomean(ratios), min: Math.min(...ratios), max: Math.max(...ratios), n: ratios.length }
+}
+
+const cpuRatio = (t: Window, r: Window): number => r.cpu / t.cpu
+const rpsRatio = (t: Window, r: Window): number | undefined => t.saturated === undefined || r.saturated === undefined ? undefined : t.saturated.rps / r.saturated.rps
+
+const two = (n: number): string => n.toFixed(2)
+const spread = (p: Paired): string => `${two(p.mean)} (${two(p.min)}–${two(p.max)})`
+const fmt = (n: number): string => Math.round(n).toLocaleString('en-US')
+
+function label (name: string, baseline: string | undefined): string {
+  const { target, base } = variant(name)
+  return base ? `${info(target).label} — before (${baseline ?? ''})` : info(target).label
+}
+
+function referenceLabel (name: string): string {
+  const reference = referenceOf(name)
+  return reference === undefined ? 'reference' : info(reference).short
+}
+
+function note (name: string, path: string, list: Window[], results: Results): string {
+  const notes: string[] = []
+  const failure = results.failures.get(name) ?? results.failures.get(key(name, path))
+  if (failure !== undefined) notes.push(`failed: ${failure}`)
+  const short = list.filter((w) => w.achieved < 0.97 * w.offered)
+  if (short.length > 0) notes.push(`⚠ saturated: ${fmt(Math.min(...short.map((w) => w.achieved)))} of ${fmt(short[0]?.offered ?? 0)} req/s in ${short.length} of ${list.length} rounds`)
+  return notes.join('; ')
+}
+
+export function printCpuTable (results: Results, names: readonly string[], scenarios: readonly Scenario[], baseline: string | undefined): void {
+  const before = baseline === undefined ? '' : ' × before |'
+  console.log(`| route | body | µs CPU / request (median, min–max) | efficiency vs reference (geomean, min–max) | target | met |${before} notes |`)
+  console.log(`| --- | --- | ---: | --- | --- | --- |${baseline === undefined ? '' : ' ---: |'} --- |`)
+  for (const scenario of scenarios) {
+    for (const name of names.filter((n) => scenario.targets.includes(variant(n).target))) {
+      const list = results.windows.get(key(name, scenario.path)) ?? []
+      const notes = note(name, scenario.path, list, results)
+      if (list.length === 0) {
+        if (notes !== '') console.log(`| ${label(name, baseline)} | ${scenario.label} | – | – | – | – |${baseline === undefined ? '' : ' – |'} ${notes} |`)
+        continue
+      }
+      const cpus = list.map((w) => w.cpu)
+      const { target, base } = variant(name)
+      const reference = referenceOf(name)
+      const p = reference === undefined ? undefined : paired(list, results.windows.get(key(reference, scenario.path)), cpuRatio)
+      const efficiency = reference === undefined ? '1.00' : p === undefined ? '–' : `${spread(p)} × ${referenceLabel(name)}`
+      const goal = info(target).goal
+      const goalText = goal === undefined ? '—' : `≥ ${two(goal)} × ${referenceLabel(name)}`
+      const saturated = list.some((w) => w.achieved < 0.97 * w.offered) || (reference !== undefined && (results.windows.get(key(reference, scenario.path)) ?? []).some((w) => w.achieved < 0.97 * w.offered))
+      const met = goal === undefined || p === undefined ? '—' : saturated ? 'no verdict (saturated)' : p.mean >= goal ? 'met' : 'not met'
+      let vsBefore = ''
+      if (baseline !== undefined) {
+        const b = info(target).plugin && !base ? paired(list, results.windows.get(key(`${name}@base`, scenario.path)), cpuRatio) : undefined
+        vsBefore = ` ${b === undefined ? '–' : spread(b)} |`
+      }
+      console.log(`| ${label(name, baseline)} | ${scenario.label} | ${median(cpus).toFixed(1)} (${Math.min(...cpus).toFixed(1)}–${Math.max(...cpus).toFixed(1)}) | ${efficiency} | ${goalText} | ${met} |${vsBefore} ${notes} |`)
+    }
+  }
+}
+
+export function printSaturatedTable (results: Results, names: readonly string[], scenarios: readonly Scenario[], baseline: string | undefined): void {
+  console.log('| route | body | req/s (median) | × reference (geomean, min–max) | p99 ms (median) |')
+  console.log('| --- | --- | ---: | --- | ---: |')
+  for (const scenario of scenarios) {
+    for (const name of names.filter((n) => scenario.targets.includes(variant(n).target))) {
+      const list = (results.windows.get(key(name, scenario.path)) ?? []).filter((w) => w.saturated !== undefined)
+      if (list.length === 0) continue
+      const reference = referenceOf(name)
+      const p = reference === undefined ? undefined : paired(list, results.windows.get(key(reference, scenario.path)), rpsRatio)
+      const ratio = reference === undefined ? '1.00' : p === undefined ? '–' : `${spread(p)} × ${referenceLabel(name)}`
+      const rps = median(list.map((w) => w.saturated?.rps ?? 0))
+      const p99 = median(list.map((w) => w.saturated?.p99 ?? 0))
+      console.log(`| ${label(name, baseline)} | ${scenario.label} | ${fmt(rps)} | ${ratio} | ${p99} |`)
+    }
+  }
+}

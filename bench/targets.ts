@@ -1,0 +1,70 @@
+// What the benchmark measures: each target (one way of answering a request), its reference
+// (the figure it is compared with in the same round), its goal, and the scenarios (bodies).
+
+export interface TargetInfo {
+  /** Shown in the tables. */
+  label: string
+  /** Short name of the reference, shown as "0.79 × ceiling". */
+  short: string
+  /** The target this one is paired with in every round; none for a reference itself. */
+  reference?: string
+  /** Efficiency vs the reference to reach (CPU per request: reference ÷ target). */
+  goal?: number
+  /** Uses the plugin, so `--baseline=DIR` measures it also with the sources in DIR. */
+  plugin: boolean
+  /** Needs undici 8 (Node ≥ 22.19 for the server, see `--node=PATH`); only with `--undici8` or `--only`. */
+  undici8?: boolean
+}
+
+export const TARGETS = {
+  ceiling: { label: '`node:http` + undici `Pool.stream()` (ceiling)', short: 'ceiling', plugin: false },
+  'pipe-url': { label: 'asyncRoute, `reply.pipe(url)`', short: 'pipe(url)', reference: 'ceiling', goal: 0.95, plugin: true },
+  'reply-from': { label: '`@fastify/reply-from`', short: 'reply-from', reference: 'ceiling', plugin: false },
+  'fetch-pipe': { label: 'asyncRoute, `reply.fetch` + `reply.pipe(res)`', short: 'fetch + pipe', reference: 'reply-from', goal: 1.2, plugin: true },
+  'upstream-pipe': { label: 'asyncRoute, `upstream` option + `reply.pipe(res)`', short: 'upstream + pipe', reference: 'reply-from', plugin: true },
+  'undici-send': { label: 'Fastify route, `undici.request` + `reply.send(body)`', short: 'undici + send', reference: 'reply-from', plugin: false },
+  'ceiling-undici8': { label: '`node:http` + undici 8 `Pool.stream()` (ceiling, undici 8)', short: 'ceiling (undici 8)', reference: 'ceiling', plugin: false, undici8: true },
+  'pipe-url-undici8': { label: 'asyncRoute, `reply.pipe(url)`, undici 8 `Agent`', short: 'pipe(url), undici 8', reference: 'ceiling-undici8', goal: 0.95, plugin: true, undici8: true },
+  'plain-json': { label: 'plain Fastify route returning `{hello:\'world\'}`', short: 'plain Fastify', plugin: false },
+  'finish-json': { label: 'asyncRoute, `reply.finish({hello:\'world\'})`', short: 'finish(json)', reference: 'plain-json', goal: 1.0, plugin: true }
+} as const satisfies Record<string, TargetInfo>
+
+export type Target = keyof typeof TARGETS
+
+export function isTarget (name: string): name is Target {
+  return Object.hasOwn(TARGETS, name)
+}
+
+export function info (target: Target): TargetInfo {
+  return TARGETS[target]
+}
+
+/** A target as run: `pipe-url`, or `pipe-url@base` (the plugin sources from `--baseline=DIR`). */
+export interface Variant { name: string, target: Target, base: boolean }
+
+export function variant (name: string): Variant {
+  const [target, suffix] = name.split('@')
+  if (target === undefined || !isTarget(target) || (suffix !== undefined && suffix !== 'base')) throw new Error(`unknown target ${name}`)
+  return { name, target, base: suffix === 'base' }
+}
+
+/** The reference a variant is paired with: `pipe-url@base` is compared with `ceiling` too. */
+export function referenceOf (name: string): Target | undefined {
+  const reference = info(variant(name).target).reference
+  return reference === undefined ? undefined : variant(reference).target
+}
+
+export interface Scenario {
+  path: '/small' | '/large' | '/json'
+  label: string
+  /** Targets in the order they run (reversed every other round); references next to their targets. */
+  targets: readonly Target[]
+}
+
+const UPSTREAM_ORDER: readonly Target[] = ['ceiling', 'pipe-url', 'reply-from', 'fetch-pipe', 'upstream-pipe', 'undici-send', 'ceiling-undici8', 'pipe-url-undici8']
+
+export const SCENARIOS: readonly Scenario[] = [
+  { path: '/small', label: '104 B', targets: UPSTREAM_ORDER },
+  { path: '/large', label: '64 KiB', targets: UPSTREAM_ORDER },
+  { path: '/json', label: 'no upstream', targets: ['plain-json', 'finish-json'] }
+]
