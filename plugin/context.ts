@@ -3,6 +3,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
 import type { Registry } from './registry.js'
+import type { WatchdogQueue } from './watchdog-queue.js'
 import type { AsyncReply, HangReport, UpstreamRequest, UpstreamResponse } from './types.js'
 
 export interface PluginContext {
@@ -35,6 +36,8 @@ export interface RouteContext {
   readonly instance: FastifyInstance
   readonly handler: UserFunction
   readonly timeout: number
+  /** The replies armed with `timeout` wait here (one timer for the route); `null` when it is 0. */
+  readonly watchdogs: WatchdogQueue | null
   /** The route's `onWatchdog`, else the plugin's `onTimeout`. */
   readonly onWatchdog: WatchdogHook | null
   /** ms; `0`: off. */

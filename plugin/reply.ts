@@ -14,6 +14,7 @@ import { closeConnectionAfter, cut, isGone, needsDrain } from './raw-response.js
 import { timeoutChannel, type Outcome, type Tracked } from './registry.js'
 import type { ReplyPort } from './reply-port.js'
 import { describeHang, describeIdle, describeSilence, hangReport, pendingEntry, type ReplyFacts, type UpstreamCall } from './report.js'
+import type { Watched } from './watchdog-queue.js'
 import type { AsyncReply, FetchCallback, FetchOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
 import { fetchUpstream, fetchWithCallback, pipeUpstream, type ErrorFirstCallback } from './upstream.js'
 
@@ -34,7 +35,7 @@ const RESOLVED = Promise.resolve()
 const kReply = Symbol('fastify-async-route.reply')
 type RawWithReply = ServerResponse & { [kReply]?: AsyncReplyImpl }
 
-export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFacts {
+export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFacts, Watched {
   readonly request: FastifyRequest
   readonly raw: ServerResponse
   readonly route: RouteContext
@@ -49,7 +50,10 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   #controller: AbortController | null = null
   #closeListeners: Array<() => void> | null = null
   #endListeners: Array<(outcome: Outcome) => void> | null = null
+  /** The watchdog's own timer, when the reply is not in its route's WatchdogQueue. */
   #timer: NodeJS.Timeout | null = null
+  /** Waiting in the route's WatchdogQueue (armed with the route's own timeout). */
+  #queued = false
   /** When the watchdog fires (epoch ms); `Infinity` while it is off. */
   #dueAt = Infinity
   /** The `idleTimeout` timer, re-armed only when it fires early (never per write). */
@@ -81,7 +85,13 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     route.plugin.registry.add(this)
     if (route.maxPending > 0) route.open++
     const timeout = route.plugin.deadlineHeader === null ? route.timeout : incomingBudget(route, this.request)
-    if (timeout > 0) this.#arm(timeout)
+    if (timeout === route.timeout && route.watchdogs !== null) {
+      this.#dueAt = this.startedAt + timeout
+      this.#queued = true
+      route.watchdogs.add(this)
+    } else if (timeout > 0) {
+      this.#arm(timeout)
+    }
     if (route.idleTimeout > 0) this.#idleTimer = setTimeout(checkIdleTimeout, route.idleTimeout, this)
     const raw = this.raw as RawWithReply
     raw[kReply] = this
@@ -252,9 +262,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   setTimeout (ms: number): this {
     checkDuration('reply.setTimeout(ms)', ms)
     if (this.#state !== OPEN) return this
-    if (this.#timer !== null) clearTimeout(this.#timer)
-    this.#timer = null
-    this.#dueAt = Infinity
+    this.#disarm()
     if (ms > 0) this.#arm(ms)
     return this
   }
@@ -340,6 +348,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   /** The watchdog fired. */
   timeOut (): void {
     this.#timer = null
+    this.#queued = false
     this.#dueAt = Infinity
     const now = Date.now()
     const report = hangReport(this, now)
@@ -391,6 +400,17 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   }
 
   // ---- internals ----
+
+  #disarm (): void {
+    if (this.#queued) {
+      this.#queued = false
+      this.route.watchdogs?.delete(this)
+    } else if (this.#timer !== null) {
+      clearTimeout(this.#timer)
+      this.#timer = null
+    }
+    this.#dueAt = Infinity
+  }
 
   #arm (ms: number): void {
     this.#timer = setTimeout(fireWatchdog, ms, this)
@@ -492,10 +512,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     if (reason === undefined && this.#timedOut !== null) reason = this.#timedOut
     this.#state = state
     this.#reason = reason
-    if (this.#timer !== null) {
-      clearTimeout(this.#timer)
-      this.#timer = null
-    }
+    this.#disarm()
     if (this.#idleTimer !== null) {
       clearTimeout(this.#idleTimer)
       this.#idleTimer = null

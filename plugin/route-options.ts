@@ -4,6 +4,7 @@ import type { FastifyInstance, RouteOptions } from 'fastify'
 import type { PluginContext, RouteContext, UserFunction, WatchdogHook } from './context.js'
 import { isDuration, MAX_TIMER_MS } from './durations.js'
 import { InvalidOptionError } from './errors.js'
+import { WatchdogQueue } from './watchdog-queue.js'
 import type { AsyncRouteOptions } from './types.js'
 
 function duration (name: string, value: unknown): number {
@@ -35,11 +36,13 @@ export function resolveRouteOptions (
   if (onWatchdog !== undefined && typeof onWatchdog !== 'function') {
     throw new InvalidOptionError('asyncRoute(): "onWatchdog" must be a function (request, reply, report)')
   }
+  const watchdog = timeout === undefined ? plugin.timeout : duration('timeout', timeout)
   const route: RouteContext = {
     plugin,
     instance,
     handler: handler as UserFunction,
-    timeout: timeout === undefined ? plugin.timeout : duration('timeout', timeout),
+    timeout: watchdog,
+    watchdogs: watchdog > 0 ? new WatchdogQueue(watchdog) : null,
     onWatchdog: (onWatchdog as WatchdogHook | undefined) ?? plugin.onTimeout,
     warnUnfinished: warnUnfinished === undefined
       ? plugin.warnUnfinished

@@ -1,0 +1,55 @@
+// The watchdogs of one route: every reply armed with the route's own timeout waits in one
+// queue with one timer, instead of a timer per reply. They share a duration, so the order they
+// were armed in is the order they are due in: the timer only ever waits for the oldest.
+// (A reply re-armed with `setTimeout(ms)`, or shortened by `deadlineHeader`, has its own timer.)
+
+/** A reply as the queue sees it. */
+export interface Watched {
+  /** When its watchdog fires (epoch ms). */
+  readonly deadline: number
+  /** Its watchdog fired; it left the queue. */
+  timeOut (): void
+}
+
+export class WatchdogQueue {
+  readonly ms: number
+  /** Insertion order is due order; a Set's delete is O(1) and iteration skips what was deleted. */
+  readonly #waiting = new Set<Watched>()
+  #timer: NodeJS.Timeout | null = null
+
+  constructor (ms: number) {
+    this.ms = ms
+  }
+
+  add (reply: Watched): void {
+    this.#waiting.add(reply)
+    if (this.#timer === null) this.#timer = setTimeout(fire, this.ms, this)
+  }
+
+  delete (reply: Watched): void {
+    this.#waiting.delete(reply)
+    if (this.#waiting.size === 0 && this.#timer !== null) {
+      // Nothing left to watch: no timer holds the process (or app.close()) open.
+      clearTimeout(this.#timer)
+      this.#timer = null
+    }
+  }
+
+  /** Fires every reply that is due, then waits for the next one. */
+  fire (): void {
+    this.#timer = null
+    const now = Date.now()
+    for (const reply of this.#waiting) {
+      if (reply.deadline > now) {
+        this.#timer = setTimeout(fire, reply.deadline - now, this)
+        return
+      }
+      this.#waiting.delete(reply)
+      reply.timeOut()
+    }
+  }
+}
+
+function fire (queue: WatchdogQueue): void {
+  queue.fire()
+}
