@@ -3,6 +3,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
 import type { Registry } from './registry.js'
+import type { ResolvedRetry } from './retry-policy.js'
 import type { AsyncReply, HangReport, UpstreamRequest, UpstreamResponse } from './types.js'
 
 export interface PluginContext {
@@ -13,6 +14,8 @@ export interface PluginContext {
   readonly warnUnfinished: number
   /** `null` when any origin may be reached. */
   readonly allowedOrigins: ReadonlySet<string> | null
+  /** The plugin's retry policy (`attempts: 1`: none). */
+  readonly retry: ResolvedRetry
   /** HTTP/2 responses have no socket of their own and refuse connection-specific headers. */
   readonly http2: boolean
   readonly registry: Registry
@@ -33,6 +36,8 @@ export interface RouteContext {
   readonly onWatchdog: WatchdogHook | null
   /** ms; `0`: off. */
   readonly warnUnfinished: number
+  /** The plugin's retry policy with the route's laid over it. */
+  readonly retry: ResolvedRetry
   /** `null` when the route has no `upstream` step. */
   readonly upstream: UpstreamTarget | ((request: FastifyRequest) => UpstreamTarget | Promise<UpstreamTarget>) | null
   readonly onUpstreamError: UserFunction | null

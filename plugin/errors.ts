@@ -22,6 +22,10 @@ export const UpstreamTimeoutError = createError(
 export const BadUpstreamRequestError = createError(
   'FST_ASYNC_ROUTE_BAD_UPSTREAM_REQUEST', 'The upstream request is invalid', 500)
 
+/** `reply.forward()` to a path with a dot segment (`.`, `..`, also percent-encoded): refused before anything is sent. */
+export const BadPathError = createError(
+  'FST_ASYNC_ROUTE_BAD_PATH', 'The forwarded path is not allowed', 400)
+
 export const OriginDeniedError = createError(
   'FST_ASYNC_ROUTE_ORIGIN_DENIED', 'The upstream origin is not allowed', 500)
 

@@ -14,6 +14,7 @@ export {
   UpstreamError,
   UpstreamTimeoutError,
   BadUpstreamRequestError,
+  BadPathError,
   InvalidOptionError,
   InvalidArgumentError,
   OriginDeniedError,
@@ -40,6 +41,7 @@ function plugin (fastify: FastifyInstance, options: AsyncRoutePluginOptions, don
     onTimeout: resolved.onTimeout ?? null,
     warnUnfinished: resolved.warnUnfinished,
     allowedOrigins: resolved.allowedOrigins,
+    retry: resolved.retry,
     http2: fastify.initialConfig.http2 === true,
     registry
   }

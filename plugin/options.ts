@@ -2,6 +2,7 @@
 import type { AsyncRoutePluginOptions } from './types.js'
 import { isDuration, MAX_TIMER_MS } from './durations.js'
 import { InvalidOptionError } from './errors.js'
+import { NO_RETRY, resolveRetry, type ResolvedRetry } from './retry-policy.js'
 
 export interface ResolvedOptions {
   timeout: number
@@ -10,6 +11,7 @@ export interface ResolvedOptions {
   dispatcher: AsyncRoutePluginOptions['dispatcher']
   onTimeout: AsyncRoutePluginOptions['onTimeout'] | null
   allowedOrigins: Set<string> | null
+  retry: ResolvedRetry
 }
 
 function fail (name: string, expected: string, value: unknown): never {
@@ -65,6 +67,7 @@ export function resolveOptions (options: AsyncRoutePluginOptions): ResolvedOptio
     warnUnfinished: options.warnUnfinished === false ? 0 : duration(options, 'warnUnfinished', 0),
     dispatcher,
     onTimeout: onTimeout ?? null,
-    allowedOrigins: origins
+    allowedOrigins: origins,
+    retry: options.retry === undefined ? NO_RETRY : resolveRetry(options.retry, NO_RETRY, fail)
   }
 }

@@ -13,7 +13,9 @@ import { closeConnectionAfter, cut, isGone, needsDrain } from './raw-response.js
 import { timeoutChannel, type Outcome, type Tracked } from './registry.js'
 import type { ReplyPort } from './reply-port.js'
 import { describeHang, describeIdle, hangReport, pendingEntry, type ReplyFacts, type UpstreamCall } from './report.js'
-import type { AsyncReply, FetchCallback, FetchOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
+import { forwardRequest } from './forward.js'
+import type { ResolvedRetry } from './retry-policy.js'
+import type { AsyncReply, FetchCallback, FetchOptions, ForwardOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
 import { fetchUpstream, fetchWithCallback, pipeUpstream, type ErrorFirstCallback } from './upstream.js'
 
 // How a reply ended. The handler's own finish()/fail() are told apart from the plugin's ends,
@@ -49,6 +51,8 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   #closeListeners: Array<() => void> | null = null
   #endListeners: Array<(outcome: Outcome) => void> | null = null
   #timer: NodeJS.Timeout | null = null
+  /** When `#timer` fires (epoch ms); `Infinity` while the watchdog is disarmed. */
+  #deadline = Infinity
   #warnedIdle = false
   /** What every pending `flush()` waits for when the socket buffer is full. */
   #drained: Promise<void> | null = null
@@ -70,7 +74,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   /** Called once by the route: registers the reply, arms the watchdog, listens for the client. */
   start (): void {
     this.route.plugin.registry.add(this)
-    if (this.route.timeout > 0) this.#timer = setTimeout(fireWatchdog, this.route.timeout, this)
+    if (this.route.timeout > 0) this.#arm(this.route.timeout)
     const raw = this.raw as RawWithReply
     raw[kReply] = this
     raw.on('close', onRawClose)
@@ -236,12 +240,33 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     return pipeUpstream(this, source, options)
   }
 
+  forward (url: string | URL, options?: ForwardOptions): Promise<void> {
+    return forwardRequest(this, url, options)
+  }
+
+  /** The route's retry policy. */
+  get retry (): ResolvedRetry {
+    return this.route.retry
+  }
+
   setTimeout (ms: number): this {
     checkDuration('reply.setTimeout(ms)', ms)
     if (this.#state !== OPEN) return this
     if (this.#timer !== null) clearTimeout(this.#timer)
-    this.#timer = ms > 0 ? setTimeout(fireWatchdog, ms, this) : null
+    this.#timer = null
+    this.#deadline = Infinity
+    if (ms > 0) this.#arm(ms)
     return this
+  }
+
+  /** Epoch ms when the watchdog fires; `Infinity` while it is disarmed. */
+  get deadline (): number {
+    return this.#deadline
+  }
+
+  #arm (ms: number): void {
+    this.#deadline = Date.now() + ms
+    this.#timer = setTimeout(fireWatchdog, ms, this)
   }
 
   onClose (fn: () => void): this {
@@ -309,6 +334,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   /** The watchdog fired. */
   timeOut (): void {
     this.#timer = null
+    this.#deadline = Infinity
     this.#timedOut = true
     const now = Date.now()
     const report = hangReport(this, now)
@@ -437,6 +463,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
       clearTimeout(this.#timer)
       this.#timer = null
     }
+    this.#deadline = Infinity
     const abnormal = this.#abnormal()
     if (abnormal && this.#controller !== null) this.#controller.abort(reason)
     if (this.#calls !== null) {

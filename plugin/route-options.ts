@@ -4,6 +4,7 @@ import type { FastifyInstance, RouteOptions } from 'fastify'
 import type { PluginContext, RouteContext, UserFunction, WatchdogHook } from './context.js'
 import { isDuration, MAX_TIMER_MS } from './durations.js'
 import { InvalidOptionError } from './errors.js'
+import { resolveRetry, type Refuse } from './retry-policy.js'
 import type { AsyncRouteOptions } from './types.js'
 
 function duration (name: string, value: unknown): number {
@@ -11,6 +12,10 @@ function duration (name: string, value: unknown): number {
     throw new InvalidOptionError(`asyncRoute(): "${name}" must be an integer from 0 to ${MAX_TIMER_MS} (ms), got ${String(value)}`)
   }
   return value
+}
+
+const refuseRouteOption: Refuse = (name, expected, value) => {
+  throw new InvalidOptionError(`asyncRoute(): "${name}" must be ${expected}, got ${typeof value === 'string' ? JSON.stringify(value) : String(value)}`)
 }
 
 /** The plugin's part of a route, and the options Fastify gets (everything else, as given). */
@@ -22,7 +27,7 @@ export function resolveRouteOptions (
   if (options === null || typeof options !== 'object') {
     throw new InvalidOptionError('asyncRoute() takes a route options object')
   }
-  const { handler, timeout, upstream, onUpstreamError, onWatchdog, warnUnfinished, ...fastifyOptions } = options
+  const { handler, timeout, upstream, onUpstreamError, onWatchdog, warnUnfinished, retry, ...fastifyOptions } = options
   if (typeof handler !== 'function') {
     throw new InvalidOptionError(`asyncRoute(): "handler" must be a function (${String(options.method)} ${String(options.url)})`)
   }
@@ -44,6 +49,7 @@ export function resolveRouteOptions (
     warnUnfinished: warnUnfinished === undefined
       ? plugin.warnUnfinished
       : warnUnfinished === false ? 0 : duration('warnUnfinished', warnUnfinished),
+    retry: retry === undefined ? plugin.retry : resolveRetry(retry, plugin.retry, refuseRouteOption),
     upstream: upstream ?? null,
     onUpstreamError: (onUpstreamError as UserFunction | undefined) ?? null
   }
