@@ -69,9 +69,8 @@ function isReadable (body: unknown): body is Readable {
 }
 
 /** `application/json`, or any `+json` type, with parameters or not. */
-function isJsonType (value: unknown): boolean {
-  if (typeof value !== 'string') return false
-  const type = value.split(';', 1)[0]?.trim().toLowerCase() as string
+function isJsonType (value: string | string[] | undefined): boolean {
+  const type = String(value).split(';', 1)[0]?.trim().toLowerCase() as string
   return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'))
 }
 

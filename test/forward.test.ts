@@ -170,6 +170,26 @@ t.test('x-forwarded-for appends, -proto and -host replace; xForwarded: false add
   for (const name of Object.keys(incoming)) t.equal(seen[2]?.headers[name], undefined, `no ${name} added`)
 })
 
+t.test('an HTTP/1.0 request without host: no x-forwarded-host, an incoming one removed', async (t) => {
+  const seen: Seen[] = []
+  const upstream = await recordingUpstream(t, seen)
+  const { url } = await startApp(t, {}, gateway(upstream.origin))
+  const net = await import('node:net')
+  const { port } = new URL(url)
+  const answer = await new Promise<string>((resolve, reject) => {
+    const socket = net.connect(Number(port), '127.0.0.1', () => {
+      socket.end('GET /api/old HTTP/1.0\r\nx-forwarded-host: spoofed.example\r\n\r\n')
+    })
+    let text = ''
+    socket.on('data', (chunk: Buffer) => { text += chunk.toString() })
+    socket.on('end', () => resolve(text))
+    socket.on('error', reject)
+  })
+  t.match(answer, /^HTTP\/1\.1 201/)
+  t.equal(seen[0]?.headers['x-forwarded-host'], undefined)
+  t.equal(seen[0]?.headers['x-forwarded-for'], '127.0.0.1')
+})
+
 t.test('options.headers apply last, names matched without regard to case: a value replaces, null removes', async (t) => {
   const seen: Seen[] = []
   const upstream = await recordingUpstream(t, seen)
@@ -295,7 +315,7 @@ t.test('allowedOrigins, upstream errors, the watchdog and client aborts apply as
     app.asyncRoute({
       method: 'GET',
       url: '/headers-timeout',
-      handler (_request, reply) { return reply.forward(`${upstream.origin}/ht`, { headersTimeout: 100 }) }
+      handler (_request, reply) { return reply.forward(`${upstream.origin}/ht`, { headersTimeout: 100, bodyTimeout: 5000 }) }
     })
     app.asyncRoute({
       method: 'GET',

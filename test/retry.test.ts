@@ -444,7 +444,7 @@ t.test('invalid policies: register rejects, asyncRoute() throws, a call throws; 
   ]
   for (const [retry, message] of bad) {
     const app = Fastify()
-    await t.rejects(app.register(asyncRoute, { retry: retry as RetryPolicy }).ready(), { name: 'TypeError', code: 'FST_ASYNC_ROUTE_INVALID_OPTION', message }, `register: ${JSON.stringify(retry)}`)
+    await t.rejects(async () => { await app.register(asyncRoute, { retry: retry as RetryPolicy }) }, { name: 'TypeError', code: 'FST_ASYNC_ROUTE_INVALID_OPTION', message }, `register: ${JSON.stringify(retry)}`)
     await app.close()
   }
   const app = Fastify()
@@ -464,7 +464,8 @@ t.test('invalid policies: register rejects, asyncRoute() throws, a call throws; 
           () => reply.fetch(upstream.url, { retry: { attempts: 0 } }),
           () => reply.fetch(upstream.url, { retry: { attempts: 0 } }, () => {}),
           () => reply.pipe(upstream.url, { retry: { maxDelay: -1 } }),
-          () => reply.pipe({ url: upstream.url, retry: { methods: [1] as unknown as string[] } })
+          () => reply.pipe({ url: upstream.url, retry: { methods: [1] as unknown as string[] } }),
+          () => reply.fetch(upstream.url, { retry: { methods: 'GET' as unknown as string[] } })
         ]) {
           try { void run() } catch (error) { thrown.push(error as { code: string, message: string }) }
         }
@@ -479,8 +480,10 @@ t.test('invalid policies: register rejects, asyncRoute() throws, a call throws; 
     })
   })
   t.equal((await request(`${served.url}/`)).body, 'ok')
-  t.equal(thrown.length, 4)
+  t.equal(thrown.length, 5)
   for (const error of thrown) t.match(error, { code: 'FST_ASYNC_ROUTE_INVALID_ARGUMENT', message: /^reply\.(fetch|pipe)\(\): "retry\./ })
+  t.match(thrown[3]?.message, /got \[1\]$/)
+  t.match(thrown[4]?.message, /got "GET"$/)
   const viaUpstream = await request(`${served.url}/upstream`)
   t.equal(viaUpstream.statusCode, 500)
   t.equal(JSON.parse(viaUpstream.body).code, 'FST_ASYNC_ROUTE_INVALID_ARGUMENT')
