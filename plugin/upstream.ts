@@ -242,10 +242,13 @@ function isResponse (source: unknown): source is UpstreamResponse {
 
 /** `reply.pipe()`: status, headers and body of an upstream response, with backpressure. */
 export function pipeUpstream (reply: ReplyPort, source: UpstreamResponse | string | URL | UpstreamRequest, options: FetchOptions | undefined): Promise<void> {
-  if (isResponse(source)) return streamResponse(reply, source)
-  const [url, requestOptions] = typeof source === 'string' || source instanceof URL ? [source, options] : splitRequest(source)
   // A bad `retry` is a programming error: thrown now, not a rejected or failed pipe.
-  return pipeRequest(reply, url, requestOptions, callPolicy(reply.retry, requestOptions?.retry, 'reply.pipe()'))
+  if (typeof source === 'string' || source instanceof URL) {
+    return pipeRequest(reply, source, options, callPolicy(reply.retry, options?.retry, 'reply.pipe()'))
+  }
+  if (isResponse(source)) return streamResponse(reply, source)
+  const [url, requestOptions] = splitRequest(source)
+  return pipeRequest(reply, url, requestOptions, callPolicy(reply.retry, requestOptions.retry, 'reply.pipe()'))
 }
 
 /** `pipe(url)` and `forward`: the direct path when undici's `dispatch` takes the options as they are. */
