@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
 import type { Registry } from './registry.js'
 import type { WatchdogQueue } from './watchdog-queue.js'
+import type { ResolvedRetry } from './retry-policy.js'
 import type { AsyncReply, HangReport, UpstreamRequest, UpstreamResponse } from './types.js'
 
 export interface PluginContext {
@@ -20,6 +21,8 @@ export interface PluginContext {
   readonly maxPending: number
   /** `null` when any origin may be reached. */
   readonly allowedOrigins: ReadonlySet<string> | null
+  /** The plugin's retry policy (`attempts: 1`: none). */
+  readonly retry: ResolvedRetry
   /** HTTP/2 responses have no socket of their own and refuse connection-specific headers. */
   readonly http2: boolean
   readonly registry: Registry
@@ -48,6 +51,8 @@ export interface RouteContext {
   readonly maxPending: number
   /** This route's open replies, kept only when `maxPending` is set. */
   open: number
+  /** The plugin's retry policy with the route's laid over it. */
+  readonly retry: ResolvedRetry
   /** `null` when the route has no `upstream` step. */
   readonly upstream: UpstreamTarget | ((request: FastifyRequest) => UpstreamTarget | Promise<UpstreamTarget>) | null
   readonly onUpstreamError: UserFunction | null

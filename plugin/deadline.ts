@@ -49,3 +49,9 @@ function append (out: Record<string, string | string[] | number | undefined>, ke
     out[key] = ([] as Array<string | number>).concat(previous as string, value as string).map(String)
   }
 }
+
+/** A retried request's options, its deadline header brought up to date (when deadlines travel). */
+export function refreshDeadline<Options extends { headers?: unknown }> (name: string | null, deadline: number, options: Options): Options {
+  if (name === null) return options
+  return { ...options, headers: withDeadline(name, deadline, options.headers as Headers) }
+}

@@ -29,6 +29,9 @@ export const IdleTimeoutError = createError(
 /** `maxPending`: too many open replies; answered at once, with `retry-after: 1`. */
 export const OverloadedError = createError(
   'FST_ASYNC_ROUTE_OVERLOADED', 'Too many pending requests; retry shortly', 503)
+/** `reply.forward()` to a path with a dot segment (`.`, `..`, also percent-encoded): refused before anything is sent. */
+export const BadPathError = createError(
+  'FST_ASYNC_ROUTE_BAD_PATH', 'The forwarded path is not allowed', 400)
 
 export const OriginDeniedError = createError(
   'FST_ASYNC_ROUTE_ORIGIN_DENIED', 'The upstream origin is not allowed', 500)

@@ -1,5 +1,6 @@
 // Which upstream response headers `pipe` may relay to the client: never the hop-by-hop ones,
-// nor those the upstream's `connection` header names.
+// nor those the upstream's `connection` header names. (`forward` filters request headers with
+// the same list: forward.ts.)
 import type { OutgoingHttpHeaders } from 'node:http'
 import type { UpstreamResponse } from './types.js'
 
@@ -7,7 +8,7 @@ import type { UpstreamResponse } from './types.js'
  * Headers that describe one connection, not the message: never copied from an upstream
  * response to the client (RFC 9110 §7.6.1, plus the legacy `keep-alive`/`proxy-*` ones).
  */
-const HOP_BY_HOP = new Set([
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',

@@ -16,6 +16,7 @@ export {
   BadUpstreamRequestError,
   IdleTimeoutError,
   OverloadedError,
+  BadPathError,
   InvalidOptionError,
   InvalidArgumentError,
   OriginDeniedError,
@@ -45,6 +46,7 @@ function plugin (fastify: FastifyInstance, options: AsyncRoutePluginOptions, don
     deadlineHeader: resolved.deadlineHeader,
     maxPending: resolved.maxPending,
     allowedOrigins: resolved.allowedOrigins,
+    retry: resolved.retry,
     http2: fastify.initialConfig.http2 === true,
     registry
   }

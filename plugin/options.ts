@@ -3,6 +3,7 @@ import { validateHeaderName } from 'node:http'
 import type { AsyncRoutePluginOptions } from './types.js'
 import { isDuration, MAX_TIMER_MS } from './durations.js'
 import { InvalidOptionError } from './errors.js'
+import { NO_RETRY, resolveRetry, type ResolvedRetry } from './retry-policy.js'
 
 export interface ResolvedOptions {
   timeout: number
@@ -14,6 +15,7 @@ export interface ResolvedOptions {
   idleTimeout: number
   deadlineHeader: string | null
   maxPending: number
+  retry: ResolvedRetry
 }
 
 function fail (name: string, expected: string, value: unknown): never {
@@ -86,6 +88,7 @@ export function resolveOptions (options: AsyncRoutePluginOptions): ResolvedOptio
     warnUnfinished: options.warnUnfinished === false ? 0 : duration(options, 'warnUnfinished', 0),
     dispatcher,
     onTimeout: onTimeout ?? null,
-    allowedOrigins: origins
+    allowedOrigins: origins,
+    retry: options.retry === undefined ? NO_RETRY : resolveRetry(options.retry, NO_RETRY, fail)
   }
 }

@@ -4,10 +4,11 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { toUpstreamError } from './error-mapping.js'
 import { CancelledError, UpstreamError } from './errors.js'
 import { forwardableHeaders } from './headers.js'
-import { withDeadline } from './deadline.js'
+import { refreshDeadline, withDeadline } from './deadline.js'
 import { refusal } from './preflight.js'
 import type { ReplyPort } from './reply-port.js'
 import type { UpstreamCall } from './report.js'
+import { errorDelay, mayRetry, RetryState, statusDelay, type ResolvedRetry } from './retry-policy.js'
 import type { FetchOptions } from './types.js'
 import { splitUrl, StreamingRequest, type Dispatcher, type DispatchOptions } from './undici-adapter.js'
 
@@ -16,7 +17,7 @@ import { splitUrl, StreamingRequest, type Dispatcher, type DispatchOptions } fro
  * plugin's own, as for `fetch`). Anything else (a caller's `signal`, a streamed
  * body, `onInfo`, `responseHeaders`, …) takes the general path: `fetch` and then `pipe(res)`.
  */
-const DIRECT_OPTIONS = new Set(['method', 'headers', 'body', 'query', 'headersTimeout', 'bodyTimeout', 'dispatcher'])
+const DIRECT_OPTIONS = new Set(['method', 'headers', 'body', 'query', 'headersTimeout', 'bodyTimeout', 'dispatcher', 'retry'])
 
 export function isDirect (options: FetchOptions | undefined): boolean {
   if (options === undefined) return true
@@ -35,6 +36,8 @@ const WAITING = 0 // request sent, no head yet
 const STREAMING = 1 // head relayed, body going to the client
 const DETACHED = 2 // the reply finished (HEAD, or finish() during pipe()): the rest is read and dropped
 const DONE = 3 // complete, failed or cancelled
+const DISCARDING = 4 // a retryable answer: read and dropped, then the next try
+const BACKOFF = 5 // waiting for the next try (still tracked: in flight)
 
 /**
  * `reply.pipe(url)`: one undici dispatch whose handler relays the head and writes each chunk
@@ -54,6 +57,8 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
   /** Errors that undici reports synchronously, from inside `dispatch`, are reported a tick later. */
   #dispatching = true
   #discarded = 0
+  /** Set only for a request that may be retried. */
+  retry: RetryState<DispatchOptions> | null = null
 
   constructor (reply: ReplyPort, method: string, url: string | URL, resolve: () => void) {
     super()
@@ -65,6 +70,13 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
 
   release (abnormal: boolean): void {
     // (Never called once done: #done untracks the pipe.)
+    if (this.#state === BACKOFF) {
+      (this.retry as RetryState<DispatchOptions>).cancelWait()
+      this.#done()
+      // As a request cancelled before its head: a late error, at debug level.
+      if (abnormal) this.reply.failByPlugin(new CancelledError({ cause: this.reply.endReason }))
+      return
+    }
     if (!abnormal && this.#state !== WAITING) {
       // finish() while piping (or a HEAD answered): stop feeding the ended response, read the
       // rest for the pool, as body.dump() would.
@@ -75,6 +87,13 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
   }
 
   protected received (statusCode: number, headers: IncomingHttpHeaders): void {
+    const retry = this.retry
+    if (retry !== null && retry.next(statusDelay(retry.policy, retry.tries, statusCode, headers['retry-after']), this.reply.deadline) >= 0) {
+      // Retried: nothing of this answer reaches the client. Read it for the pool, then try again.
+      this.#state = DISCARDING
+      this.#discarded = 0
+      return
+    }
     const reply = this.reply
     if (reply.watchesIdle) reply.noteSignOfLife()
     const raw = reply.raw
@@ -100,7 +119,11 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
   protected chunk (chunk: Buffer): boolean {
     if (this.#state !== STREAMING) {
       this.#discarded += chunk.length
-      if (this.#discarded > DISCARD_LIMIT) this.#stop()
+      if (this.#discarded > DISCARD_LIMIT) {
+        // A large answer to a try that is retried: give up its connection, not the request.
+        if (this.#state === DISCARDING) this.abandon()
+        else this.#stop()
+      }
       return true
     }
     const reply = this.reply
@@ -113,6 +136,7 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
   }
 
   protected completed (): void {
+    if (this.#state === DISCARDING) return this.#backOff()
     const streaming = this.#state === STREAMING
     this.#done()
     if (streaming) this.reply.finishPiped()
@@ -125,6 +149,14 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
     }
     const state = this.#state
     if (state === DONE) return
+    if (!this.#cancelled) {
+      // The answer of a retried try broke while being dropped: the next try is due all the same.
+      if (state === DISCARDING) return this.#backOff()
+      const retry = this.retry
+      if (state === WAITING && retry !== null && retry.next(errorDelay(retry.policy, retry.tries, error), this.reply.deadline) >= 0) {
+        return this.#backOff()
+      }
+    }
     this.#done()
     if (state === DETACHED) return
     if (this.#cancelled) {
@@ -137,8 +169,26 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
     this.reply.failByPlugin(state === WAITING ? toUpstreamError(error) : error)
   }
 
-  dispatched (): void {
+  /** Dispatches the request (again, for a retry). */
+  send (options: DispatchOptions): void {
+    this.#dispatching = true
+    this.dispatchOn(this.reply.plugin.dispatcher, options)
     this.#dispatching = false
+  }
+
+  /** Waits until the next try is due (see RetryState.next), still tracked as in flight. */
+  #backOff (): void {
+    const retry = this.retry as RetryState<DispatchOptions>
+    this.#state = BACKOFF
+    retry.timer = setTimeout(retryPipe, Math.max(0, retry.due - Date.now()), this)
+  }
+
+  /** The wait is over. */
+  retryNow (): void {
+    const retry = this.retry as RetryState<DispatchOptions>
+    retry.start()
+    this.#state = WAITING
+    this.send(refreshDeadline(this.reply.plugin.deadlineHeader, this.reply.deadline, retry.options))
   }
 
   #stop (): void {
@@ -154,10 +204,13 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
   }
 }
 
-export function pipeDirect (reply: ReplyPort, url: string | URL, options: FetchOptions | undefined): Promise<void> {
+function retryPipe (pipe: DirectPipe): void {
+  pipe.retryNow()
+}
+
+export function pipeDirect (reply: ReplyPort, url: string | URL, options: FetchOptions | undefined, policy: ResolvedRetry): Promise<void> {
   const refused = refusal(reply, url)
   if (refused !== null) return failLater(reply, refused)
-  const plugin = reply.plugin
   let target: URL
   try {
     target = typeof url === 'string' ? new URL(url) : url
@@ -170,7 +223,7 @@ export function pipeDirect (reply: ReplyPort, url: string | URL, options: FetchO
   const pipe = new DirectPipe(reply, method, url, resolve)
   reply.track(pipe)
   const dispatchOptions: DispatchOptions = { ...splitUrl(target), method: method as Dispatcher.HttpMethod }
-  const deadlineHeader = plugin.deadlineHeader
+  const deadlineHeader = reply.plugin.deadlineHeader
   if (deadlineHeader !== null) dispatchOptions.headers = withDeadline(deadlineHeader, reply.deadline, options?.headers) as DispatchOptions['headers']
   if (options !== undefined) {
     if (options.headers !== undefined && deadlineHeader === null) dispatchOptions.headers = options.headers
@@ -179,13 +232,13 @@ export function pipeDirect (reply: ReplyPort, url: string | URL, options: FetchO
     if (options.headersTimeout !== undefined) dispatchOptions.headersTimeout = options.headersTimeout
     if (options.bodyTimeout !== undefined) dispatchOptions.bodyTimeout = options.bodyTimeout
   }
-  pipe.dispatchOn(plugin.dispatcher, dispatchOptions)
-  pipe.dispatched()
+  if (policy.attempts > 1 && mayRetry(policy, method, dispatchOptions.body)) pipe.retry = new RetryState(policy, dispatchOptions)
+  pipe.send(dispatchOptions)
   return done
 }
 
 /** A failure found before anything was sent: reported after the caller's synchronous code, as an awaited fetch would. */
-async function failLater (reply: ReplyPort, error: Error): Promise<void> {
+export async function failLater (reply: ReplyPort, error: Error): Promise<void> {
   await undefined
   reply.failByPlugin(error)
 }

@@ -4,6 +4,7 @@ import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { FastifyRequest } from 'fastify'
 import type { PluginContext } from './context.js'
 import type { UpstreamCall } from './report.js'
+import type { ResolvedRetry } from './retry-policy.js'
 
 export interface ReplyPort {
   readonly request: FastifyRequest
@@ -11,6 +12,10 @@ export interface ReplyPort {
   readonly plugin: PluginContext
   /** Not ended in any way yet. */
   readonly open: boolean
+  /** Epoch ms when the watchdog fires; `Infinity` while it is disarmed. A retry never starts after it. */
+  readonly deadline: number
+  /** The route's retry policy (the plugin's with the route's laid over it). */
+  readonly retry: ResolvedRetry
   /** How the reply ended, for a request it cancelled. */
   readonly endReason: unknown
   /** Counts the call as in flight until `untrack` (or releases it when the reply ends). */
@@ -23,8 +28,6 @@ export interface ReplyPort {
   noteSignOfLife (): void
   /** `idleTimeout` is on for this reply: only then are upstream chunks worth a timestamp. */
   readonly watchesIdle: boolean
-  /** When the watchdog fires (epoch ms); `Infinity` while it is off. */
-  readonly deadline: number
   /** Sends the head of a piped upstream response: base headers, the upstream's, then the handler's. */
   writeUpstreamHead (statusCode: number, upstreamHeaders: OutgoingHttpHeaders): void
   /** A piped body ended: the response is complete. */

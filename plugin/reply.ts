@@ -14,8 +14,10 @@ import { closeConnectionAfter, cut, isGone, needsDrain } from './raw-response.js
 import { timeoutChannel, type Outcome, type Tracked } from './registry.js'
 import type { ReplyPort } from './reply-port.js'
 import { describeHang, describeIdle, describeSilence, hangReport, pendingEntry, type ReplyFacts, type UpstreamCall } from './report.js'
+import { forwardRequest } from './forward.js'
+import type { ResolvedRetry } from './retry-policy.js'
 import type { Watched } from './watchdog-queue.js'
-import type { AsyncReply, FetchCallback, FetchOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
+import type { AsyncReply, FetchCallback, FetchOptions, ForwardOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
 import { fetchUpstream, fetchWithCallback, pipeUpstream, type ErrorFirstCallback } from './upstream.js'
 
 // How a reply ended. The handler's own finish()/fail() are told apart from the plugin's ends,
@@ -257,6 +259,15 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
 
   pipe (source: UpstreamResponse | string | URL | UpstreamRequest, options?: PipeOptions): Promise<void> {
     return pipeUpstream(this, source, options)
+  }
+
+  forward (url: string | URL, options?: ForwardOptions): Promise<void> {
+    return forwardRequest(this, url, options)
+  }
+
+  /** The route's retry policy. */
+  get retry (): ResolvedRetry {
+    return this.route.retry
   }
 
   setTimeout (ms: number): this {

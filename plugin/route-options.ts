@@ -5,6 +5,7 @@ import type { PluginContext, RouteContext, UserFunction, WatchdogHook } from './
 import { isDuration, MAX_TIMER_MS } from './durations.js'
 import { InvalidOptionError } from './errors.js'
 import { WatchdogQueue } from './watchdog-queue.js'
+import { resolveRetry, type Refuse } from './retry-policy.js'
 import type { AsyncRouteOptions } from './types.js'
 
 function duration (name: string, value: unknown): number {
@@ -12,6 +13,10 @@ function duration (name: string, value: unknown): number {
     throw new InvalidOptionError(`asyncRoute(): "${name}" must be an integer from 0 to ${MAX_TIMER_MS} (ms), got ${String(value)}`)
   }
   return value
+}
+
+const refuseRouteOption: Refuse = (name, expected, value) => {
+  throw new InvalidOptionError(`asyncRoute(): "${name}" must be ${expected}, got ${typeof value === 'string' ? JSON.stringify(value) : String(value)}`)
 }
 
 /** The plugin's part of a route, and the options Fastify gets (everything else, as given). */
@@ -23,7 +28,7 @@ export function resolveRouteOptions (
   if (options === null || typeof options !== 'object') {
     throw new InvalidOptionError('asyncRoute() takes a route options object')
   }
-  const { handler, timeout, upstream, onUpstreamError, onWatchdog, warnUnfinished, idleTimeout, maxPending, ...fastifyOptions } = options
+  const { handler, timeout, upstream, onUpstreamError, onWatchdog, warnUnfinished, idleTimeout, maxPending, retry, ...fastifyOptions } = options
   if (typeof handler !== 'function') {
     throw new InvalidOptionError(`asyncRoute(): "handler" must be a function (${String(options.method)} ${String(options.url)})`)
   }
@@ -50,6 +55,7 @@ export function resolveRouteOptions (
     idleTimeout: idleTimeout === undefined ? plugin.idleTimeout : duration('idleTimeout', idleTimeout),
     maxPending: maxPending === undefined ? 0 : duration('maxPending', maxPending),
     open: 0,
+    retry: retry === undefined ? plugin.retry : resolveRetry(retry, plugin.retry, refuseRouteOption),
     upstream: upstream ?? null,
     onUpstreamError: (onUpstreamError as UserFunction | undefined) ?? null
   }

@@ -21,9 +21,45 @@ import type { Dispatcher } from 'undici'
 /** The undici response that `fetch` resolves with and the `upstream` option passes on. */
 export type UpstreamResponse = Dispatcher.ResponseData<unknown>
 
-/** undici's request options, less what the plugin sets itself (dispatcher, signal). */
+/**
+ * When an upstream request is tried again (see the README's retry table). Given as the
+ * plugin's `retry`, a route's, or a call's own; each level replaces the one above field by field.
+ */
+export interface RetryPolicy {
+  /** Total tries including the first, 1 to 10. Default 1 (no retry). */
+  attempts?: number
+  /** Methods that may be retried. Default `GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`. */
+  methods?: readonly string[]
+  /** Response statuses that are retried. Default `502`, `503`, `504`. */
+  statusCodes?: readonly number[]
+  /** Error codes that are retried. Default refused/reset connections, socket errors, connect and headers timeouts. */
+  errorCodes?: readonly string[]
+  /** ms, 0 to 60000; the shortest wait before a retry. Default 25. */
+  minDelay?: number
+  /** ms, 0 to 60000, at least `minDelay`; the longest backoff. Default 250. */
+  maxDelay?: number
+}
+
+/** undici's request options, less what the plugin sets itself (dispatcher, signal), plus `retry`. */
 export type PipeOptions = Omit<Dispatcher.RequestOptions, 'origin' | 'path' | 'method' | 'signal'> & {
   method?: Dispatcher.HttpMethod | (string & {})
+  /** This request's retry policy, over the route's. */
+  retry?: RetryPolicy
+}
+
+/** `reply.forward(url, options)`. */
+export interface ForwardOptions {
+  /**
+   * Applied last, names matched without regard to case: a value replaces the header, `null`
+   * removes it.
+   */
+  headers?: Record<string, string | number | readonly string[] | null>
+  /** `false`: no `x-forwarded-*` header is added, incoming ones pass unchanged. Default `true`. */
+  xForwarded?: boolean
+  /** This request's retry policy, over the route's. */
+  retry?: RetryPolicy
+  headersTimeout?: number
+  bodyTimeout?: number
 }
 
 /**
@@ -121,6 +157,11 @@ export interface AsyncReply<Request = FastifyRequest, RawReply = RawReplyDefault
   fetch (url: string | URL, options: FetchOptions | undefined, callback: (err: AsyncRouteError | null) => unknown): void
   /** Streams an upstream response (or performs the request) to the client; never rejects. */
   pipe (source: UpstreamResponse | string | URL | UpstreamRequest, options?: PipeOptions): Promise<void>
+  /**
+   * Sends the incoming request (method, cleaned headers, body as parsed or streamed) on to
+   * `url` and relays the answer as `pipe(url)` does; never rejects.
+   */
+  forward (url: string | URL, options?: ForwardOptions): Promise<void>
   /** Re-arms the watchdog to fire `ms` from now; `0` disarms it. */
   setTimeout (ms: number): this
   /** Runs `fn` once if the client disconnects before the reply is finished. */
@@ -205,6 +246,8 @@ export interface AsyncRouteOptionsBase<
   idleTimeout?: number
   /** At most this many open replies of this route (checked in addition to the plugin's); `0`: no limit. */
   maxPending?: number
+  /** The plugin's retry policy for this route, replaced field by field. */
+  retry?: RetryPolicy
   /**
    * The plugin's `onTimeout` for this route only, replacing it. (A route's `onTimeout` is
    * Fastify's own socket-timeout hook.)
@@ -292,6 +335,8 @@ export interface AsyncRoutePluginOptions {
   deadlineHeader?: string
   /** At most this many open async replies; beyond, 503 `FST_ASYNC_ROUTE_OVERLOADED` at once. Default `0` (no limit). */
   maxPending?: number
+  /** Default retry policy of every upstream request. Default `{ attempts: 1 }` (no retry). */
+  retry?: RetryPolicy
 }
 
 /** The plugin; also its own `default` and `asyncRoute` properties, for every import form. */

@@ -150,6 +150,11 @@ export abstract class StreamingRequest implements Dispatcher.DispatchHandler {
     this.#controller?.abort(new Error('cancelled'))
   }
 
+  /** Gives up the current try only (its answer is not wanted); a later dispatch of this request is not affected. */
+  protected abandon (): void {
+    this.#controller?.abort(new Error('abandoned'))
+  }
+
   protected resume (): void {
     this.#controller?.resume()
   }

@@ -8,8 +8,9 @@ import { refusal } from './preflight.js'
 import { isDirect, pipeDirect } from './pipe-direct.js'
 import type { ReplyPort } from './reply-port.js'
 import type { UpstreamCall } from './report.js'
+import { callPolicy, errorDelay, mayRetry, RetryState, statusDelay, type ResolvedRetry } from './retry-policy.js'
 import type { AsyncRouteError, FetchCallback, FetchOptions, UpstreamRequest, UpstreamResponse } from './types.js'
-import { withDeadline } from './deadline.js'
+import { refreshDeadline, withDeadline } from './deadline.js'
 import { RequestSignal, sendRequest, splitUrl, type DispatchOptions } from './undici-adapter.js'
 
 const CANCELLED_CODE = new CancelledError().code
@@ -40,6 +41,8 @@ export class FetchCall extends RequestSignal implements UpstreamCall {
   reject: (error: unknown) => void = noop
   /** The caller's own `signal` (fetch options), when one was given. */
   callerSignal: AbortSignal | null = null
+  /** Set only for a request that may be retried. */
+  retry: RetryState<DispatchOptions> | null = null
 
   constructor (reply: ReplyPort, method: string, url: string | URL) {
     super()
@@ -53,6 +56,12 @@ export class FetchCall extends RequestSignal implements UpstreamCall {
     const body = this.body
     if (body === null) {
       this.cancelled = true
+      if (this.retry?.cancelWait() === true) {
+        // Waiting for its next try: nothing is in flight to abort.
+        this.done()
+        this.#fail(null)
+        return
+      }
       this.abortRequest()
     } else if (abnormal) {
       body.destroy()
@@ -69,7 +78,10 @@ export class FetchCall extends RequestSignal implements UpstreamCall {
   /** The caller's signal aborted: stop this request only; the reply is untouched. */
   handleEvent (): void {
     const reason = (this.callerSignal as AbortSignal).reason
-    if (this.body === null) {
+    if (this.retry?.cancelWait() === true) {
+      this.done()
+      this.#fail(null)
+    } else if (this.body === null) {
       this.abortRequest()
     } else {
       this.body.destroy(reason)
@@ -85,8 +97,22 @@ export class FetchCall extends RequestSignal implements UpstreamCall {
       queueMicrotask(() => this.#accept(response as UpstreamResponse))
       return
     }
+    if (this.retry !== null && this.#retryAfter(errorDelay(this.retry.policy, this.retry.tries, error))) return
     this.done()
     this.#fail(error)
+  }
+
+  /** Sends the request (again, for a retry). */
+  send (options: DispatchOptions): void {
+    sendRequest(this.reply.plugin.dispatcher, options, (error, response) => this.onResponse(error, response))
+  }
+
+  /** Waits `delay` ms (if a next try may be made) and tries again; false when no try is left. */
+  #retryAfter (delay: number): boolean {
+    const retry = this.retry as RetryState<DispatchOptions>
+    if (this.cancelled || this.callerSignal?.aborted === true || retry.next(delay, this.reply.deadline) < 0) return false
+    retry.timer = setTimeout(retryFetch, delay, this)
+    return true
   }
 
   #accept (response: UpstreamResponse): void {
@@ -97,6 +123,13 @@ export class FetchCall extends RequestSignal implements UpstreamCall {
       body.on('error', noop).destroy()
       this.done()
       this.#fail(null)
+      return
+    }
+    const retry = this.retry
+    if (retry !== null && this.#retryAfter(statusDelay(retry.policy, retry.tries, response.statusCode, response.headers['retry-after']))) {
+      // Nothing of this answer reaches the caller: read it for the pool, and try again.
+      body.on('error', noop)
+      ;(body as unknown as UpstreamResponse['body']).dump().catch(noop)
       return
     }
     this.body = body
@@ -134,6 +167,12 @@ function pushNotingLife (this: TrackedBody, chunk: unknown, encoding?: BufferEnc
   return Object.getPrototypeOf(this).push.call(this, chunk, encoding)
 }
 
+function retryFetch (call: FetchCall): void {
+  const retry = call.retry as RetryState<DispatchOptions>
+  retry.start()
+  call.send(refreshDeadline(call.reply.plugin.deadlineHeader, call.reply.deadline, retry.options))
+}
+
 function onBodyClose (this: TrackedBody & Partial<PipedBody>): void {
   this[kCall]?.done()
   // A body that pipe() relayed: its promise resolves.
@@ -141,7 +180,12 @@ function onBodyClose (this: TrackedBody & Partial<PipedBody>): void {
 }
 
 /** `reply.fetch()`: a request through the plugin's dispatcher, bound to the reply. */
-export function fetchUpstream (reply: ReplyPort, url: string | URL, options: FetchOptions | undefined): Promise<UpstreamResponse> {
+export function fetchUpstream (
+  reply: ReplyPort,
+  url: string | URL,
+  options: FetchOptions | undefined,
+  policy: ResolvedRetry = callPolicy(reply.retry, options?.retry, 'reply.fetch()')
+): Promise<UpstreamResponse> {
   const refused = refusal(reply, url)
   if (refused !== null) return rejected(refused)
   const callerSignal = options?.signal ?? null
@@ -160,6 +204,8 @@ export function fetchUpstream (reply: ReplyPort, url: string | URL, options: Fet
     : { ...options as object, ...splitUrl(target), method: method as DispatchOptions['method'], signal: call }
   const deadlineHeader = reply.plugin.deadlineHeader
   if (deadlineHeader !== null) dispatchOptions.headers = withDeadline(deadlineHeader, reply.deadline, options?.headers) as DispatchOptions['headers']
+  if (options?.retry !== undefined) delete dispatchOptions.retry
+  if (policy.attempts > 1 && mayRetry(policy, method, options?.body)) call.retry = new RetryState(policy, dispatchOptions)
   if (callerSignal !== null) {
     call.callerSignal = callerSignal
     // The call is its own listener (handleEvent): no closure per request.
@@ -170,7 +216,7 @@ export function fetchUpstream (reply: ReplyPort, url: string | URL, options: Fet
     call.reject = reject
   })
   call.promise = promise
-  sendRequest(reply.plugin.dispatcher, dispatchOptions, (error, response) => call.onResponse(error, response))
+  call.send(dispatchOptions)
   return promise
 }
 
@@ -208,19 +254,25 @@ function isResponse (source: unknown): source is UpstreamResponse {
 
 /** `reply.pipe()`: status, headers and body of an upstream response, with backpressure. */
 export function pipeUpstream (reply: ReplyPort, source: UpstreamResponse | string | URL | UpstreamRequest, options: FetchOptions | undefined): Promise<void> {
+  // A bad `retry` is a programming error: thrown now, not a rejected or failed pipe.
   if (typeof source === 'string' || source instanceof URL) {
-    return isDirect(options) ? pipeDirect(reply, source, options) : pipeFetched(reply, source, options)
+    return pipeRequest(reply, source, options, callPolicy(reply.retry, options?.retry, 'reply.pipe()'))
   }
   if (isResponse(source)) return streamResponse(reply, source)
   const [url, requestOptions] = splitRequest(source)
-  return isDirect(requestOptions) ? pipeDirect(reply, url, requestOptions) : pipeFetched(reply, url, requestOptions)
+  return pipeRequest(reply, url, requestOptions, callPolicy(reply.retry, requestOptions.retry, 'reply.pipe()'))
+}
+
+/** `pipe(url)` and `forward`: the direct path when undici's `dispatch` takes the options as they are. */
+export function pipeRequest (reply: ReplyPort, url: string | URL, options: FetchOptions | undefined, policy: ResolvedRetry): Promise<void> {
+  return isDirect(options) ? pipeDirect(reply, url, options, policy) : pipeFetched(reply, url, options, policy)
 }
 
 /** `pipe(url)` with options only `request()` understands: `fetch`, then `pipe(res)`. */
-async function pipeFetched (reply: ReplyPort, url: string | URL, options: FetchOptions | undefined): Promise<void> {
+async function pipeFetched (reply: ReplyPort, url: string | URL, options: FetchOptions | undefined, policy: ResolvedRetry): Promise<void> {
   let response: UpstreamResponse
   try {
-    response = await fetchUpstream(reply, url, options)
+    response = await fetchUpstream(reply, url, options, policy)
   } catch (error) {
     reply.failByPlugin(error)
     return

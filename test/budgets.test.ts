@@ -344,3 +344,32 @@ t.test('an overload answer whose head Node refuses (a bad header set by a hook) 
   held[0]?.finish('ok')
   t.equal((await first).body, 'ok')
 })
+
+t.test('deadlineHeader: a retried request carries the time left at its own start', async (t) => {
+  const seen: number[] = []
+  const up = await upstreamFor(t, (req, res) => {
+    seen.push(Number(req.headers['x-deadline']))
+    if (seen.length % 2 === 1) {
+      res.statusCode = 503
+      res.end('busy')
+    } else {
+      res.end('ok')
+    }
+  })
+  const { url } = await startApp(t, { timeout: 2000, deadlineHeader: 'x-deadline', retry: { attempts: 2, minDelay: 150, maxDelay: 150 } }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/pipe', handler (_request, reply) { return reply.pipe(up.url) } })
+    app.asyncRoute({
+      method: 'GET',
+      url: '/fetch',
+      async handler (_request, reply) {
+        const res = await reply.fetch(up.url)
+        reply.finish(await res.body.text())
+      }
+    })
+  })
+  t.equal((await request(`${url}/pipe`)).body, 'ok')
+  t.equal((await request(`${url}/fetch`)).body, 'ok')
+  t.equal(seen.length, 4)
+  t.ok((seen[0] as number) - (seen[1] as number) >= 100, `pipe: the retry sent less time (${seen[0]} then ${seen[1]})`)
+  t.ok((seen[2] as number) - (seen[3] as number) >= 100, `fetch: the retry sent less time (${seen[2]} then ${seen[3]})`)
+})

@@ -184,6 +184,19 @@ const PATHS: PathCase[] = [
     })
   },
   {
+    name: 'forward',
+    pipes: true,
+    put: false,
+    declare: (app, target, _mode, timeout) => app.asyncRoute({
+      method: 'GET',
+      url: '/',
+      timeout,
+      handler (_request, reply) {
+        return reply.forward(target)
+      }
+    })
+  },
+  {
     name: 'upstream option',
     pipes: false,
     put: false,

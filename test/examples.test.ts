@@ -1,12 +1,14 @@
 // Runs every file in examples/ against a local upstream, through the built package as a
 // user would import it ('fastify-async-route').
 import { spawn } from 'node:child_process'
+import { createHash, randomBytes } from 'node:crypto'
 import http from 'node:http'
 import { Writable } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import t from 'tap'
 import { buildComposedDispatcherApp } from '../examples/composed-dispatcher.js'
 import { startFeedServer } from '../examples/feed-server.js'
+import { buildGatewayApp } from '../examples/gateway.js'
 import { buildForgetfulApp } from '../examples/forgot-finish.js'
 import { buildProxyApp } from '../examples/proxy.js'
 import { buildStreamingApp } from '../examples/streaming.js'
@@ -83,6 +85,68 @@ t.test('proxy: pipe(url), fetch + pipe(res) and the upstream option stream the f
     t.equal(JSON.parse(res.body).entries.length, 2, path)
   }
   t.equal((await request(`${url}/checked`)).headers['x-proxied-by'], 'fastify-async-route')
+})
+
+t.test('gateway: forward for writes and a streamed upload, a retried read, allowedOrigins', async (t) => {
+  // A small JSON API whose first read answers 503.
+  let reads = 0
+  const seen: http.IncomingHttpHeaders[] = []
+  const api = http.createServer((req, res) => {
+    seen.push(req.headers)
+    const hash = createHash('sha256')
+    let length = 0
+    req.on('data', (chunk: Buffer) => { hash.update(chunk); length += chunk.length })
+    req.on('end', () => {
+      const json = (status: number, value: unknown): void => {
+        res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(value))
+      }
+      if (req.method === 'GET') {
+        if (reads++ === 0) return json(503, { error: 'warming up' })
+        return json(200, { id: req.url?.split('/').pop(), name: 'widget' })
+      }
+      if (req.url?.startsWith('/api/files/') === true) return json(201, { length, sha256: hash.digest('hex') })
+      json(req.method === 'POST' ? 201 : 200, { method: req.method, url: req.url, length })
+    })
+  })
+  await new Promise<void>((resolve) => api.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => { api.closeAllConnections(); api.close(() => resolve()) }))
+  const apiUrl = `http://127.0.0.1:${(api.address() as { port: number }).port}`
+  const url = await serve(t, await buildGatewayApp(apiUrl, { logger: false }))
+
+  const read = await request(`${url}/api/items/7`)
+  t.equal(read.statusCode, 200, 'the 503 was retried')
+  t.same(JSON.parse(read.body), { id: '7', name: 'widget' })
+  t.equal(reads, 2)
+
+  const created = await request(`${url}/api/items`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', cookie: 'session=secret' },
+    body: '{ "name": "gadget" }'
+  })
+  t.equal(created.statusCode, 201)
+  t.same(JSON.parse(created.body), { method: 'POST', url: '/api/items', length: 17 })
+  const posted = seen[seen.length - 1] as http.IncomingHttpHeaders
+  t.equal(posted['x-gateway'], 'fastify-async-route')
+  t.equal(posted.cookie, undefined, 'the cookie stays at the gateway')
+  t.equal(posted['x-forwarded-for'], '127.0.0.1')
+
+  const file = randomBytes(2 * 1024 * 1024)
+  const uploaded = await new Promise<{ statusCode: number, body: string }>((resolve, reject) => {
+    const req = http.request(`${url}/api/files/blob.bin`, { method: 'PUT', headers: { 'content-type': 'application/octet-stream' } }, (res) => {
+      let body = ''
+      res.on('data', (chunk: Buffer) => { body += chunk.toString() })
+      res.on('end', () => resolve({ statusCode: res.statusCode ?? 0, body }))
+    })
+    req.on('error', reject)
+    req.write(file.subarray(0, 1024 * 1024))
+    setTimeout(() => req.end(file.subarray(1024 * 1024)), 20)
+  })
+  t.equal(uploaded.statusCode, 201)
+  t.same(JSON.parse(uploaded.body), { length: file.length, sha256: createHash('sha256').update(file).digest('hex') }, 'streamed whole')
+
+  const escaped = await request(`${url}/api/items/..%2f..%2fadmin`)
+  t.equal(escaped.statusCode, 400)
+  t.equal(JSON.parse(escaped.body).code, 'FST_ASYNC_ROUTE_BAD_PATH')
 })
 
 t.test('composed-dispatcher: an Agent composed with the dns interceptor serves pipe(url) and fetch', async (t) => {

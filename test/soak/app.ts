@@ -155,6 +155,45 @@ export async function startSoakApp (upstream: string, refused: string): Promise<
     }
   })
 
+  // Forwarded POSTs: a parsed (buffered) body sent again, and a streamed one.
+  app.register(async (scope) => {
+    scope.addContentTypeParser('application/octet-stream', { parseAs: 'buffer', bodyLimit: 4 * 1024 * 1024 }, (_request, body, done) => done(null, body))
+    scope.addContentTypeParser('application/x-soak-stream', (_request, payload, done) => done(null, payload))
+    scope.asyncRoute<{ Querystring: { size: string } }>({
+      method: 'POST',
+      url: '/forward/post',
+      handler (request, reply) {
+        return reply.forward(`${upstream}/echo?size=${request.query.size}`)
+      }
+    })
+  })
+  // A flaky upstream: a 503, then a reset, then the answer; three tries get it.
+  const retry = { attempts: 3, minDelay: 1, maxDelay: 20 }
+  app.asyncRoute<{ Querystring: { size: string, id: string } }>({
+    method: 'GET',
+    url: '/flaky/pipe-url',
+    retry,
+    handler (request, reply) {
+      return reply.pipe(`${upstream}/flaky?size=${request.query.size}&id=${request.query.id}`)
+    }
+  })
+  app.asyncRoute<{ Querystring: { size: string, id: string } }>({
+    method: 'GET',
+    url: '/flaky/fetch',
+    async handler (request, reply) {
+      const res = await reply.fetch(`${upstream}/flaky?size=${request.query.size}&id=${request.query.id}`, { retry })
+      await reply.pipe(res)
+    }
+  })
+  app.asyncRoute<{ Querystring: { size: string, id: string } }>({
+    method: 'GET',
+    url: '/flaky/forward',
+    retry,
+    handler (request, reply) {
+      return reply.forward(`${upstream}/flaky?size=${request.query.size}&id=${request.query.id}`)
+    }
+  })
+
   const url = await app.listen({ port: 0, host: '127.0.0.1' })
   return { app, url, logs, dispatcher }
 }

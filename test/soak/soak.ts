@@ -2,7 +2,7 @@
 // request ended as the contract says and that nothing was lost or leaked.
 import http from 'node:http'
 import { SHORT_TIMEOUT_MS, startSoakApp, STREAM_BYTES } from './app.js'
-import { BODY_SIZES, startSoakUpstream, verifyBody } from './upstreams.js'
+import { BODY_SIZES, makeBodies, startSoakUpstream, verifyBody } from './upstreams.js'
 
 export interface SoakOptions {
   durationMs: number
@@ -51,6 +51,57 @@ function get (url: string, agent: http.Agent, onResponse?: (res: http.IncomingMe
   })
 }
 
+/** Request bodies of the forwarded POSTs: checksummed, as the upstream's answers are. */
+const POST_BODIES = makeBodies()
+let flakyIds = 0
+
+/** POSTs `body` (in two writes when `streamed`: the gateway must not wait for it whole). */
+function post (url: string, agent: http.Agent, body: Buffer, contentType: string, streamed: boolean): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string | number> = { 'content-type': contentType }
+    if (!streamed) headers['content-length'] = body.length
+    const req = http.request(url, { method: 'POST', agent, headers }, (res) => {
+      const chunks: Buffer[] = []
+      let ended = false
+      res.on('data', (chunk: Buffer) => chunks.push(chunk))
+      res.on('end', () => { ended = true })
+      res.on('error', () => {})
+      res.on('close', () => {
+        clearTimeout(timer)
+        resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), complete: ended && res.complete })
+      })
+    })
+    const timer = setTimeout(() => req.destroy(new Error('hang')), HANG_MS)
+    req.on('error', (error) => {
+      clearTimeout(timer)
+      reject(error)
+    })
+    if (streamed) {
+      const half = Math.floor(body.length / 2)
+      req.write(body.subarray(0, half))
+      setImmediate(() => req.end(body.subarray(half)))
+    } else {
+      req.end(body)
+    }
+  })
+}
+
+const forwardKind = (streamed: boolean): Kind => ({
+  name: `forwarded POST (${streamed ? 'streamed' : 'parsed'} body)`,
+  expected: 'finished',
+  run: async (base, agent, size) => {
+    const body = POST_BODIES.get(size) as Buffer
+    const res = await post(`${base}/forward/post?size=${size}`, agent, body, streamed ? 'application/x-soak-stream' : 'application/octet-stream', streamed)
+    return wholeBody(res, size)
+  }
+})
+
+const flakyKind = (route: string): Kind => ({
+  name: `flaky upstream, retried (${route})`,
+  expected: 'finished',
+  run: async (base, agent, size) => wholeBody(await get(`${base}/flaky/${route}?size=${size}&id=${flakyIds++}`, agent), size)
+})
+
 function errorAnswer (res: Response, status: number, code: string): string | null {
   if (res.status !== status || !res.complete) return `expected ${status} ${code}, got ${res.status}${res.complete ? '' : ' (cut)'}`
   const parsed = JSON.parse(res.body.toString()) as { code?: string }
@@ -76,6 +127,11 @@ const KINDS: Kind[] = [
   okKind('buffered'),
   okKind('pipe-url'),
   okKind('fetch-pipe'),
+  forwardKind(false),
+  forwardKind(true),
+  flakyKind('pipe-url'),
+  flakyKind('fetch'),
+  flakyKind('forward'),
   {
     name: 'slow upstream (watchdog)',
     expected: 'timedOut',

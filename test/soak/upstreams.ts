@@ -18,7 +18,8 @@ export function verifyBody (body: Buffer, expectedSize: number): boolean {
   return createHash('sha256').update(payload).digest('hex') === checksum
 }
 
-function makeBodies (): Map<number, Buffer> {
+/** One checksummed body per size in BODY_SIZES. */
+export function makeBodies (): Map<number, Buffer> {
   const pool = randomBytes(Math.max(...BODY_SIZES))
   const bodies = new Map<number, Buffer>()
   for (const size of BODY_SIZES) {
@@ -38,12 +39,48 @@ export interface SoakUpstream {
 
 export async function startSoakUpstream (): Promise<SoakUpstream> {
   const bodies = makeBodies()
+  /** `/flaky`: tries seen per request id; the first answers 503, the second is a reset. */
+  const flaky = new Map<string, number>()
   const sockets = new Set<Socket>()
   let accepted = 0
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://upstream')
     switch (url.pathname) {
       case '/ok': {
+        const body = bodies.get(Number(url.searchParams.get('size'))) as Buffer
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length })
+        res.end(body)
+        return
+      }
+      case '/echo': {
+        // A forwarded POST: the body must arrive whole (its checksum holds), and goes back as it came.
+        const chunks: Buffer[] = []
+        req.on('data', (chunk: Buffer) => chunks.push(chunk))
+        req.on('end', () => {
+          const body = Buffer.concat(chunks)
+          const size = Number(url.searchParams.get('size'))
+          if (req.method !== 'POST' || !verifyBody(body, size)) {
+            res.writeHead(422, { 'content-type': 'text/plain' }).end(`bad forwarded body (${body.length} bytes)`)
+            return
+          }
+          res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length }).end(body)
+        })
+        return
+      }
+      case '/flaky': {
+        const id = String(url.searchParams.get('id'))
+        const tries = flaky.get(id) ?? 0
+        if (tries === 0) {
+          flaky.set(id, 1)
+          res.writeHead(503, { 'content-type': 'text/plain' }).end('busy')
+          return
+        }
+        if (tries === 1) {
+          flaky.set(id, 2)
+          res.socket?.destroy()
+          return
+        }
+        flaky.delete(id)
         const body = bodies.get(Number(url.searchParams.get('size'))) as Buffer
         res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length })
         res.end(body)

@@ -10,7 +10,10 @@ import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
 import asyncRoute, {
   asyncRoute as namedAsyncRoute,
   TimeoutError,
+  BadPathError,
   type AsyncReply,
+  type ForwardOptions,
+  type RetryPolicy,
   type AsyncRouteError,
   type AsyncRouteHandler,
   type AsyncRouteOptions,
@@ -406,3 +409,32 @@ h2.asyncRoute({
     reply.finish('h2')
   }
 })
+
+// ---------------------------------------------------------------------------------------------
+// Forwarding and retries.
+
+{
+  const policy: RetryPolicy = { attempts: 3, methods: ['GET', 'PUT'], statusCodes: [503], errorCodes: ['ECONNRESET'], minDelay: 10, maxDelay: 100 }
+  void app.register(asyncRoute, { retry: policy })
+  void app.register(asyncRoute, { retry: {} })
+  // @ts-expect-error attempts is a number
+  void app.register(asyncRoute, { retry: { attempts: '3' } })
+  app.asyncRoute({
+    method: 'GET',
+    url: '/forwarded/*',
+    retry: { attempts: 2 },
+    upstream: (request) => ({ url: `http://127.0.0.1:8080${request.url}`, retry: { attempts: 2 } }),
+    async handler (request, reply) {
+      expectTypeOf(reply.forward('http://127.0.0.1:8080' + request.url)).toEqualTypeOf<Promise<void>>()
+      const options: ForwardOptions = { headers: { 'x-a': 'b', cookie: null, 'x-n': 1, 'x-l': ['a'] }, xForwarded: false, retry: policy, headersTimeout: 1, bodyTimeout: 1 }
+      void reply.forward(new URL('http://127.0.0.1:8080/'), options)
+      // @ts-expect-error forward takes forward options, not undici's
+      void reply.forward('http://127.0.0.1:8080/', { method: 'POST' })
+      void reply.pipe('http://127.0.0.1:8080/', { retry: { attempts: 2 } })
+      void reply.pipe({ url: 'http://127.0.0.1:8080/', retry: { statusCodes: [502] } })
+      const res = await reply.fetch('http://127.0.0.1:8080/', { retry: { minDelay: 0 } })
+      expectTypeOf(res).toEqualTypeOf<UpstreamResponse>()
+    }
+  })
+  expectTypeOf(new BadPathError()).toHaveProperty('code')
+}
