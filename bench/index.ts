@@ -10,7 +10,9 @@
 //            --rate-large=R        offered req/s for the 64 KiB body (3000)
 //            --saturated=S         seconds of the saturated run after each window (2; --no-saturated: none)
 //            --only=pipe-url,ceiling   only these targets (names in targets.ts)
-//            --bodies=small,json   only these bodies (small, large, json)
+//            --rate-post1k=R       offered req/s for the POST 1 KiB body (800)
+//            --rate-post1m=R       offered req/s for the POST 1 MiB body (40)
+//            --bodies=small,json   only these bodies (small, large, json, post1k, post1m)
 //            --node=PATH           run the servers under this Node binary
 //            --undici8             add the undici 8 targets (ceiling-undici8, pipe-url-undici8;
 //                                  the server's Node must be ≥ 22.19)
@@ -27,7 +29,7 @@ import { CLIENT_CORE, flag, machine, option, run, SERVER_CORE, startChild, strin
 import { measure, type Settings } from './measure.js'
 import { printCpuTable, printSaturatedTable } from './report.js'
 import { runScale } from './scale.js'
-import { info, isTarget, SCENARIOS, TARGETS, type Target } from './targets.js'
+import { info, isTarget, SCENARIOS, TARGETS, type Scenario, type Target } from './targets.js'
 
 const argv = process.argv.slice(2)
 const quick = flag(argv, 'quick')
@@ -36,6 +38,9 @@ const bodies = stringOption(argv, 'bodies')?.split(',')
 const baseline = stringOption(argv, 'baseline')
 const rate = option(argv, 'rate', 7000)
 const rateLarge = option(argv, 'rate-large', 3000)
+const ratePost1k = option(argv, 'rate-post1k', 800)
+const ratePost1m = option(argv, 'rate-post1m', 40)
+const RATES: Record<Scenario['name'], number> = { small: rate, large: rateLarge, json: rate, post1k: ratePost1k, post1m: ratePost1m }
 
 for (const name of only ?? []) if (!isTarget(name)) throw new Error(`--only: unknown target ${name} (one of ${Object.keys(TARGETS).join(', ')})`)
 
@@ -56,11 +61,11 @@ const settings: Settings = {
   warmup: option(argv, 'warmup', 1),
   saturated: flag(argv, 'no-saturated') ? 0 : option(argv, 'saturated', quick ? 1 : 2),
   connections: option(argv, 'connections', 100),
-  rate: (scenario) => scenario.path === '/large' ? rateLarge : rate,
+  rate: (scenario) => RATES[scenario.name],
   node: stringOption(argv, 'node') ?? process.execPath,
   baseline,
   names: targetNames(),
-  scenarios: SCENARIOS.filter((s) => bodies === undefined || bodies.includes(s.path.slice(1)))
+  scenarios: SCENARIOS.filter((s) => bodies === undefined || bodies.includes(s.name))
 }
 
 async function main (): Promise<void> {
@@ -78,12 +83,12 @@ async function runRates (): Promise<void> {
     const { port, small, large } = await upstream.ready as { port: number, small: number, large: number }
     results = await measure(`http://127.0.0.1:${port}`, settings)
     console.log(versions(results.serverNode === '' ? (await run(settings.node, ['--version'])).trim() : results.serverNode))
-    console.log(`Upstream bodies: /small ${small} B JSON, /large ${large / 1024} KiB. Server on core ${SERVER_CORE}; upstream and autocannon (-c ${settings.connections}) on core ${CLIENT_CORE}.`)
+    console.log(`Upstream bodies: /small ${small} B JSON, /large ${large / 1024} KiB; POST /echo-size/* answers the request body's length (~15 B JSON). Server on core ${SERVER_CORE}; upstream and autocannon (-c ${settings.connections}) on core ${CLIENT_CORE}.`)
   } finally {
     await upstream.stop()
   }
   const { rounds, duration, warmup, saturated } = settings
-  console.log(`${rounds} rounds; per target and body: ${warmup} s warm-up, then ${duration} s at ${rate.toLocaleString('en-US')} req/s offered (64 KiB: ${rateLarge.toLocaleString('en-US')}); targets alternate, the order reversed every other round.`)
+  console.log(`${rounds} rounds; per target and body: ${warmup} s warm-up, then ${duration} s at ${rate.toLocaleString('en-US')} req/s offered (64 KiB: ${rateLarge.toLocaleString('en-US')}; POST 1 KiB: ${ratePost1k.toLocaleString('en-US')}; POST 1 MiB: ${ratePost1m.toLocaleString('en-US')}); targets alternate, the order reversed every other round.`)
   console.log('CPU = the server process\'s user + system time (process.cpuUsage(), all threads) over the window ÷ 2xx responses.')
   console.log('Efficiency = reference CPU ÷ target CPU, paired in each round; geometric mean of the rounds, (min–max) of the paired ratios.\n')
   printCpuTable(results, settings.names, settings.scenarios, baseline)

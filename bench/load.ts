@@ -1,4 +1,7 @@
 // The load generator: autocannon in its own process on the client core, JSON out.
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { CLIENT_CORE, ROOT, run } from './common.js'
 
 export interface Load {
@@ -26,13 +29,30 @@ interface AutocannonResult {
   non2xx: number
 }
 
+let bodyDir: string | undefined
+const bodyFiles = new Map<number, string>()
+
+/** A file of `bytes` ASCII bytes for autocannon's `-i` (a 1 MiB `-b` would exceed the argv limit). */
+function bodyFile (bytes: number): string {
+  let file = bodyFiles.get(bytes)
+  if (file === undefined) {
+    bodyDir ??= mkdtempSync(path.join(os.tmpdir(), 'bench-post-'))
+    file = path.join(bodyDir, `${bytes}.bin`)
+    writeFileSync(file, Buffer.alloc(bytes, 'x'))
+    bodyFiles.set(bytes, file)
+  }
+  return file
+}
+
 /**
- * `seconds` of GETs on `url` over `connections` keep-alive connections; at most `rate`
- * requests per second in all (autocannon's `overallRate`), or as many as the server answers.
+ * `seconds` of GETs on `url` (POSTs of a `post`-byte `application/octet-stream` body if
+ * given) over `connections` keep-alive connections; at most `rate` requests per second in
+ * all (autocannon's `overallRate`), or as many as the server answers.
  */
-export async function autocannon (url: string, seconds: number, connections: number, rate?: number): Promise<Load> {
+export async function autocannon (url: string, seconds: number, connections: number, rate?: number, post?: number): Promise<Load> {
   const args = ['-c', String(connections), '-d', String(seconds), '-j']
   if (rate !== undefined) args.push('-R', String(rate))
+  if (post !== undefined) args.push('-m', 'POST', '-H', 'content-type=application/octet-stream', '-i', bodyFile(post))
   const out = await run('taskset', ['-c', CLIENT_CORE, process.execPath, `${ROOT}node_modules/autocannon/autocannon.js`, ...args, url])
   const result = JSON.parse(out) as AutocannonResult
   return {

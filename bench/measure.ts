@@ -72,17 +72,17 @@ async function cpuTime (server: Child): Promise<number> {
 class NoAnswer extends Error {}
 
 /** One target on one body: warm-up, measured window, saturated run. Throws if requests fail. */
-async function measureWindow (server: Child, url: string, round: number, offered: number, settings: Settings): Promise<Window> {
-  const warm = await autocannon(url, settings.warmup, settings.connections, offered)
+async function measureWindow (server: Child, url: string, round: number, offered: number, settings: Settings, post?: number): Promise<Window> {
+  const warm = await autocannon(url, settings.warmup, settings.connections, offered, post)
   if (warm.ok + warm.failed === 0) throw new NoAnswer('no answer at all during the warm-up (machine overloaded?)')
   if (warm.ok === 0 || failedShare(warm) > MAX_FAILED) throw new Error(`${warm.failed} of ${warm.ok + warm.failed} requests failed in the warm-up (${warm.failures})`)
   const before = await cpuTime(server)
-  const load = await autocannon(url, settings.duration, settings.connections, offered)
+  const load = await autocannon(url, settings.duration, settings.connections, offered, post)
   const after = await cpuTime(server)
   if (load.ok === 0 || failedShare(load) > MAX_FAILED) throw new Error(`${load.failed} of ${load.ok + load.failed} requests failed (${load.failures})`)
   const window: Window = { round, cpu: (after - before) / load.ok, offered, achieved: load.ok / load.seconds }
   if (settings.saturated > 0) {
-    window.saturated = await autocannon(url, settings.saturated, settings.connections)
+    window.saturated = await autocannon(url, settings.saturated, settings.connections, undefined, post)
     if (failedShare(window.saturated) > MAX_FAILED) throw new Error(`${window.saturated.failed} requests failed in the saturated run (${window.saturated.failures})`)
   }
   return window
@@ -91,7 +91,7 @@ async function measureWindow (server: Child, url: string, round: number, offered
 function log (round: number, name: string, scenario: Scenario, w: Window): void {
   const saturated = w.saturated === undefined ? '' : `  | saturated ${Math.round(w.saturated.rps)} req/s, p99 ${w.saturated.p99} ms`
   const flag = w.achieved < 0.97 * w.offered ? '  (below the offered rate)' : ''
-  process.stderr.write(`  ${round + 1} ${scenario.path.padEnd(6)} ${name.padEnd(22)} ${w.cpu.toFixed(1).padStart(6)} µs/req at ${Math.round(w.achieved)} of ${w.offered} req/s${flag}${saturated}\n`)
+  process.stderr.write(`  ${round + 1} ${scenario.path.padEnd(13)} ${name.padEnd(22)} ${w.cpu.toFixed(1).padStart(6)} µs/req at ${Math.round(w.achieved)} of ${w.offered} req/s${flag}${saturated}\n`)
 }
 
 export async function measure (upstream: string, settings: Settings): Promise<Results> {
@@ -127,17 +127,17 @@ export async function measure (upstream: string, settings: Settings): Promise<Re
           if (port === undefined || server === undefined || failures.has(key(name, scenario.path))) continue
           const offered = settings.rate(scenario)
           try {
-            const w = await measureWindow(server, `http://127.0.0.1:${port}${scenario.path}`, round, offered, settings)
+            const w = await measureWindow(server, `http://127.0.0.1:${port}${scenario.path}`, round, offered, settings, scenario.post)
             windows.set(key(name, scenario.path), [...(windows.get(key(name, scenario.path)) ?? []), w])
             log(round, name, scenario, w)
           } catch (error) {
             if (error instanceof NoAnswer) {
-              process.stderr.write(`  ${round + 1} ${scenario.path.padEnd(6)} ${name.padEnd(22)} skipped in this round: ${error.message}\n`)
+              process.stderr.write(`  ${round + 1} ${scenario.path.padEnd(13)} ${name.padEnd(22)} skipped in this round: ${error.message}\n`)
               continue
             }
             const reason = error instanceof Error ? error.message : String(error)
             failures.set(key(name, scenario.path), reason)
-            process.stderr.write(`  ${round + 1} ${scenario.path.padEnd(6)} ${name.padEnd(22)} failed: ${reason}; skipped from now on\n`)
+            process.stderr.write(`  ${round + 1} ${scenario.path.padEnd(13)} ${name.padEnd(22)} failed: ${reason}; skipped from now on\n`)
           }
         }
       }

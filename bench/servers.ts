@@ -1,6 +1,7 @@
 // One server under test per process: `node --import tsx bench/servers.ts <target> <upstream>`.
 // Every server listens on 127.0.0.1, forwards `GET <path>` to `<upstream><path>` (or answers
-// JSON itself for the no-upstream targets). IPC: first `{ port, node }` (or `{ error }` if the
+// JSON itself for the no-upstream targets; the `-post` targets forward `POST <path>` with its
+// `application/octet-stream` body streamed through a pass-through parser). IPC: first `{ port, node }` (or `{ error }` if the
 // server could not start), then `'cpu'` → `process.cpuUsage()` (user + system, µs, all threads).
 import http, { type OutgoingHttpHeaders } from 'node:http'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -71,6 +72,24 @@ async function fastifyServer (target: Target, upstream: string): Promise<Fastify
     case 'reply-from':
       await app.register(replyFrom, { base: upstream })
       app.get('/*', (req, reply) => {
+        reply.from(req.url)
+      })
+      break
+    case 'forward-post':
+      app.addContentTypeParser('application/octet-stream', (req, payload, done) => { done(null, payload) })
+      await app.register(asyncRoute)
+      app.asyncRoute({
+        method: 'POST',
+        url: '/*',
+        handler (request, reply) {
+          void reply.forward(upstream + request.url)
+        }
+      })
+      break
+    case 'reply-from-post':
+      app.addContentTypeParser('application/octet-stream', (req, payload, done) => { done(null, payload) })
+      await app.register(replyFrom, { base: upstream })
+      app.post('/*', (req, reply) => {
         reply.from(req.url)
       })
       break

@@ -25,6 +25,8 @@ export const TARGETS = {
   'undici-send': { label: 'Fastify route, `undici.request` + `reply.send(body)`', short: 'undici + send', reference: 'reply-from', plugin: false },
   'ceiling-undici8': { label: '`node:http` + undici 8 `Pool.stream()` (ceiling, undici 8)', short: 'ceiling (undici 8)', reference: 'ceiling', plugin: false, undici8: true },
   'pipe-url-undici8': { label: 'asyncRoute, `reply.pipe(url)`, undici 8 `Agent`', short: 'pipe(url), undici 8', reference: 'ceiling-undici8', goal: 0.95, plugin: true, undici8: true },
+  'reply-from-post': { label: '`@fastify/reply-from`, POST with a streamed body', short: 'reply-from (POST)', plugin: false },
+  'forward-post': { label: 'asyncRoute, `reply.forward(url)`, POST with a streamed body', short: 'forward', reference: 'reply-from-post', goal: 1.2, plugin: true },
   'plain-json': { label: 'plain Fastify route returning `{hello:\'world\'}`', short: 'plain Fastify', plugin: false },
   'finish-json': { label: 'asyncRoute, `reply.finish({hello:\'world\'})`', short: 'finish(json)', reference: 'plain-json', goal: 1.0, plugin: true }
 } as const satisfies Record<string, TargetInfo>
@@ -55,16 +57,24 @@ export function referenceOf (name: string): Target | undefined {
 }
 
 export interface Scenario {
-  path: '/small' | '/large' | '/json'
+  /** For `--bodies=`. */
+  name: 'small' | 'large' | 'json' | 'post1k' | 'post1m'
+  path: '/small' | '/large' | '/json' | '/echo-size/1k' | '/echo-size/1m'
   label: string
+  /** A POST with a body of this many bytes (`application/octet-stream`); a GET without. */
+  post?: number
   /** Targets in the order they run (reversed every other round); references next to their targets. */
   targets: readonly Target[]
 }
 
 const UPSTREAM_ORDER: readonly Target[] = ['ceiling', 'pipe-url', 'reply-from', 'fetch-pipe', 'upstream-pipe', 'undici-send', 'ceiling-undici8', 'pipe-url-undici8']
 
+const POST_ORDER: readonly Target[] = ['reply-from-post', 'forward-post']
+
 export const SCENARIOS: readonly Scenario[] = [
-  { path: '/small', label: '104 B', targets: UPSTREAM_ORDER },
-  { path: '/large', label: '64 KiB', targets: UPSTREAM_ORDER },
-  { path: '/json', label: 'no upstream', targets: ['plain-json', 'finish-json'] }
+  { name: 'small', path: '/small', label: '104 B', targets: UPSTREAM_ORDER },
+  { name: 'large', path: '/large', label: '64 KiB', targets: UPSTREAM_ORDER },
+  { name: 'json', path: '/json', label: 'no upstream', targets: ['plain-json', 'finish-json'] },
+  { name: 'post1k', path: '/echo-size/1k', label: 'POST 1 KiB', post: 1024, targets: POST_ORDER },
+  { name: 'post1m', path: '/echo-size/1m', label: 'POST 1 MiB', post: 1024 * 1024, targets: POST_ORDER }
 ]
