@@ -12,6 +12,7 @@
 //            --only=pipe-url,ceiling   only these targets (names in targets.ts)
 //            --bodies=small,json   only these bodies (small, large, json)
 //            --node=PATH           run the servers under this Node binary
+//            --overload-rounds=N   batches of each kind in the scale overload comparison (9)
 //            --undici8             add the undici 8 targets (ceiling-undici8, pipe-url-undici8;
 //                                  the server's Node must be ≥ 22.19)
 //            --baseline=DIR        also measure the asyncRoute targets with the plugin sources in
