@@ -28,7 +28,7 @@ new MutationObserver((records) => {
 
 t.test('the page shows events live, and what its form publishes; a closed page leaves', { skip: skip ?? false }, async (t) => {
   const hub = new EventHub(200)
-  const app = await buildEventsApp({ hub, clockMs: 150, fastify: { logger: false } })
+  const app = await buildEventsApp({ hub, idleTimeout: 2_000, clockMs: 150, fastify: { logger: false } })
   t.teardown(() => app.close())
   const url = await app.listen({ port: 0, host: '127.0.0.1' })
 

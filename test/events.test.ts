@@ -11,8 +11,8 @@ import './helpers/app.js' // unhandled rejections fail the run
 import { openRequest, request, sleep, waitFor } from './helpers/client.js'
 
 const HEARTBEAT_MS = 50
-/** 8 heartbeats: slack for a loaded machine, still short. */
-const IDLE_MS = 400
+/** 12 heartbeats: slack for an event loop stalled on a loaded machine, still short. */
+const IDLE_MS = 600
 
 interface Events { app: FastifyInstance, hub: EventHub, url: string }
 

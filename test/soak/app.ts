@@ -10,9 +10,14 @@ export const SHORT_TIMEOUT_MS = 300
 export const STALL_HEADERS_TIMEOUT_MS = 150
 const STREAM_CHUNK = Buffer.alloc(64 * 1024, 0x61)
 const STREAM_CHUNKS = 32
-/** Server-sent events: the events of a healthy stream, their pace, and the streams' idleTimeout. */
+/**
+ * Server-sent events: the events of a healthy stream, their pace, and its idleTimeout — long
+ * beside the pace, since an event loop stalled that long on a loaded machine is silence too —;
+ * the idleTimeout that cuts a silent stream.
+ */
 export const SSE_EVENTS = 8
 const SSE_EVENT_MS = 10
+const SSE_HEALTHY_IDLE_MS = 2_000
 export const SSE_IDLE_MS = 200
 /** `/limited`: its maxPending, and how long each of its replies is held before finishing. */
 export const LIMIT = 20
@@ -173,7 +178,7 @@ export async function startSoakApp (upstream: string, refused: string): Promise<
     method: 'GET',
     url: '/sse/healthy',
     timeout: 0,
-    idleTimeout: SSE_IDLE_MS,
+    idleTimeout: SSE_HEALTHY_IDLE_MS,
     handler (_request, reply) {
       sse(reply)
       let id = 0

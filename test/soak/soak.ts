@@ -372,7 +372,7 @@ export async function runSoak (options: SoakOptions): Promise<SoakResult> {
   process.off('uncaughtException', onUnhandled)
 
   const lines: string[] = []
-  lines.push(`soak: ${elapsed} ms, ${options.concurrency} concurrent clients, ${total + overload.sent} requests (${Math.round((total + overload.sent) / (elapsed / 1000))} req/s), watchdog ${SHORT_TIMEOUT_MS} ms on the slow routes, idleTimeout ${SSE_IDLE_MS} ms on the event streams`)
+  lines.push(`soak: ${elapsed} ms, ${options.concurrency} concurrent clients, ${total + overload.sent} requests (${Math.round((total + overload.sent) / (elapsed / 1000))} req/s), watchdog ${SHORT_TIMEOUT_MS} ms on the slow routes, idleTimeout ${SSE_IDLE_MS} ms on the silent event streams`)
   lines.push('')
   lines.push('| request kind | sent | wrong outcome | server counts it as |')
   lines.push('| --- | ---: | ---: | --- |')
