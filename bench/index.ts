@@ -14,6 +14,7 @@
 //            --rate-post1m=R       offered req/s for the POST 1 MiB body (40)
 //            --bodies=small,json   only these bodies (small, large, json, post1k, post1m)
 //            --node=PATH           run the servers under this Node binary
+//            --overload-rounds=N   batches of each kind in the scale overload comparison (9)
 //            --undici8             add the undici 8 targets (ceiling-undici8, pipe-url-undici8;
 //                                  the server's Node must be ≥ 22.19)
 //            --baseline=DIR        also measure the asyncRoute targets with the plugin sources in

@@ -1,6 +1,6 @@
 // The client of the scale benchmark: `node --import tsx bench/scale-client.ts <port> <n>
-// <timeoutMs>`. Opens n sockets (in batches), sends one GET /hold on each, tells the parent
-// when all are sent, then waits for every answer and reports the statuses and how late each
+// <timeoutMs> [header]`. Opens n sockets (in batches), sends one GET /hold on each, tells the parent
+// when all are sent (with `header`, e.g. `x-request-timeout-ms: 60000`, on each), then waits for every answer and reports the statuses and how late each
 // came after its own send time + timeout. Bounded: gives up timeout + 15 s after the last send.
 import net from 'node:net'
 
@@ -8,7 +8,8 @@ const port = Number(process.argv[2])
 const n = Number(process.argv[3])
 const timeout = Number(process.argv[4])
 const BATCH = 500
-const REQUEST = 'GET /hold HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'
+const header = process.argv[5]
+const REQUEST = `GET /hold HTTP/1.1\r\nHost: 127.0.0.1\r\n${header === undefined ? '' : `${header}\r\n`}\r\n`
 
 interface Held { socket: net.Socket, sentAt: number, arrivedAt: number, status: string }
 

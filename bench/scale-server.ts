@@ -2,7 +2,12 @@
 // <variant> <timeoutMs>`. GET /hold is never answered by its handler: in the `async` variant an
 // asyncRoute whose watchdog ends it with a 504; in the `bare` variant a plain Fastify route
 // that only hijacks, keeps the reply in a Set and ends it from its own timer (the baseline).
-// GET /warm answers at once (to warm both up). IPC: 'pending' → count, 'measure' → memory after GC.
+// GET /warm answers at once (to warm both up). The `budgets` variant is `async` with all three
+// budgets set (idleTimeout, twice the watchdog so that the watchdog answers; deadlineHeader;
+// maxPending, above what is held). The `overload` variant serves the overload comparison:
+// GET /ok finishes at once, GET /limited (maxPending 1) holds its first request (?hold=1) open
+// for good, so that every later one is answered 503 OVERLOADED.
+// IPC: 'pending' → count, 'measure' → memory after GC, 'cpu' → process.cpuUsage() in µs.
 import Fastify, { type FastifyReply } from 'fastify'
 import asyncRoute from '../plugin/index.js'
 
@@ -18,8 +23,10 @@ function endBare (reply: FastifyReply): void {
   reply.raw.end(body504)
 }
 
-if (variant === 'async') {
-  await app.register(asyncRoute, { timeout })
+if (variant === 'async' || variant === 'budgets') {
+  await app.register(asyncRoute, variant === 'async'
+    ? { timeout }
+    : { timeout, idleTimeout: timeout * 2, deadlineHeader: 'x-request-timeout-ms', maxPending: 1_000_000 })
   app.asyncRoute({ method: 'GET', url: '/hold', handler () {} })
   app.asyncRoute({ method: 'GET', url: '/warm', handler (request, reply) { reply.finish('ok') } })
 } else if (variant === 'bare') {
@@ -33,6 +40,16 @@ if (variant === 'async') {
     reply.raw.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'content-length': 2 })
     reply.raw.end('ok')
   })
+} else if (variant === 'overload') {
+  await app.register(asyncRoute, { timeout: 0 })
+  app.asyncRoute({ method: 'GET', url: '/ok', handler (request, reply) { reply.finish('ok') } })
+  app.asyncRoute<{ Querystring: { hold?: string } }>({
+    method: 'GET',
+    url: '/limited',
+    maxPending: 1,
+    handler (request, reply) { if (request.query.hold === undefined) reply.finish('ok') }
+  })
+  app.asyncRoute({ method: 'GET', url: '/warm', handler (request, reply) { reply.finish('ok') } })
 } else {
   throw new Error(`unknown variant ${String(variant)}`)
 }
@@ -41,7 +58,7 @@ const gc = (globalThis as { gc?: () => void }).gc
 if (gc === undefined) throw new Error('run with --expose-gc')
 
 function pending (): number {
-  return variant === 'async' ? app.asyncRoute.stats().pending : held.size
+  return variant === 'bare' ? held.size : app.asyncRoute.stats().pending
 }
 
 process.on('message', (message) => {
@@ -51,6 +68,9 @@ process.on('message', (message) => {
     for (let i = 0; i < 4; i++) gc()
     const { heapUsed, rss, external } = process.memoryUsage()
     process.send?.({ heapUsed, rss, external, pending: pending() })
+  } else if (message === 'cpu') {
+    const { user, system } = process.cpuUsage()
+    process.send?.({ cpuUs: user + system, stats: variant === 'bare' ? undefined : app.asyncRoute.stats() })
   }
 })
 process.on('disconnect', () => process.exit(0))

@@ -2,7 +2,7 @@
 import { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Agent } from 'undici'
-import asyncRoute from '../../plugin/index.js'
+import asyncRoute, { type AsyncReply } from '../../plugin/index.js'
 
 /** The short watchdog of the routes that are meant to time out. */
 export const SHORT_TIMEOUT_MS = 300
@@ -10,6 +10,18 @@ export const SHORT_TIMEOUT_MS = 300
 export const STALL_HEADERS_TIMEOUT_MS = 150
 const STREAM_CHUNK = Buffer.alloc(64 * 1024, 0x61)
 const STREAM_CHUNKS = 32
+/**
+ * Server-sent events: the events of a healthy stream, their pace, and its idleTimeout — long
+ * beside the pace, since an event loop stalled that long on a loaded machine is silence too —;
+ * the idleTimeout that cuts a silent stream.
+ */
+export const SSE_EVENTS = 8
+const SSE_EVENT_MS = 10
+const SSE_HEALTHY_IDLE_MS = 2_000
+export const SSE_IDLE_MS = 200
+/** `/limited`: its maxPending, and how long each of its replies is held before finishing. */
+export const LIMIT = 20
+const LIMIT_HOLD_MS = 250
 
 export interface LogCounts {
   warn: number
@@ -191,6 +203,48 @@ export async function startSoakApp (upstream: string, refused: string): Promise<
     retry,
     handler (request, reply) {
       return reply.forward(`${upstream}/flaky?size=${request.query.size}&id=${request.query.id}`)
+    }
+  })
+  // Server-sent events with the watchdog off and an idleTimeout: a healthy stream sends its
+  // events (a heartbeat comment between each) and finishes; a silent one sends one event, then
+  // its source goes silent and idleTimeout cuts it.
+  const sse = (reply: AsyncReply): void => {
+    reply.headers({ 'content-type': 'text/event-stream', 'cache-control': 'no-store' })
+    reply.write('retry: 1000\n\n')
+  }
+  app.asyncRoute({
+    method: 'GET',
+    url: '/sse/healthy',
+    timeout: 0,
+    idleTimeout: SSE_HEALTHY_IDLE_MS,
+    handler (_request, reply) {
+      sse(reply)
+      let id = 0
+      const timer = setInterval(() => {
+        if (++id > SSE_EVENTS) return reply.finish()
+        reply.write(`id: ${id}\ndata: event ${id}\n\n: heartbeat\n\n`)
+      }, SSE_EVENT_MS)
+      reply.onEnd(() => clearInterval(timer))
+    }
+  })
+  app.asyncRoute({
+    method: 'GET',
+    url: '/sse/silent',
+    timeout: 0,
+    idleTimeout: SSE_IDLE_MS,
+    handler (_request, reply) {
+      sse(reply)
+      reply.write('id: 1\ndata: event 1\n\n')
+    }
+  })
+  // A route with its own maxPending, for the overload phase: each reply is held a while.
+  app.asyncRoute({
+    method: 'GET',
+    url: '/limited',
+    maxPending: LIMIT,
+    handler (_request, reply) {
+      const timer = setTimeout(() => reply.finish('ok'), LIMIT_HOLD_MS)
+      reply.onEnd(() => clearTimeout(timer))
     }
   })
 

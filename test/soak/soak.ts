@@ -1,7 +1,7 @@
 // The soak: mixed traffic with injected faults through async routes, then proof that every
 // request ended as the contract says and that nothing was lost or leaked.
 import http from 'node:http'
-import { SHORT_TIMEOUT_MS, startSoakApp, STREAM_BYTES } from './app.js'
+import { LIMIT, SHORT_TIMEOUT_MS, SSE_EVENTS, SSE_IDLE_MS, startSoakApp, STREAM_BYTES } from './app.js'
 import { BODY_SIZES, makeBodies, startSoakUpstream, verifyBody } from './upstreams.js'
 
 export interface SoakOptions {
@@ -22,6 +22,7 @@ interface Kind {
 
 interface Response {
   status: number
+  headers: http.IncomingHttpHeaders
   body: Buffer
   complete: boolean
 }
@@ -39,7 +40,7 @@ function get (url: string, agent: http.Agent, onResponse?: (res: http.IncomingMe
       res.on('error', () => {})
       res.on('close', () => {
         clearTimeout(timer)
-        resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), complete: ended && res.complete })
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), complete: ended && res.complete })
       })
       onResponse?.(res, req)
     })
@@ -68,7 +69,7 @@ function post (url: string, agent: http.Agent, body: Buffer, contentType: string
       res.on('error', () => {})
       res.on('close', () => {
         clearTimeout(timer)
-        resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), complete: ended && res.complete })
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), complete: ended && res.complete })
       })
     })
     const timer = setTimeout(() => req.destroy(new Error('hang')), HANG_MS)
@@ -119,6 +120,18 @@ const okKind = (route: string): Kind => ({
   expected: 'finished',
   run: async (base, agent, size) => wholeBody(await get(`${base}/ok/${route}?size=${size}`, agent), size)
 })
+
+/** The `data:` lines of a `text/event-stream` body, in order. */
+function sseData (res: Response): string[] {
+  return res.body.toString().split('\n').filter((line) => line.startsWith('data: ')).map((line) => line.slice(6))
+}
+
+function sseHead (res: Response): string | null {
+  if (res.status !== 200) return `expected a 200 event stream, got ${res.status}`
+  return res.headers['content-type'] === 'text/event-stream' ? null : `expected text/event-stream, got ${String(res.headers['content-type'])}`
+}
+
+const SSE_ALL = Array.from({ length: SSE_EVENTS }, (_, i) => `event ${i + 1}`).join(',')
 
 const KINDS: Kind[] = [
   okKind('pipe-url'),
@@ -213,6 +226,29 @@ const KINDS: Kind[] = [
     }
   },
   {
+    name: 'SSE stream, ends after its events',
+    expected: 'finished',
+    run: async (base, agent) => {
+      const res = await get(`${base}/sse/healthy`, agent)
+      const head = sseHead(res)
+      if (head !== null) return head
+      if (!res.complete) return 'the stream was cut'
+      const data = sseData(res).join(',')
+      return data === SSE_ALL ? null : `expected ${SSE_EVENTS} events in order, got ${data}`
+    }
+  },
+  {
+    name: 'SSE source goes silent (idleTimeout)',
+    expected: 'timedOut',
+    run: async (base, agent) => {
+      const res = await get(`${base}/sse/silent`, agent)
+      const head = sseHead(res)
+      if (head !== null) return head
+      if (res.complete) return 'silent truncation: a stream cut by idleTimeout ended cleanly'
+      return sseData(res).join(',') === 'event 1' ? null : `expected the one event sent, got ${sseData(res).join(',')}`
+    }
+  },
+  {
     name: 'stream read whole',
     expected: 'finished',
     run: async (base, agent) => {
@@ -221,6 +257,48 @@ const KINDS: Kind[] = [
     }
   }
 ]
+
+/** The overload phase: bursts well above `/limited`'s maxPending, one after another. */
+const BURSTS = 3
+const BURST = LIMIT * 6
+
+interface Overload { sent: number, ok: number, rejected: number, wrong: number, problems: string[] }
+
+/**
+ * Every request of a burst gets either its normal answer (200 "ok") or, at once, 503
+ * FST_ASYNC_ROUTE_OVERLOADED with `retry-after: 1`; nothing else.
+ */
+async function overloadPhase (base: string): Promise<Overload> {
+  const result: Overload = { sent: 0, ok: 0, rejected: 0, wrong: 0, problems: [] }
+  const agent = new http.Agent({ keepAlive: true, maxSockets: BURST })
+  const one = async (): Promise<void> => {
+    result.sent++
+    let problem: string | null = null
+    try {
+      const res = await get(`${base}/limited`, agent)
+      if (res.status === 200 && res.complete && res.body.toString() === 'ok') {
+        result.ok++
+      } else if (res.status === 503) {
+        problem = errorAnswer(res, 503, 'FST_ASYNC_ROUTE_OVERLOADED') ?? (res.headers['retry-after'] === '1' ? null : `retry-after ${String(res.headers['retry-after'])}`)
+        if (problem === null) result.rejected++
+      } else {
+        problem = `expected 200 "ok" or 503, got ${res.status} ${res.body.toString().slice(0, 80)}`
+      }
+    } catch (error) {
+      problem = `client error: ${(error as Error).message}`
+    }
+    if (problem !== null) {
+      result.wrong++
+      if (result.problems.length < 5) result.problems.push(`overload: ${problem}`)
+    }
+  }
+  for (let burst = 0; burst < BURSTS; burst++) await Promise.all(Array.from({ length: BURST }, one))
+  agent.destroy()
+  // A burst that never went over the limit tested nothing.
+  if (result.rejected === 0) result.problems.push(`overload: no 503 in ${BURSTS} bursts of ${BURST} (maxPending ${LIMIT})`)
+  if (result.ok < LIMIT * BURSTS) result.problems.push(`overload: only ${result.ok} normal answers, at least ${LIMIT * BURSTS} expected`)
+  return result
+}
 
 export interface SoakResult {
   ok: boolean
@@ -302,6 +380,9 @@ export async function runSoak (options: SoakOptions): Promise<SoakResult> {
     }
   }
   await Promise.all(Array.from({ length: options.concurrency }, worker))
+  const overload = await overloadPhase(url)
+  problems.push(...overload.problems)
+  expected.finished += overload.ok
   const elapsed = Date.now() - started
 
   // Let the last aborts and cancellations settle, then check that nothing is left.
@@ -321,13 +402,15 @@ export async function runSoak (options: SoakOptions): Promise<SoakResult> {
     finished: stats.finished - warmStats.finished,
     timedOut: stats.timedOut - warmStats.timedOut,
     failed: stats.failed - warmStats.failed,
-    aborted: stats.aborted - warmStats.aborted
+    aborted: stats.aborted - warmStats.aborted,
+    rejected: stats.rejected - warmStats.rejected
   }
   if (!drained) problems.push(`pending() not empty: ${app.asyncRoute.pending().length} replies left`)
   if (stats.started !== stats.finished + stats.timedOut + stats.aborted + stats.failed + stats.pending) {
     problems.push(`stats do not add up: ${JSON.stringify(stats)}`)
   }
-  if (delta.started !== total) problems.push(`stats.started counted ${delta.started} replies for ${total} requests sent`)
+  if (delta.started !== total + overload.ok) problems.push(`stats.started counted ${delta.started} replies for ${total + overload.ok} requests sent and not rejected`)
+  if (delta.rejected !== overload.rejected) problems.push(`stats.rejected is ${delta.rejected}, but ${overload.rejected} requests were answered 503 OVERLOADED`)
   for (const outcome of ['finished', 'timedOut', 'failed', 'aborted'] as const) {
     if (delta[outcome] !== expected[outcome]) problems.push(`stats.${outcome} is ${delta[outcome]}, expected ${expected[outcome]}`)
   }
@@ -345,18 +428,19 @@ export async function runSoak (options: SoakOptions): Promise<SoakResult> {
   process.off('uncaughtException', onUnhandled)
 
   const lines: string[] = []
-  lines.push(`soak: ${elapsed} ms, ${options.concurrency} concurrent clients, ${total} requests (${Math.round(total / (elapsed / 1000))} req/s), watchdog ${SHORT_TIMEOUT_MS} ms on the slow routes`)
+  lines.push(`soak: ${elapsed} ms, ${options.concurrency} concurrent clients, ${total + overload.sent} requests (${Math.round((total + overload.sent) / (elapsed / 1000))} req/s), watchdog ${SHORT_TIMEOUT_MS} ms on the slow routes, idleTimeout ${SSE_IDLE_MS} ms on the silent event streams`)
   lines.push('')
   lines.push('| request kind | sent | wrong outcome | server counts it as |')
   lines.push('| --- | ---: | ---: | --- |')
   const byName = new Map(KINDS.map((kind) => [kind.name, kind.expected]))
   for (const [name, count] of sent) lines.push(`| ${name} | ${count} | ${failedByKind.get(name) ?? 0} | ${byName.get(name) as string} |`)
+  lines.push(`| overload: ${BURSTS} bursts of ${BURST} at maxPending ${LIMIT} | ${overload.sent} | ${overload.wrong} | ${overload.ok} finished, ${overload.rejected} rejected (503) |`)
   lines.push('')
   lines.push('| check | result |')
   lines.push('| --- | --- |')
-  lines.push(`| stats (this run) | started ${delta.started}, finished ${delta.finished}, timedOut ${delta.timedOut}, failed ${delta.failed}, aborted ${delta.aborted}, pending ${stats.pending} |`)
-  lines.push(`| expected | finished ${expected.finished}, timedOut ${expected.timedOut}, failed ${expected.failed}, aborted ${expected.aborted} |`)
-  lines.push(`| faults injected | ${total - (sent.get('ok pipe-url') ?? 0) - (sent.get('ok fetch-pipe') ?? 0) - (sent.get('ok upstream') ?? 0) - (sent.get('ok buffered') ?? 0) - (sent.get('stream read whole') ?? 0)} |`)
+  lines.push(`| stats (this run) | started ${delta.started}, finished ${delta.finished}, timedOut ${delta.timedOut}, failed ${delta.failed}, aborted ${delta.aborted}, rejected ${delta.rejected}, pending ${stats.pending} |`)
+  lines.push(`| expected | finished ${expected.finished}, timedOut ${expected.timedOut}, failed ${expected.failed}, aborted ${expected.aborted}, rejected ${overload.rejected} |`)
+  lines.push(`| faults injected | ${total - (sent.get('ok pipe-url') ?? 0) - (sent.get('ok fetch-pipe') ?? 0) - (sent.get('ok upstream') ?? 0) - (sent.get('ok buffered') ?? 0) - (sent.get('stream read whole') ?? 0) - (sent.get('SSE stream, ends after its events') ?? 0) + overload.rejected} |`)
   lines.push(`| log lines | ${logs.warn} warnings, ${logs.error} errors |`)
   lines.push(`| heap after GC | ${mib(heapBefore)} before, ${mib(heapAfter)} after (${heapGrowth >= 0 ? '+' : ''}${mib(heapGrowth)}) |`)
   lines.push(`| upstream sockets left | ${socketsLeft} (of ${upstream.connections()} opened) |`)
