@@ -73,9 +73,9 @@ export function sendRequest (dispatcher: Dispatcher, options: DispatchOptions, c
   }
 }
 
-/** The origin and request target of a URL, as `dispatch` wants them. */
-export function splitUrl (url: URL): { origin: string, path: string } {
-  return { origin: url.origin, path: url.search === '' ? url.pathname : url.pathname + url.search }
+/** The request target of a URL (path and query), as `dispatch` wants it beside the origin. */
+export function pathOf (url: URL): string {
+  return url.search === '' ? url.pathname : url.pathname + url.search
 }
 
 type AbortListener = () => void
