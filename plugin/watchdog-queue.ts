@@ -2,6 +2,10 @@
 // queue with one timer, instead of a timer per reply. They share a duration, so the order they
 // were armed in is the order they are due in: the timer only ever waits for the oldest.
 // (A reply re-armed with `setTimeout(ms)`, or shortened by `deadlineHeader`, has its own timer.)
+// The timer is not cleared when the queue empties: a reply finished at once (the common case)
+// would otherwise cost a setTimeout and a clearTimeout each. It is unref'd, so a timer with
+// nothing left to watch holds neither the process nor `app.close()`; it fires once, finds the
+// queue empty and stops.
 
 /** A reply as the queue sees it. */
 export interface Watched {
@@ -23,16 +27,11 @@ export class WatchdogQueue {
 
   add (reply: Watched): void {
     this.#waiting.add(reply)
-    if (this.#timer === null) this.#timer = setTimeout(fire, this.ms, this)
+    if (this.#timer === null) this.#timer = setTimeout(fire, this.ms, this).unref()
   }
 
   delete (reply: Watched): void {
     this.#waiting.delete(reply)
-    if (this.#waiting.size === 0 && this.#timer !== null) {
-      // Nothing left to watch: no timer holds the process (or app.close()) open.
-      clearTimeout(this.#timer)
-      this.#timer = null
-    }
   }
 
   /** Fires every reply that is due, then waits for the next one. */
@@ -41,7 +40,7 @@ export class WatchdogQueue {
     const now = Date.now()
     for (const reply of this.#waiting) {
       if (reply.deadline > now) {
-        this.#timer = setTimeout(fire, reply.deadline - now, this)
+        this.#timer = setTimeout(fire, reply.deadline - now, this).unref()
         return
       }
       this.#waiting.delete(reply)
