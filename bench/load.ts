@@ -1,4 +1,5 @@
-// The load generator: autocannon in its own process on the client core, JSON out.
+// The load generators, each in its own process on the client core, JSON out: the paced client
+// (a steady offered rate, for the CPU-per-request windows) and autocannon (saturated runs).
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -64,4 +65,15 @@ export async function autocannon (url: string, seconds: number, connections: num
     p50: result.latency.p50,
     p99: result.latency.p99
   }
+}
+
+/**
+ * `seconds` of requests at a steady `rate` per second (see paced-client.ts), over at most
+ * `connections` keep-alive connections; POSTs of `post` bytes if given.
+ */
+export async function paced (url: string, seconds: number, connections: number, rate: number, post?: number): Promise<Load> {
+  const args = [url, String(seconds), String(connections), String(rate)]
+  if (post !== undefined) args.push(String(post))
+  const out = await run('taskset', ['-c', CLIENT_CORE, process.execPath, '--import', 'tsx', `${ROOT}bench/paced-client.ts`, ...args])
+  return JSON.parse(out) as Load
 }

@@ -6,7 +6,7 @@
 // marked failed and skipped from then on instead of stopping the benchmark.
 import path from 'node:path'
 import { ROOT, SERVER_CORE, startChild, type Child } from './common.js'
-import { autocannon, type Load } from './load.js'
+import { autocannon, paced, type Load } from './load.js'
 import { variant, type Scenario } from './targets.js'
 
 export interface Settings {
@@ -73,11 +73,11 @@ class NoAnswer extends Error {}
 
 /** One target on one body: warm-up, measured window, saturated run. Throws if requests fail. */
 async function measureWindow (server: Child, url: string, round: number, offered: number, settings: Settings, post?: number): Promise<Window> {
-  const warm = await autocannon(url, settings.warmup, settings.connections, offered, post)
+  const warm = await paced(url, settings.warmup, settings.connections, offered, post)
   if (warm.ok + warm.failed === 0) throw new NoAnswer('no answer at all during the warm-up (machine overloaded?)')
   if (warm.ok === 0 || failedShare(warm) > MAX_FAILED) throw new Error(`${warm.failed} of ${warm.ok + warm.failed} requests failed in the warm-up (${warm.failures})`)
   const before = await cpuTime(server)
-  const load = await autocannon(url, settings.duration, settings.connections, offered, post)
+  const load = await paced(url, settings.duration, settings.connections, offered, post)
   const after = await cpuTime(server)
   if (load.ok === 0 || failedShare(load) > MAX_FAILED) throw new Error(`${load.failed} of ${load.ok + load.failed} requests failed (${load.failures})`)
   const window: Window = { round, cpu: (after - before) / load.ok, offered, achieved: load.ok / load.seconds }

@@ -6,11 +6,12 @@ import { CancelledError, UpstreamError } from './errors.js'
 import { forwardableHeaders } from './headers.js'
 import { refreshDeadline, withDeadline } from './deadline.js'
 import { refusal } from './preflight.js'
+import { upstreamTarget, type Target } from './target.js'
 import type { ReplyPort } from './reply-port.js'
 import type { UpstreamCall } from './report.js'
 import { errorDelay, mayRetry, RetryState, statusDelay, type ResolvedRetry } from './retry-policy.js'
 import type { FetchOptions } from './types.js'
-import { pathOf, StreamingRequest, type Dispatcher, type DispatchOptions } from './undici-adapter.js'
+import { StreamingRequest, type Dispatcher, type DispatchOptions } from './undici-adapter.js'
 
 /**
  * Request options the direct path passes to `dispatch` as they are (`dispatcher` is the
@@ -209,21 +210,23 @@ function retryPipe (pipe: DirectPipe): void {
 }
 
 export function pipeDirect (reply: ReplyPort, url: string | URL, options: FetchOptions | undefined, policy: ResolvedRetry): Promise<void> {
-  const refused = refusal(reply, url)
-  if (refused !== null) return failLater(reply, refused)
-  let target: URL
+  let target: Target | null = null
+  let badUrl: unknown
   try {
-    target = typeof url === 'string' ? new URL(url) : url
+    target = upstreamTarget(url)
   } catch (error) {
-    return failLater(reply, toUpstreamError(error))
+    badUrl = error
   }
+  const refused = refusal(reply, url, target)
+  if (refused !== null) return failLater(reply, refused)
+  if (target === null) return failLater(reply, toUpstreamError(badUrl))
   const method = options?.method ?? 'GET'
   let resolve!: () => void
   const done = new Promise<void>((_resolve) => { resolve = _resolve })
   const pipe = new DirectPipe(reply, method, url, resolve)
   reply.track(pipe)
   // A literal of one shape (not a spread): undici reads a dozen options off it per request.
-  const dispatchOptions: DispatchOptions = { origin: target.origin, path: pathOf(target), method: method as Dispatcher.HttpMethod }
+  const dispatchOptions: DispatchOptions = { origin: target.origin, path: target.path, method: method as Dispatcher.HttpMethod }
   const deadlineHeader = reply.plugin.deadlineHeader
   if (deadlineHeader !== null) dispatchOptions.headers = withDeadline(deadlineHeader, reply.deadline, options?.headers) as DispatchOptions['headers']
   if (options !== undefined) {

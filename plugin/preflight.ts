@@ -3,21 +3,16 @@
 import { CancelledError, OriginDeniedError } from './errors.js'
 import type { ReplyPort } from './reply-port.js'
 import { safeUrl } from './report.js'
+import type { Target } from './target.js'
 
-/** True when `url` parses and its origin is one of `allowed` (already normalised). */
-function originAllowed (allowed: ReadonlySet<string>, url: string | URL): boolean {
-  try {
-    return allowed.has(new URL(url).origin)
-  } catch {
-    return false
-  }
-}
-
-/** The error a request for `url` must fail with before it starts, or null when it may start. */
-export function refusal (reply: ReplyPort, url: string | URL): Error | null {
+/**
+ * The error a request for `url` must fail with before it starts, or null when it may start.
+ * `target` is `url` parsed (null if it does not parse: never an allowed origin).
+ */
+export function refusal (reply: ReplyPort, url: string | URL, target: Target | null): Error | null {
   if (!reply.open) return new CancelledError({ cause: reply.endReason })
   const allowed = reply.plugin.allowedOrigins
-  if (allowed !== null && !originAllowed(allowed, url)) {
+  if (allowed !== null && (target === null || !allowed.has(target.origin))) {
     reply.request.log.warn({ upstream: safeUrl(url) }, 'upstream origin is not in allowedOrigins')
     return new OriginDeniedError()
   }

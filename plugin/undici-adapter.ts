@@ -73,11 +73,6 @@ export function sendRequest (dispatcher: Dispatcher, options: DispatchOptions, c
   }
 }
 
-/** The request target of a URL (path and query), as `dispatch` wants it beside the origin. */
-export function pathOf (url: URL): string {
-  return url.search === '' ? url.pathname : url.pathname + url.search
-}
-
 type AbortListener = () => void
 
 /**

@@ -5,13 +5,14 @@ import { toUpstreamError } from './error-mapping.js'
 import { CancelledError, UpstreamError } from './errors.js'
 import { forwardableHeaders } from './headers.js'
 import { refusal } from './preflight.js'
+import { upstreamTarget, type Target } from './target.js'
 import { isDirect, pipeDirect } from './pipe-direct.js'
 import type { ReplyPort } from './reply-port.js'
 import type { UpstreamCall } from './report.js'
 import { callPolicy, errorDelay, mayRetry, RetryState, statusDelay, type ResolvedRetry } from './retry-policy.js'
 import type { AsyncRouteError, FetchCallback, FetchOptions, UpstreamRequest, UpstreamResponse } from './types.js'
 import { refreshDeadline, withDeadline } from './deadline.js'
-import { pathOf, RequestSignal, sendRequest, type DispatchOptions } from './undici-adapter.js'
+import { RequestSignal, sendRequest, type DispatchOptions } from './undici-adapter.js'
 
 const CANCELLED_CODE = new CancelledError().code
 
@@ -186,23 +187,25 @@ export function fetchUpstream (
   options: FetchOptions | undefined,
   policy: ResolvedRetry = callPolicy(reply.retry, options?.retry, 'reply.fetch()')
 ): Promise<UpstreamResponse> {
-  const refused = refusal(reply, url)
+  let target: Target | null = null
+  let badUrl: unknown
+  try {
+    target = upstreamTarget(url)
+  } catch (error) {
+    badUrl = error
+  }
+  const refused = refusal(reply, url, target)
   if (refused !== null) return rejected(refused)
   const callerSignal = options?.signal ?? null
   if (callerSignal?.aborted === true) return Promise.reject(callerSignal.reason)
-  let target: URL
-  try {
-    target = typeof url === 'string' ? new URL(url) : url
-  } catch (error) {
-    return Promise.reject(toUpstreamError(error))
-  }
+  if (target === null) return Promise.reject(toUpstreamError(badUrl))
   const method = options?.method ?? 'GET'
   const call = new FetchCall(reply, method, url)
   reply.track(call)
   // A literal of one shape when there are no options: undici reads a dozen options off it.
   const dispatchOptions: DispatchOptions = options === undefined
-    ? { origin: target.origin, path: pathOf(target), method: method as DispatchOptions['method'], signal: call }
-    : { ...options as object, origin: target.origin, path: pathOf(target), method: method as DispatchOptions['method'], signal: call }
+    ? { origin: target.origin, path: target.path, method: method as DispatchOptions['method'], signal: call }
+    : { ...options as object, origin: target.origin, path: target.path, method: method as DispatchOptions['method'], signal: call }
   const deadlineHeader = reply.plugin.deadlineHeader
   if (deadlineHeader !== null) dispatchOptions.headers = withDeadline(deadlineHeader, reply.deadline, options?.headers) as DispatchOptions['headers']
   // (Not `delete`: that would turn the options into a slow dictionary-mode object.)

@@ -1,0 +1,84 @@
+// upstreamTarget() splits string URLs without a WHATWG parse when it can: whatever it does,
+// the origin and path must be exactly what `new URL()` gives (or it must throw where that throws).
+import { test } from 'tap'
+import { upstreamTarget } from '../plugin/target.js'
+
+function expected (url: string | URL): { origin: string, path: string } | 'throws' {
+  try {
+    const parsed = new URL(url)
+    return { origin: parsed.origin, path: parsed.pathname + parsed.search }
+  } catch {
+    return 'throws'
+  }
+}
+
+function actual (url: string | URL): { origin: string, path: string } | 'throws' {
+  try {
+    const { origin, path } = upstreamTarget(url)
+    return { origin, path }
+  } catch {
+    return 'throws'
+  }
+}
+
+const CASES = [
+  'http://127.0.0.1:8080/',
+  'http://127.0.0.1:8080/small',
+  'http://127.0.0.1:8080/a/b.json?x=1&y=%20z',
+  'http://127.0.0.1:8080',
+  'http://127.0.0.1:8080?q=1',
+  'http://127.0.0.1:8080#frag',
+  'HTTP://Example.COM:80/Path',
+  'https://example.com:443/a',
+  'http://example.com:08080/a',
+  'http://bücher.example/a',
+  'http://user:pass@example.com/a',
+  'http://example.com/a b',
+  'http://example.com/a"b',
+  'http://example.com/a#frag',
+  'http://example.com/a?b#frag',
+  'http://example.com/a?it\'s',
+  'http://example.com/a/./b',
+  'http://example.com/a/../b',
+  'http://example.com/a/..',
+  'http://example.com/a/.',
+  'http://example.com/a/%2e%2E/b',
+  'http://example.com/a?x=/../y',
+  'http://example.com/ü',
+  'http://example.com/a\\b',
+  'http://example.com/{x}',
+  'http://example.com//double//slash',
+  'http://example.com/%zz',
+  'http://ex\tample.com/a',
+  ' http://example.com/a',
+  'http:///example.com/a',
+  'http:\\\\example.com\\a',
+  'http:/example.com/a',
+  'http://example.com:99999/a',
+  'http://[::1]:8080/a',
+  'http://[::1/a',
+  'ftp://example.com/a',
+  'foo://example.com/a',
+  'mailto:someone@example.com',
+  'not a url',
+  '/relative/path',
+  '',
+  new URL('http://example.com/from-an-object?q=1'),
+  new URL('http://example.com')
+]
+
+test('the origin and path of an upstream URL are those new URL() gives', async (t) => {
+  for (const url of CASES) {
+    // Twice: the second time the origin comes from the cache.
+    t.same(actual(url), expected(url), String(url))
+    t.same(actual(url), expected(url), `${String(url)} (again)`)
+  }
+})
+
+test('many distinct origins: the cache stays bounded and answers stay right', async (t) => {
+  for (let port = 1000; port < 1600; port++) {
+    const url = `http://127.0.0.1:${port}/p?x=${port}`
+    t.same(actual(url), expected(url))
+  }
+  t.same(actual('http://127.0.0.1:1000/p'), { origin: 'http://127.0.0.1:1000', path: '/p' })
+})
