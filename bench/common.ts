@@ -111,7 +111,7 @@ export function machine (): string {
 /** The versions in play; `serverNode` is the version of the Node running the servers under test. */
 export function versions (serverNode: string): string {
   return [
-    `Node ${serverNode} (servers${serverNode === process.version ? '' : `; ${process.version} for the upstream and autocannon`})`,
+    `Node ${serverNode} (servers${serverNode === process.version ? '' : `; ${process.version} for the upstream and the load clients`})`,
     `fastify ${version('fastify')}`,
     `undici ${version('undici')}`,
     `undici 8 ${version('undici8')}`,

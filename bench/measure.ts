@@ -1,19 +1,24 @@
 // The measuring loop. Every round starts one fresh server process per target (all pinned to
-// the server core, idle until their turn), then, body by body, runs each target in turn —
-// the order reversed every other round — through: a warm-up at the offered rate, the measured
-// window at the offered rate (the server's CPU time around it, over IPC), and optionally a
-// short saturated run. A target whose server does not start, or whose requests fail, is
-// marked failed and skipped from then on instead of stopping the benchmark.
+// the server core, idle until their turn), then, body by body: a warm-up of each target at the
+// offered rate, then the measured window cut into slices that take turns — A B C, C B A, A B C
+// … — so that a target and its reference are never more than a slice apart, and a few seconds
+// of a slow machine land on every target alike rather than on one. A target's figure for the
+// round is the median of its slices (the server's CPU time around each slice, over IPC, ÷ its
+// 2xx answers). Then, optionally, a short saturated run of each. A target whose server does
+// not start, or whose requests fail, is marked failed and skipped from then on instead of
+// stopping the benchmark.
 import path from 'node:path'
-import { ROOT, SERVER_CORE, startChild, type Child } from './common.js'
+import { median, ROOT, SERVER_CORE, startChild, type Child } from './common.js'
 import { autocannon, paced, type Load } from './load.js'
 import { variant, type Scenario } from './targets.js'
 
 export interface Settings {
   rounds: number
-  /** Seconds of the measured window, and of the warm-up before it. */
+  /** Seconds of the measured window (in all), and of the warm-up before it. */
   duration: number
   warmup: number
+  /** Slices the window is cut into, taking turns between targets. */
+  slices: number
   /** Seconds of the saturated run after each window; 0 for none. */
   saturated: number
   connections: number
@@ -30,7 +35,7 @@ export interface Settings {
 
 export interface Window {
   round: number
-  /** Server CPU time (user + system) per 2xx response, µs. */
+  /** Server CPU time (user + system) per 2xx response, µs: the median of the slices. */
   cpu: number
   offered: number
   /** 2xx responses per second over the window. */
@@ -71,21 +76,34 @@ async function cpuTime (server: Child): Promise<number> {
 /** A window that got no answers at all: skipped in this round, tried again in the next. */
 class NoAnswer extends Error {}
 
-/** One target on one body: warm-up, measured window, saturated run. Throws if requests fail. */
-async function measureWindow (server: Child, url: string, round: number, offered: number, settings: Settings, post?: number): Promise<Window> {
-  const warm = await paced(url, settings.warmup, settings.connections, offered, post)
-  if (warm.ok + warm.failed === 0) throw new NoAnswer('no answer at all during the warm-up (machine overloaded?)')
-  if (warm.ok === 0 || failedShare(warm) > MAX_FAILED) throw new Error(`${warm.failed} of ${warm.ok + warm.failed} requests failed in the warm-up (${warm.failures})`)
-  const before = await cpuTime(server)
-  const load = await paced(url, settings.duration, settings.connections, offered, post)
-  const after = await cpuTime(server)
-  if (load.ok === 0 || failedShare(load) > MAX_FAILED) throw new Error(`${load.failed} of ${load.ok + load.failed} requests failed (${load.failures})`)
-  const window: Window = { round, cpu: (after - before) / load.ok, offered, achieved: load.ok / load.seconds }
-  if (settings.saturated > 0) {
-    window.saturated = await autocannon(url, settings.saturated, settings.connections, undefined, post)
-    if (failedShare(window.saturated) > MAX_FAILED) throw new Error(`${window.saturated.failed} requests failed in the saturated run (${window.saturated.failures})`)
-  }
-  return window
+function check (load: Load, what: string): void {
+  if (load.ok + load.failed === 0) throw new NoAnswer(`no answer at all during the ${what} (machine overloaded?)`)
+  if (load.ok === 0 || failedShare(load) > MAX_FAILED) throw new Error(`${load.failed} of ${load.ok + load.failed} requests failed in the ${what} (${load.failures})`)
+}
+
+/** One target under test on one body, and what its slices measured so far. */
+interface Run {
+  name: string
+  server: Child
+  url: string
+  slices: number[]
+  ok: number
+  seconds: number
+}
+
+/** One slice of `run`'s window: the server's CPU time around a paced load. */
+async function measureSlice (run: Run, offered: number, seconds: number, settings: Settings, post?: number): Promise<void> {
+  const before = await cpuTime(run.server)
+  const load = await paced(run.url, seconds, settings.connections, offered, post)
+  const after = await cpuTime(run.server)
+  check(load, 'measured window')
+  run.slices.push((after - before) / load.ok)
+  run.ok += load.ok
+  run.seconds += load.seconds
+}
+
+function toWindow (run: Run, round: number, offered: number): Window {
+  return { round, cpu: median(run.slices), offered, achieved: run.ok / run.seconds }
 }
 
 function log (round: number, name: string, scenario: Scenario, w: Window): void {
@@ -121,24 +139,49 @@ export async function measure (upstream: string, settings: Settings): Promise<Re
       for (const scenario of settings.scenarios) {
         const order = settings.names.filter((name) => scenario.targets.includes(variant(name).target))
         if (round % 2 === 1) order.reverse()
+        const offered = settings.rate(scenario)
+        let runs: Run[] = []
         for (const name of order) {
           const port = ports.get(name)
           const server = servers.get(name)
           if (port === undefined || server === undefined || failures.has(key(name, scenario.path))) continue
-          const offered = settings.rate(scenario)
+          runs.push({ name, server, url: `http://127.0.0.1:${port}${scenario.path}`, slices: [], ok: 0, seconds: 0 })
+        }
+        const attempt = async (run: Run, step: () => Promise<void>): Promise<boolean> => {
           try {
-            const w = await measureWindow(server, `http://127.0.0.1:${port}${scenario.path}`, round, offered, settings, scenario.post)
-            windows.set(key(name, scenario.path), [...(windows.get(key(name, scenario.path)) ?? []), w])
-            log(round, name, scenario, w)
+            await step()
+            return true
           } catch (error) {
             if (error instanceof NoAnswer) {
-              process.stderr.write(`  ${round + 1} ${scenario.path.padEnd(13)} ${name.padEnd(22)} skipped in this round: ${error.message}\n`)
-              continue
+              process.stderr.write(`  ${round + 1} ${scenario.path.padEnd(13)} ${run.name.padEnd(22)} skipped in this round: ${error.message}\n`)
+              return false
             }
             const reason = error instanceof Error ? error.message : String(error)
-            failures.set(key(name, scenario.path), reason)
-            process.stderr.write(`  ${round + 1} ${scenario.path.padEnd(13)} ${name.padEnd(22)} failed: ${reason}; skipped from now on\n`)
+            failures.set(key(run.name, scenario.path), reason)
+            process.stderr.write(`  ${round + 1} ${scenario.path.padEnd(13)} ${run.name.padEnd(22)} failed: ${reason}; skipped from now on\n`)
+            return false
           }
+        }
+        const kept: Run[] = []
+        for (const run of runs) {
+          if (await attempt(run, async () => check(await paced(run.url, settings.warmup, settings.connections, offered, scenario.post), 'warm-up'))) kept.push(run)
+        }
+        runs = kept
+        const sliceSeconds = settings.duration / settings.slices
+        for (let slice = 0; slice < settings.slices; slice++) {
+          const turn = slice % 2 === 0 ? runs : [...runs].reverse()
+          for (const run of turn) {
+            if (!await attempt(run, async () => await measureSlice(run, offered, sliceSeconds, settings, scenario.post))) runs = runs.filter((other) => other !== run)
+          }
+        }
+        for (const run of runs) {
+          const w = toWindow(run, round, offered)
+          if (settings.saturated > 0 && !await attempt(run, async () => {
+            w.saturated = await autocannon(run.url, settings.saturated, settings.connections, undefined, scenario.post)
+            if (failedShare(w.saturated) > MAX_FAILED) throw new Error(`${w.saturated.failed} requests failed in the saturated run (${w.saturated.failures})`)
+          })) continue
+          windows.set(key(run.name, scenario.path), [...(windows.get(key(run.name, scenario.path)) ?? []), w])
+          log(round, run.name, scenario, w)
         }
       }
     } finally {
