@@ -67,8 +67,11 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   #drained: Promise<void> | null = null
   #handlerSettled = false
   #bytesWritten = 0
-  /** Upstream requests whose headers or body are still outstanding; created on first use. */
-  #calls: Set<UpstreamCall> | null = null
+  /**
+   * Upstream requests whose headers or body are still outstanding; created on first use. An
+   * array, not a Set: a reply has one or two, and a Set costs an allocation and a hash each.
+   */
+  #calls: UpstreamCall[] | null = null
   /** Last sign of life (a write, an upstream answer), for `warnUnfinished` and reports. */
   #lastActivity: number
 
@@ -132,7 +135,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     return this.#bytesWritten
   }
 
-  get calls (): ReadonlySet<UpstreamCall> | null {
+  get calls (): readonly UpstreamCall[] | null {
     return this.#calls
   }
 
@@ -309,12 +312,14 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   }
 
   track (call: UpstreamCall): void {
-    this.#calls ??= new Set()
-    this.#calls.add(call)
+    if (this.#calls === null) this.#calls = [call]
+    else this.#calls.push(call)
   }
 
   untrack (call: UpstreamCall): void {
-    this.#calls?.delete(call)
+    const calls = this.#calls
+    // (A call that is not there, -1, becomes an index past the end: nothing is removed.)
+    if (calls !== null) calls.splice(calls.indexOf(call) >>> 0, 1)
     this.#lastActivity = Date.now()
   }
 
@@ -390,7 +395,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
 
   checkIdle (now: number): void {
     const ms = this.route.warnUnfinished
-    if (ms === 0 || this.#warnedIdle || !this.#handlerSettled || (this.#calls !== null && this.#calls.size > 0)) return
+    if (ms === 0 || this.#warnedIdle || !this.#handlerSettled || (this.#calls !== null && this.#calls.length > 0)) return
     const quiet = now - this.#lastActivity
     if (quiet < ms) return
     this.#warnedIdle = true
@@ -531,8 +536,9 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     if (this.route.maxPending > 0) this.route.open--
     const abnormal = this.#abnormal()
     if (abnormal && this.#controller !== null) this.#controller.abort(reason)
-    if (this.#calls !== null) {
-      for (const call of this.#calls) call.release(abnormal)
+    if (this.#calls !== null && this.#calls.length > 0) {
+      // A copy: a released call untracks itself.
+      for (const call of this.#calls.slice()) call.release(abnormal)
     }
     const outcome = outcomeOf(state, this.#timedOut !== null)
     this.route.plugin.registry.end(this, outcome)

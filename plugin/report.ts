@@ -22,7 +22,7 @@ export interface ReplyFacts {
   readonly handlerSettled: boolean
   readonly headersSent: boolean
   readonly bytesWritten: number
-  readonly calls: ReadonlySet<UpstreamCall> | null
+  readonly calls: readonly UpstreamCall[] | null
 }
 
 /** The upstream URL as it may appear in logs and reports: without user:password. */
@@ -39,7 +39,7 @@ export function safeUrl (url: string | URL): string {
   }
 }
 
-function describeCalls (calls: ReadonlySet<UpstreamCall> | null, now: number): InflightReport[] {
+function describeCalls (calls: readonly UpstreamCall[] | null, now: number): InflightReport[] {
   const list: InflightReport[] = []
   if (calls !== null) {
     for (const call of calls) {
