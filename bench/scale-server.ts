@@ -7,13 +7,20 @@
 // maxPending, above what is held). The `overload` variant serves the overload comparison:
 // GET /ok finishes at once, GET /limited (maxPending 1) holds its first request (?hold=1) open
 // for good, so that every later one is answered 503 OVERLOADED.
+// With a third argument `h2`, the server speaks cleartext HTTP/2 (many streams per session).
 // IPC: 'pending' → count, 'measure' → memory after GC, 'cpu' → process.cpuUsage() in µs.
-import Fastify, { type FastifyReply } from 'fastify'
+import Fastify, { type FastifyReply, type FastifyServerOptions } from 'fastify'
 import asyncRoute from '../plugin/index.js'
 
 const variant = process.argv[2]
 const timeout = Number(process.argv[3])
-const app = Fastify({ logger: false })
+const h2 = process.argv[4] === 'h2'
+const app = Fastify({
+  logger: false,
+  // As in the waiters benchmark: no stream limit worth the name, room for the streams' state,
+  // and no idle-session timeout while they wait.
+  ...(h2 ? { http2: true, http: { settings: { maxConcurrentStreams: 100_000 }, maxSessionMemory: 4096 }, http2SessionTimeout: 3_600_000 } : {})
+} as unknown as FastifyServerOptions)
 const held = new Set<FastifyReply>()
 const body504 = JSON.stringify({ statusCode: 504, code: 'FST_ASYNC_ROUTE_TIMEOUT', error: 'Gateway Timeout', message: `The reply was not finished within ${timeout} ms` })
 

@@ -3,10 +3,14 @@
 // Memory per pending reply is measured after GC as the plugin's overhead over a bare Fastify
 // route that only hijacks and holds its reply (ending it from its own timer), in the same run;
 // and again with all three budgets set (idleTimeout, deadlineHeader, maxPending).
+// The same three again over cleartext HTTP/2 with 100,000 pending replies by default (`--h2-n=`,
+// 0 for none; 1,000 streams per session): one process cannot hold that many HTTP/1 sockets
+// (20,000 file descriptors at most here), HTTP/2 streams it can.
 // Then the overload comparison: the server's CPU time per answer for 10,000 `503 OVERLOADED`
 // answers (a route whose maxPending is reached) against 10,000 replies finished at once, in
 // alternating batches over the same keep-alive connections.
 import http from 'node:http'
+import http2 from 'node:http2'
 import { CLIENT_CORE, median, option, SERVER_CORE, sleep, startChild } from './common.js'
 
 interface Memory { heapUsed: number, rss: number, external: number, pending: number }
@@ -25,6 +29,22 @@ async function warm (port: number, count: number): Promise<void> {
   agent.destroy()
 }
 
+/** The same warm-up over one HTTP/2 session. */
+async function warmH2 (port: number, count: number): Promise<void> {
+  const session = http2.connect(`http://127.0.0.1:${port}`)
+  session.on('error', () => {})
+  const one = async (): Promise<void> => await new Promise((resolve, reject) => {
+    const stream = session.request({ ':path': '/warm' }, { endStream: true })
+    stream.on('error', reject)
+    stream.on('end', resolve)
+    stream.resume()
+  })
+  for (let i = 0; i < count; i += 8) await Promise.all(Array.from({ length: 8 }, one))
+  session.destroy()
+}
+
+type Protocol = 'h1' | 'h2'
+
 type Variant = 'bare' | 'async' | 'budgets'
 /**
  * Sent with every held request of every variant (so the request itself weighs the same in each):
@@ -32,18 +52,20 @@ type Variant = 'bare' | 'async' | 'budgets'
  */
 const DEADLINE = 'x-request-timeout-ms: 600000'
 
-async function runVariant (variant: Variant, n: number, timeout: number): Promise<VariantResult> {
-  const server = startChild(SERVER_CORE, 'bench/scale-server.ts', [variant, String(timeout)], { nodeFlags: ['--expose-gc'] })
+async function runVariant (variant: Variant, n: number, timeout: number, protocol: Protocol = 'h1'): Promise<VariantResult> {
+  const server = startChild(SERVER_CORE, 'bench/scale-server.ts', [variant, String(timeout), protocol], { nodeFlags: ['--expose-gc'] })
   try {
     const { port } = await server.ready as { port: number }
-    await warm(port, 2000)
+    await (protocol === 'h2' ? warmH2(port, 2000) : warm(port, 2000))
     await sleep(200)
     const base = await server.ask('measure') as Memory
-    const client = startChild(CLIENT_CORE, 'bench/scale-client.ts', [String(port), String(n), String(timeout), DEADLINE])
+    const clientScript = protocol === 'h2' ? 'bench/scale-client-h2.ts' : 'bench/scale-client.ts'
+    const client = startChild(CLIENT_CORE, clientScript, [String(port), String(n), String(timeout), DEADLINE])
     try {
       const { openMs } = await client.ready as { openMs: number }
       let pendingSeen = 0
-      for (let i = 0; i < 100 && pendingSeen < n; i++) {
+      // (Up to 5 s for the server to take the last requests in, 30 s for 100,000 HTTP/2 streams.)
+      for (let i = 0; i < (protocol === 'h2' ? 600 : 100) && pendingSeen < n; i++) {
         pendingSeen = (await server.ask('pending') as { pending: number }).pending
         if (pendingSeen < n) await sleep(50)
       }
@@ -110,15 +132,12 @@ async function runOverload (n: number, rounds: number): Promise<OverloadResult> 
   }
 }
 
-export async function runScale (argv: string[]): Promise<void> {
-  const n = option(argv, 'n', 10_000)
-  const timeout = option(argv, 'scale-timeout', 10_000)
-  const rounds = option(argv, 'overload-rounds', 9)
-  console.log(`\n## Scale: ${n.toLocaleString('en-US')} pending replies, watchdog ${timeout} ms (server on core ${SERVER_CORE}, client on core ${CLIENT_CORE}, memory after GC)\n`)
+/** Holds `n` replies in each variant and prints their memory and how late the last 504 came. */
+async function printHeld (n: number, timeout: number, protocol: Protocol): Promise<void> {
   const results: Record<string, VariantResult> = {}
   for (const variant of ['bare', 'async', 'budgets'] as const) {
-    process.stderr.write(`  scale: ${variant}…\n`)
-    results[variant] = await runVariant(variant, n, timeout)
+    process.stderr.write(`  scale (${protocol}): ${variant}…\n`)
+    results[variant] = await runVariant(variant, n, timeout, protocol)
   }
   const bare = results.bare as VariantResult
   const plugin = results.async as VariantResult
@@ -130,9 +149,23 @@ export async function runScale (argv: string[]): Promise<void> {
     const statuses = Object.entries(r.client.statuses).map(([status, count]) => `${count} × ${status}`).join(', ')
     console.log(`| ${name} | ${r.pendingSeen.toLocaleString('en-US')} | ${kib(r.heapPer)} | ${kib(r.rssPer)} | ${statuses} | ${r.client.maxLateMs} ms |`)
   }
-  console.log(`\nasyncRoute overhead per pending reply: heap ${kib(plugin.heapPer - bare.heapPer)}, RSS ${kib(plugin.rssPer - bare.rssPer)} (opening ${n} sockets took ${plugin.openMs} ms)`)
+  console.log(`\nasyncRoute overhead per pending reply: heap ${kib(plugin.heapPer - bare.heapPer)}, RSS ${kib(plugin.rssPer - bare.rssPer)} (opening ${n} ${protocol === 'h2' ? 'streams' : 'sockets'} took ${plugin.openMs} ms)`)
   const overBare = budgets.heapPer - bare.heapPer
   console.log(`with all three budgets: heap ${kib(overBare)} over bare (target ≤ 0.50 KiB: ${overBare <= 512 ? 'met' : 'missed'}), ${kib(budgets.heapPer - plugin.heapPer)} over the watchdog alone; RSS ${kib(budgets.rssPer - bare.rssPer)} over bare`)
+}
+
+export async function runScale (argv: string[]): Promise<void> {
+  const n = option(argv, 'n', 10_000)
+  const timeout = option(argv, 'scale-timeout', 10_000)
+  const rounds = option(argv, 'overload-rounds', 9)
+  console.log(`\n## Scale: ${n.toLocaleString('en-US')} pending replies, watchdog ${timeout} ms (server on core ${SERVER_CORE}, client on core ${CLIENT_CORE}, memory after GC)\n`)
+  await printHeld(n, timeout, 'h1')
+  const h2n = option(argv, 'h2-n', 100_000)
+  const h2Timeout = option(argv, 'h2-timeout', 30_000)
+  if (h2n > 0) {
+    console.log(`\n### ${h2n.toLocaleString('en-US')} pending replies over cleartext HTTP/2 (${Math.ceil(h2n / 1000)} sessions × 1,000 streams), watchdog ${h2Timeout} ms\n`)
+    await printHeld(h2n, h2Timeout, 'h2')
+  }
 
   process.stderr.write('  scale: overload…\n')
   const overload = await runOverload(n, rounds)

@@ -63,17 +63,10 @@ export function hangReport (facts: ReplyFacts, now: number): HangReport {
   }
 }
 
+/** A reply as `pending()` lists it: its hang report, with its age and without the byte count. */
 export function pendingEntry (facts: ReplyFacts, now: number): PendingReply {
-  const { request } = facts
-  return {
-    id: request.id,
-    method: request.method,
-    url: request.url,
-    ageMs: now - facts.startedAt,
-    headersSent: facts.headersSent,
-    handlerSettled: facts.handlerSettled,
-    inflight: describeCalls(facts.calls, now)
-  }
+  const { elapsedMs, bytesWritten, ...entry } = hangReport(facts, now)
+  return { ...entry, ageMs: elapsedMs }
 }
 
 /**

@@ -1,45 +1,18 @@
 // The chat example in a real browser: two pages in headless Chromium (playwright-core driving
 // the system's `chromium`), a post from one appears in the other within 500 ms, and a page
 // that closes leaves the waiter list and pending(). Chromium is the Debian package: installed
-// with apt when missing and possible, otherwise the test is skipped with the reason.
+// with apt when missing and possible, otherwise the test is skipped with the reason (see
+// helpers/chromium.ts).
 // `CHAT_SCREENSHOT=docs/chat.png` also saves a screenshot of a conversation.
-import { spawnSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
 import path from 'node:path'
-import { chromium, type Browser, type Page } from 'playwright-core'
+import type { Browser, Page } from 'playwright-core'
 import t from 'tap'
 import { buildChatApp, MessageBuffer } from '../examples/chat/chat.js'
 import './helpers/app.js' // unhandled rejections fail the run
+import { launchChromium } from './helpers/chromium.js'
 import { waitFor } from './helpers/client.js'
 
-const CHROMIUM = '/usr/bin/chromium'
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync']
-
-/** Installs Debian's chromium when it is missing and apt can; the reason it cannot otherwise. */
-function findChromium (): string | undefined {
-  if (existsSync(CHROMIUM)) return undefined
-  if (process.platform !== 'linux' || process.getuid?.() !== 0 || !existsSync('/usr/bin/apt-get')) {
-    return `${CHROMIUM} is missing and cannot be installed here (needs Debian/Ubuntu and root): apt-get install chromium`
-  }
-  const apt = (args: string[], timeout: number): boolean => spawnSync('apt-get', [
-    '-o', 'Acquire::Retries=0', '-o', 'Acquire::http::Timeout=10', '-o', 'DPkg::Lock::Timeout=10', ...args
-  ], { stdio: 'ignore', timeout, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } }).status === 0
-  const installed = apt(['install', '-y', '--no-install-recommends', 'chromium'], 30_000) ||
-    (apt(['update'], 30_000) && apt(['install', '-y', '--no-install-recommends', 'chromium'], 30_000))
-  if (installed && existsSync(CHROMIUM)) return undefined
-  return `${CHROMIUM} is missing and 'apt-get install chromium' failed (no network?)`
-}
-
-let skip = findChromium()
-let browser: Browser | undefined
-if (skip === undefined) {
-  try {
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS, timeout: 15_000 })
-  } catch (error) {
-    skip = `chromium did not start: ${(error as Error).message.split('\n')[0] ?? ''}`
-  }
-}
+const { browser, skip } = await launchChromium()
 if (browser !== undefined) t.teardown(() => browser?.close())
 if (skip !== undefined) t.comment(`skipping the browser test: ${skip}`)
 
