@@ -6,6 +6,7 @@ import t from 'tap'
 import asyncRoute, { type AsyncReply } from '../plugin/index.js'
 import { LEVEL, logsAt, startApp } from './helpers/app.js'
 import { request, sendOnly, sleep, waitFor } from './helpers/client.js'
+import { H2C, h2get, h2session } from './helpers/h2.js'
 import { upstreamFor } from './helpers/upstream.js'
 
 function codeOf (body: string): unknown {
@@ -72,6 +73,23 @@ t.test('idleTimeout after the head was sent cuts the stream; writes and flushes 
   const alive = await request(`${url}/alive`)
   t.equal(alive.complete, true, `a stream with a sign of life every 40 ms outlived idleTimeout (${alive.body})`)
   t.match(alive.body, /done$/)
+})
+
+t.test('idleTimeout after the head on HTTP/2 resets only the silent stream; the session serves on', async (t) => {
+  const { url } = await startApp(t, { idleTimeout: 120, timeout: 0 }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/silent', handler (_request, reply) { reply.write('first chunk') } })
+    app.asyncRoute({ method: 'GET', url: '/ok', handler (_request, reply) { reply.finish('ok') } })
+  }, H2C)
+  const session = h2session(t, url)
+  const started = Date.now()
+  const silent = await h2get(session, '/silent')
+  t.equal(silent.status, 200)
+  t.equal(silent.body, 'first chunk')
+  t.not(silent.rstCode, 0, `the silent stream was reset (RST_STREAM ${silent.rstCode})`)
+  t.ok(Date.now() - started >= 100, 'not before idleTimeout')
+  const ok = await h2get(session, '/ok')
+  t.equal(ok.status, 200)
+  t.equal(ok.body, 'ok', 'the same session still answers')
 })
 
 t.test('idleTimeout: upstream heads and chunks are signs of life, a request merely in flight is not', async (t) => {
@@ -164,6 +182,34 @@ t.test('deadlineHeader: every upstream request carries the remaining watchdog ti
   t.ok(first <= 1000 && first > 700, `the upstream step: nearly the whole budget (${first})`)
   t.ok(second <= 800 && second >= 1, `fetch after 200 ms: less (${second})`)
   t.ok(third <= second, `pipe after that: no more (${third})`)
+})
+
+t.test('deadlineHeader: forward() with a streamed body carries the time left of a budget the client shortened', async (t) => {
+  const seen: Array<{ deadline: string | string[] | undefined, bytes: number }> = []
+  const up = await upstreamFor(t, (req, res) => {
+    let bytes = 0
+    req.on('data', (chunk: Buffer) => { bytes += chunk.length })
+    req.on('end', () => {
+      seen.push({ deadline: req.headers['x-request-timeout-ms'], bytes })
+      res.end(String(bytes))
+    })
+  })
+  const { url } = await startApp(t, { timeout: 1000, deadlineHeader: 'x-request-timeout-ms' }, (app) => {
+    app.addContentTypeParser('application/octet-stream', (_request, payload, done) => { done(null, payload) })
+    app.asyncRoute({ method: 'POST', url: '/', handler (_request, reply) { void reply.forward(up.url) } })
+  })
+  const body = 'x'.repeat(100_000)
+  const res = await request(`${url}/`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/octet-stream', 'x-request-timeout-ms': '400' },
+    body
+  })
+  t.equal(res.statusCode, 200)
+  t.equal(res.body, '100000', 'the streamed body arrived whole')
+  t.equal(seen.length, 1)
+  const value = seen[0]?.deadline
+  t.match(value, /^\d+$/, `one value, whole ms (${String(value)})`)
+  t.ok(Number(value) <= 400 && Number(value) > 100, `the client's 400 ms budget, less what passed, not the route's 1000 (${String(value)})`)
 })
 
 t.test('deadlineHeader: an incoming value shortens the watchdog, never lengthens it; other values are ignored', async (t) => {
