@@ -5,6 +5,7 @@
 // One process holds 100,000 of them with 100 sockets: far below the file descriptor limit
 // that stops HTTP/1 near 19,000.
 import http2 from 'node:http2'
+import { summariseAnswers, type HeldRequest } from './scale-answers.js'
 
 const port = Number(process.argv[2])
 const n = Number(process.argv[3])
@@ -17,15 +18,13 @@ if (header !== undefined) {
   extraHeaders[header.slice(0, colon).trim().toLowerCase()] = header.slice(colon + 1).trim()
 }
 
-interface Held { sentAt: number, arrivedAt: number, status: string }
-
-const held: Held[] = []
+const held: HeldRequest[] = []
 const sessions: http2.ClientHttp2Session[] = []
 let answered = 0
 let finish: () => void = () => {}
 const allAnswered = new Promise<void>((resolve) => { finish = resolve })
 
-function settle (entry: Held, status: string): void {
+function settle (entry: HeldRequest, status: string): void {
   if (entry.arrivedAt !== 0) return
   entry.arrivedAt = performance.now()
   entry.status = status
@@ -46,7 +45,7 @@ for (let first = 0; first < n; first += PER_SESSION) {
     session.once('error', reject)
   })
   for (let i = first; i < Math.min(n, first + PER_SESSION); i++) {
-    const entry: Held = { sentAt: performance.now(), arrivedAt: 0, status: '' }
+    const entry: HeldRequest = { sentAt: performance.now(), arrivedAt: 0, status: '' }
     held.push(entry)
     const stream = session.request({ ':path': '/hold', ...extraHeaders }, { endStream: true })
     stream.on('response', (headers) => settle(entry, String(headers[':status'])))
@@ -61,18 +60,5 @@ process.send?.({ sent: n, openMs: Math.round(performance.now() - start) })
 const deadline = setTimeout(finish, timeout + 30_000)
 await allAnswered
 clearTimeout(deadline)
-const statuses: Record<string, number> = {}
-const late: number[] = []
-for (const entry of held) {
-  const status = entry.status === '' ? 'none' : entry.status
-  statuses[status] = (statuses[status] ?? 0) + 1
-  if (entry.status !== '' && entry.status !== 'error') late.push(entry.arrivedAt - entry.sentAt - timeout)
-}
 for (const session of sessions) session.destroy()
-late.sort((a, b) => a - b)
-process.send?.({
-  statuses,
-  maxLateMs: Math.round(late[late.length - 1] ?? NaN),
-  p50LateMs: Math.round(late[late.length >> 1] ?? NaN),
-  minLateMs: Math.round(late[0] ?? NaN)
-}, () => process.exit(0))
+process.send?.(summariseAnswers(held, timeout), () => process.exit(0))

@@ -3,6 +3,7 @@
 // when all are sent (with `header`, e.g. `x-request-timeout-ms: 60000`, on each), then waits for every answer and reports the statuses and how late each
 // came after its own send time + timeout. Bounded: gives up timeout + 15 s after the last send.
 import net from 'node:net'
+import { summariseAnswers, type HeldRequest } from './scale-answers.js'
 
 const port = Number(process.argv[2])
 const n = Number(process.argv[3])
@@ -11,7 +12,7 @@ const BATCH = 500
 const header = process.argv[5]
 const REQUEST = `GET /hold HTTP/1.1\r\nHost: 127.0.0.1\r\n${header === undefined ? '' : `${header}\r\n`}\r\n`
 
-interface Held { socket: net.Socket, sentAt: number, arrivedAt: number, status: string }
+interface Held extends HeldRequest { socket: net.Socket }
 
 const held: Held[] = []
 let answered = 0
@@ -50,18 +51,5 @@ process.send?.({ sent: n, openMs: Math.round(performance.now() - start) })
 const deadline = setTimeout(finish, timeout + 15_000)
 await allAnswered
 clearTimeout(deadline)
-const statuses: Record<string, number> = {}
-const late: number[] = []
-for (const entry of held) {
-  const status = entry.status === '' ? 'none' : entry.status
-  statuses[status] = (statuses[status] ?? 0) + 1
-  if (entry.status !== '') late.push(entry.arrivedAt - entry.sentAt - timeout)
-  entry.socket.destroy()
-}
-late.sort((a, b) => a - b)
-process.send?.({
-  statuses,
-  maxLateMs: Math.round(late[late.length - 1] ?? NaN),
-  p50LateMs: Math.round(late[late.length >> 1] ?? NaN),
-  minLateMs: Math.round(late[0] ?? NaN)
-}, () => process.exit(0))
+for (const entry of held) entry.socket.destroy()
+process.send?.(summariseAnswers(held, timeout), () => process.exit(0))
