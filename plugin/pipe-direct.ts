@@ -5,8 +5,7 @@ import { toUpstreamError } from './error-mapping.js'
 import { CancelledError, UpstreamError } from './errors.js'
 import { forwardableHeaders } from './headers.js'
 import { refreshDeadline, withDeadline } from './deadline.js'
-import { refusal } from './preflight.js'
-import { upstreamTarget, type Target } from './target.js'
+import { refusal, targetOf } from './preflight.js'
 import type { ReplyPort } from './reply-port.js'
 import type { UpstreamCall } from './report.js'
 import { errorDelay, mayRetry, RetryState, statusDelay, type ResolvedRetry } from './retry-policy.js'
@@ -210,16 +209,10 @@ function retryPipe (pipe: DirectPipe): void {
 }
 
 export function pipeDirect (reply: ReplyPort, url: string | URL, options: FetchOptions | undefined, policy: ResolvedRetry): Promise<void> {
-  let target: Target | null = null
-  let badUrl: unknown
-  try {
-    target = upstreamTarget(url)
-  } catch (error) {
-    badUrl = error
-  }
+  const target = targetOf(url)
   const refused = refusal(reply, url, target)
   if (refused !== null) return failLater(reply, refused)
-  if (target === null) return failLater(reply, toUpstreamError(badUrl))
+  if (target instanceof Error) return failLater(reply, target)
   const method = options?.method ?? 'GET'
   let resolve!: () => void
   const done = new Promise<void>((_resolve) => { resolve = _resolve })

@@ -4,8 +4,7 @@ import type { Readable } from 'node:stream'
 import { toUpstreamError } from './error-mapping.js'
 import { CancelledError, UpstreamError } from './errors.js'
 import { forwardableHeaders } from './headers.js'
-import { refusal } from './preflight.js'
-import { upstreamTarget, type Target } from './target.js'
+import { refusal, targetOf } from './preflight.js'
 import { isDirect, pipeDirect } from './pipe-direct.js'
 import type { ReplyPort } from './reply-port.js'
 import type { UpstreamCall } from './report.js'
@@ -187,18 +186,12 @@ export function fetchUpstream (
   options: FetchOptions | undefined,
   policy: ResolvedRetry = callPolicy(reply.retry, options?.retry, 'reply.fetch()')
 ): Promise<UpstreamResponse> {
-  let target: Target | null = null
-  let badUrl: unknown
-  try {
-    target = upstreamTarget(url)
-  } catch (error) {
-    badUrl = error
-  }
+  const target = targetOf(url)
   const refused = refusal(reply, url, target)
   if (refused !== null) return rejected(refused)
   const callerSignal = options?.signal ?? null
   if (callerSignal?.aborted === true) return Promise.reject(callerSignal.reason)
-  if (target === null) return Promise.reject(toUpstreamError(badUrl))
+  if (target instanceof Error) return Promise.reject(target)
   const method = options?.method ?? 'GET'
   const call = new FetchCall(reply, method, url)
   reply.track(call)

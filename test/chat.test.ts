@@ -1,12 +1,12 @@
 // The long-polling chat example (examples/chat), over real sockets: a long poll waits until a
 // message newer than its cursor exists, a post wakes every waiter at once, a poll that waited
 // too long gets an empty list, and a client that leaves is off the waiter list and pending().
-import { spawn } from 'node:child_process'
 import http2 from 'node:http2'
 import { Writable } from 'node:stream'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import t from 'tap'
 import { buildChatApp, MessageBuffer, type Message } from '../examples/chat/chat.js'
+import { startExample } from './helpers/example.js'
 import { LEVEL, type LogLine } from './helpers/app.js'
 import { request, sendOnly, sleep, waitFor } from './helpers/client.js'
 
@@ -170,24 +170,10 @@ t.test('HTTP/2: many long polls on one session, woken by one post', async (t) =>
 })
 
 t.test('npm run chat: prints its URL and serves the page', async (t) => {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/chat/main.ts'], {
-    env: { ...process.env, PORT: '0' },
-    stdio: ['ignore', 'pipe', 'ignore']
-  })
-  t.teardown(() => { child.kill('SIGKILL') })
-  const address = await new Promise<string>((resolve, reject) => {
-    let out = ''
-    child.stdout.on('data', (chunk: Buffer) => {
-      out += chunk.toString()
-      const found = /chat listening on (http:\/\/127\.0\.0\.1:\d+)\//.exec(out)
-      if (found !== null) resolve(found[1] as string)
-    })
-    child.once('exit', (code) => reject(new Error(`the chat exited early (${String(code)}): ${out}`)))
-  })
+  const { child, address, exited } = await startExample(t, 'examples/chat/main.ts')
   const page = await request(`${address}/`)
   t.equal(page.statusCode, 200)
   t.match(page.body, /<title>Chat/)
-  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
   child.kill('SIGTERM')
   t.equal(await exited, 0, 'stops cleanly on SIGTERM')
 })

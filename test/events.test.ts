@@ -2,12 +2,12 @@
 // heartbeats arrive, heartbeats keep a stream past its idleTimeout, a stream whose source goes
 // silent is cut by idleTimeout, a client that leaves unsubscribes, Last-Event-ID replays, and
 // close ends the streams at once.
-import { spawn } from 'node:child_process'
 import type http from 'node:http'
 import type { FastifyInstance } from 'fastify'
 import t from 'tap'
 import { buildEventsApp, EventHub, type StreamEvent } from '../examples/events.js'
 import './helpers/app.js' // unhandled rejections fail the run
+import { startExample } from './helpers/example.js'
 import { openRequest, request, sleep, waitFor } from './helpers/client.js'
 
 const HEARTBEAT_MS = 50
@@ -167,25 +167,11 @@ t.test('close ends every stream at once, cleanly', async (t) => {
 })
 
 t.test('tsx examples/events.ts listens on $PORT, serves the page, stops on SIGTERM', async (t) => {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/events.ts'], {
-    env: { ...process.env, PORT: '0' },
-    stdio: ['ignore', 'pipe', 'ignore']
-  })
-  t.teardown(() => { child.kill('SIGKILL') })
-  const address = await new Promise<string>((resolve, reject) => {
-    let out = ''
-    child.stdout.on('data', (chunk: Buffer) => {
-      out += chunk.toString()
-      const found = /listening on (http:\/\/127\.0\.0\.1:\d+)\//.exec(out)
-      if (found !== null) resolve(found[1] as string)
-    })
-    child.once('exit', (code) => reject(new Error(`example exited early (${String(code)}): ${out}`)))
-  })
+  const { child, address, exited } = await startExample(t, 'examples/events.ts')
   const page = await request(`${address}/`)
   t.equal(page.statusCode, 200)
   const stream = await openStream(address)
   t.equal(stream.res.statusCode, 200)
-  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
   child.kill('SIGTERM')
   t.same(await stream.closed, { complete: true }, 'the open stream ends cleanly on close')
   t.equal(await exited, 0, 'stops cleanly on SIGTERM')

@@ -1,6 +1,5 @@
 // Runs every file in examples/ against a local upstream, through the built package as a
 // user would import it ('fastify-async-route').
-import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import http from 'node:http'
 import { Writable } from 'node:stream'
@@ -13,6 +12,7 @@ import { buildForgetfulApp } from '../examples/forgot-finish.js'
 import { buildProxyApp } from '../examples/proxy.js'
 import { buildStreamingApp } from '../examples/streaming.js'
 import { buildTornadoApp } from '../examples/tornado.js'
+import { startExample } from './helpers/example.js'
 import { LEVEL, type LogLine } from './helpers/app.js'
 import { openRequest, request } from './helpers/client.js'
 
@@ -183,24 +183,10 @@ t.test('quick-start: the README example runs as written against 127.0.0.1:8080',
 })
 
 t.test('npm start: the example app prints its URL and answers GET / with 200', async (t) => {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/start.ts'], {
-    env: { ...process.env, PORT: '0' },
-    stdio: ['ignore', 'pipe', 'inherit']
-  })
-  t.teardown(() => { child.kill('SIGKILL') })
-  const address = await new Promise<string>((resolve, reject) => {
-    let out = ''
-    child.stdout.on('data', (chunk: Buffer) => {
-      out += chunk.toString()
-      const found = /listening on (http:\/\/127\.0\.0\.1:\d+)\//.exec(out)
-      if (found !== null) resolve(found[1] as string)
-    })
-    child.once('exit', (code) => reject(new Error(`example exited early (${String(code)}): ${out}`)))
-  })
+  const { child, address, exited } = await startExample(t, 'examples/start.ts')
   const res = await request(`${address}/`)
   t.equal(res.statusCode, 200)
   t.match(res.body, /^Fetched 3 entries/)
-  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
   child.kill('SIGTERM')
   t.equal(await exited, 0, 'stops cleanly on SIGTERM')
 })
