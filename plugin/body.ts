@@ -12,16 +12,16 @@ export function byteLength (chunk: string | Uint8Array): number {
   return typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.byteLength
 }
 
-/** The content type `finish()` gives a body: string → text, bytes → octets, nothing → none, anything else → JSON. */
+/** The content type `finish()` gives a body: string → text, bytes → octets, nothing → none, anything else (`null` too) → JSON. */
 export function bodyType (body: unknown): string | undefined {
-  if (body === undefined || body === null) return undefined
+  if (body === undefined) return undefined
   if (typeof body === 'string') return TEXT
   return isBytes(body) ? OCTET : JSON_TYPE
 }
 
-/** What `finish()` sends of a body: strings and bytes as they are, nothing as nothing, anything else as JSON (may throw). */
+/** What `finish()` sends of a body: strings and bytes as they are, nothing as nothing, anything else (`null` too) as JSON (may throw). */
 export function encodeBody (body: unknown): string | Uint8Array | undefined {
-  if (body === undefined || body === null) return undefined
+  if (body === undefined) return undefined
   if (typeof body === 'string' || isBytes(body)) return body
   return JSON.stringify(body)
 }

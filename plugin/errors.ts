@@ -33,6 +33,10 @@ export const OverloadedError = createError(
 export const BadPathError = createError(
   'FST_ASYNC_ROUTE_BAD_PATH', 'The forwarded path is not allowed', 400)
 
+/** `reply.forward(url, { bodyLimit })`: the streamed request body is larger than the limit. */
+export const BodyTooLargeError = createError(
+  'FST_ASYNC_ROUTE_BODY_TOO_LARGE', 'The request body is too large', 413)
+
 export const OriginDeniedError = createError(
   'FST_ASYNC_ROUTE_ORIGIN_DENIED', 'The upstream origin is not allowed', 500)
 

@@ -2,9 +2,9 @@
 // the hop-by-hop ones, `x-forwarded-*`, its body as parsed or streamed — and the answer relayed
 // as `pipe(url)` relays it (the direct path unless the body is a stream).
 import type { IncomingHttpHeaders } from 'node:http'
-import type { Readable } from 'node:stream'
+import { Transform, type Readable, type TransformCallback } from 'node:stream'
 import type { FastifyRequest } from 'fastify'
-import { BadPathError, InvalidArgumentError } from './errors.js'
+import { BodyTooLargeError, InvalidArgumentError } from './errors.js'
 import { HOP_BY_HOP } from './headers.js'
 import { failLater } from './pipe-direct.js'
 import type { ReplyPort } from './reply-port.js'
@@ -15,13 +15,12 @@ import { pipeRequest } from './upstream.js'
 /** Request headers never forwarded besides the hop-by-hop ones: undici refuses `expect`, and sends the URL's `host`. */
 const DROPPED = new Set(['expect', 'host'])
 
-const FORWARD_OPTIONS = new Set(['headers', 'xForwarded', 'retry', 'headersTimeout', 'bodyTimeout'])
+const FORWARD_OPTIONS = new Set(['headers', 'xForwarded', 'retry', 'bodyLimit', 'headersTimeout', 'bodyTimeout'])
 
 export function forwardRequest (reply: ReplyPort, url: string | URL, options: ForwardOptions | undefined): Promise<void> {
   if (options !== undefined) checkOptions(options)
   // A bad `retry` is a programming error: thrown now, whatever the path.
   const policy = callPolicy(reply.retry, options?.retry, 'reply.forward()')
-  if (typeof url === 'string' && hasDotSegment(url)) return failLater(reply, new BadPathError())
   const request = reply.request
   const method = request.method
   const pipeOptions: FetchOptions = { method }
@@ -30,7 +29,15 @@ export function forwardRequest (reply: ReplyPort, url: string | URL, options: Fo
   if (method !== 'GET' && method !== 'HEAD') {
     const body: unknown = request.body
     if (isReadable(body)) {
-      pipeOptions.body = body
+      const limit = options?.bodyLimit
+      if (limit === undefined) {
+        pipeOptions.body = body
+      } else if (Number(request.headers['content-length']) > limit) {
+        // Refused before anything is sent.
+        return failLater(reply, new BodyTooLargeError())
+      } else {
+        pipeOptions.body = capped(reply, body, limit)
+      }
       streamed = true
     } else if (typeof body === 'string' || body instanceof Uint8Array) {
       pipeOptions.body = body
@@ -57,9 +64,35 @@ function checkOptions (options: ForwardOptions): void {
   }
   for (const key of Object.keys(options)) {
     if (!FORWARD_OPTIONS.has(key)) {
-      throw new InvalidArgumentError(`reply.forward(): unknown option "${key}" (takes headers, xForwarded, retry, headersTimeout, bodyTimeout)`)
+      throw new InvalidArgumentError(`reply.forward(): unknown option "${key}" (takes ${[...FORWARD_OPTIONS].join(', ')})`)
     }
   }
+  const limit = options.bodyLimit
+  if (limit !== undefined && !(Number.isSafeInteger(limit) && limit >= 0)) {
+    throw new InvalidArgumentError(`reply.forward(): "bodyLimit" must be an integer from 0 (bytes), got ${String(limit)}`)
+  }
+}
+
+/**
+ * `body` passed on while it stays within `limit` bytes; the chunk that would go past it ends the
+ * reply with 413 instead (which aborts the upstream request), so the upstream never receives a
+ * whole oversized body. (Fastify does not apply a route's `bodyLimit` to a pass-through
+ * parser's stream.)
+ */
+function capped (reply: ReplyPort, body: Readable, limit: number): Readable {
+  let received = 0
+  const counter = new Transform({
+    transform (chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+      received += chunk.length
+      if (received <= limit) return callback(null, chunk)
+      const error = new BodyTooLargeError()
+      reply.failByPlugin(error)
+      callback(error)
+    }
+  })
+  // (Not pipeline(): it would destroy the request, and with it the socket the 413 goes out on.)
+  body.on('error', (error) => counter.destroy(error))
+  return body.pipe(counter)
 }
 
 /** A readable stream: what a pass-through content-type parser leaves as `request.body`. */
@@ -89,8 +122,12 @@ function forwardedHeaders (request: FastifyRequest, streamed: boolean, xForwarde
     if (value !== undefined) out[name] = value
   }
   if (xForwarded) {
+    // The peer of this connection, as nginx's `$proxy_add_x_forwarded_for` appends it: not
+    // `request.ip`, which under `trustProxy` is what the client itself claimed. (A request
+    // whose client already left is never sent.)
+    const peer = String(request.socket.remoteAddress)
     const forwardedFor = incoming['x-forwarded-for']
-    out['x-forwarded-for'] = forwardedFor === undefined ? request.ip : `${String(forwardedFor)}, ${request.ip}`
+    out['x-forwarded-for'] = forwardedFor === undefined ? peer : `${String(forwardedFor)}, ${peer}`
     out['x-forwarded-proto'] = request.protocol
     const host = incoming.host ?? incoming[':authority']
     if (host === undefined) {
@@ -98,6 +135,8 @@ function forwardedHeaders (request: FastifyRequest, streamed: boolean, xForwarde
     } else {
       out['x-forwarded-host'] = String(host)
     }
+    // The RFC 7239 header says what the client claims: dropped with the x-forwarded-* replaced.
+    delete out.forwarded
   }
   return out
 }
@@ -122,29 +161,4 @@ function applyHeaders (headers: Headers, changes: NonNullable<ForwardOptions['he
       headers[lower] = typeof value === 'number' ? String(value) : value as string | string[]
     }
   }
-}
-
-/**
- * A dot segment in the path of `url` (`.` or `..`, also as `%2e`), once `%2f` and `%5c` are
- * read as `/` and `\` as `/`: what a `..` in `request.url` would use to walk a gateway out of
- * the prefix it appended it to. The check reads the string as given, before the URL parser
- * resolves the segments away.
- */
-export function hasDotSegment (url: string): boolean {
-  let rest = url
-  const scheme = /^[a-zA-Z][a-zA-Z0-9+.-]*:/.exec(rest)
-  if (scheme !== null) {
-    rest = rest.slice(scheme[0].length)
-    // The authority, up to the first `/`, `\`, `?` or `#`.
-    const authority = /^[/\\]{2}[^/\\?#]*/.exec(rest)
-    if (authority !== null) rest = rest.slice(authority[0].length)
-  }
-  const end = rest.search(/[?#]/)
-  const path = (end === -1 ? rest : rest.slice(0, end)).replace(/%2f|%5c|\\/gi, '/')
-  for (const segment of path.split('/')) {
-    if (segment.length === 0 || segment.length > 6) continue
-    const plain = segment.replace(/%2e/gi, '.')
-    if (plain === '.' || plain === '..') return true
-  }
-  return false
 }

@@ -22,6 +22,14 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'http2-settings'
 ])
 
+/**
+ * An upstream status the client may get: 100–599, as `reply.status()` and HTTP/2 accept. Node's
+ * HTTP/1 response would send 600–999 as they are; they are a bad upstream response (502).
+ */
+export function isRelayableStatus (statusCode: number): boolean {
+  return statusCode >= 100 && statusCode <= 599
+}
+
 /** The upstream headers that may reach the client. */
 export function forwardableHeaders (headers: UpstreamResponse['headers']): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {}

@@ -17,6 +17,7 @@ export {
   IdleTimeoutError,
   OverloadedError,
   BadPathError,
+  BodyTooLargeError,
   InvalidOptionError,
   InvalidArgumentError,
   OriginDeniedError,

@@ -6,6 +6,7 @@ import { CancelledError, UpstreamError } from './errors.js'
 import { forwardableHeaders } from './headers.js'
 import { refreshDeadline, withDeadline } from './deadline.js'
 import { refusal, targetOf } from './preflight.js'
+import type { Target } from './target.js'
 import type { ReplyPort } from './reply-port.js'
 import type { UpstreamCall } from './report.js'
 import { errorDelay, mayRetry, RetryState, statusDelay, type ResolvedRetry } from './retry-policy.js'
@@ -212,14 +213,14 @@ export function pipeDirect (reply: ReplyPort, url: string | URL, options: FetchO
   const target = targetOf(url)
   const refused = refusal(reply, url, target)
   if (refused !== null) return failLater(reply, refused)
-  if (target instanceof Error) return failLater(reply, target)
+  const { origin, path } = target as Target
   const method = options?.method ?? 'GET'
   let resolve!: () => void
   const done = new Promise<void>((_resolve) => { resolve = _resolve })
   const pipe = new DirectPipe(reply, method, url, resolve)
   reply.track(pipe)
   // A literal of one shape (not a spread): undici reads a dozen options off it per request.
-  const dispatchOptions: DispatchOptions = { origin: target.origin, path: target.path, method: method as Dispatcher.HttpMethod }
+  const dispatchOptions: DispatchOptions = { origin, path, method: method as Dispatcher.HttpMethod }
   const deadlineHeader = reply.plugin.deadlineHeader
   if (deadlineHeader !== null) dispatchOptions.headers = withDeadline(deadlineHeader, reply.deadline, options?.headers) as DispatchOptions['headers']
   if (options !== undefined) {
@@ -229,6 +230,8 @@ export function pipeDirect (reply: ReplyPort, url: string | URL, options: FetchO
     if (options.headersTimeout !== undefined) dispatchOptions.headersTimeout = options.headersTimeout
     if (options.bodyTimeout !== undefined) dispatchOptions.bodyTimeout = options.bodyTimeout
   }
+  // allowedOrigins holds for every hop: no redirect is followed; the 3xx is relayed.
+  if (reply.plugin.allowedOrigins !== null) dispatchOptions.maxRedirections = 0
   if (policy.attempts > 1 && mayRetry(policy, method, dispatchOptions.body)) pipe.retry = new RetryState(policy, dispatchOptions)
   pipe.send(dispatchOptions)
   return done

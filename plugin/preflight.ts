@@ -1,28 +1,41 @@
-// What is checked before an upstream request starts, for `fetch` and `pipe(url)` alike: the
-// reply is still open, and the origin is allowed (checked before any connection is opened).
-import { toUpstreamError } from './error-mapping.js'
-import { CancelledError, OriginDeniedError } from './errors.js'
+// What is checked before an upstream request starts, for `fetch`, `pipe(url)`, `forward` and
+// the `upstream` option alike: the URL is an http(s) URL whose path cannot walk out of the
+// prefix it was built on, the reply is still open, and the origin is allowed (checked before
+// any connection is opened).
+import { BadPathError, BadUpstreamRequestError, CancelledError, OriginDeniedError } from './errors.js'
 import type { ReplyPort } from './reply-port.js'
 import { safeUrl } from './report.js'
-import { upstreamTarget, type Target } from './target.js'
+import { hasDotSegment, upstreamTarget, type Target } from './target.js'
 
-/** Where a request for `url` goes, or the error it fails with when `url` is not a URL. */
-export function targetOf (url: string | URL): Target | Error {
+/**
+ * Where a request for `url` goes, or the error it fails with: `BAD_UPSTREAM_REQUEST` for
+ * anything that is not an http(s) URL (a relative path, a number, `file:`…), `BAD_PATH` for
+ * a string whose path holds a dot segment.
+ */
+export function targetOf (url: unknown): Target | Error {
+  let target: Target
   try {
-    return upstreamTarget(url)
+    if (typeof url !== 'string' && !(url instanceof URL)) throw new TypeError(`not a URL: ${typeof url}`)
+    target = upstreamTarget(url)
   } catch (error) {
-    return toUpstreamError(error)
+    // (The reason, with the URL less its credentials, is for the logs; the client's answer
+    // never names the upstream.)
+    const reason = new TypeError(`invalid upstream URL ${JSON.stringify(safeUrl(String(url)).slice(0, 200))}: ${(error as Error).message}`)
+    return new BadUpstreamRequestError({ cause: reason })
   }
+  if (typeof url === 'string' && hasDotSegment(url)) return new BadPathError()
+  return target
 }
 
 /**
  * The error a request for `url` must fail with before it starts, or null when it may start.
- * `target` is `targetOf(url)` (an unparsable URL is never an allowed origin).
+ * `target` is `targetOf(url)`: a URL refused as such is refused before the origin is checked.
  */
 export function refusal (reply: ReplyPort, url: string | URL, target: Target | Error): Error | null {
   if (!reply.open) return new CancelledError({ cause: reply.endReason })
+  if (target instanceof Error) return target
   const allowed = reply.plugin.allowedOrigins
-  if (allowed !== null && (target instanceof Error || !allowed.has(target.origin))) {
+  if (allowed !== null && !allowed.has(target.origin)) {
     reply.request.log.warn({ upstream: safeUrl(url) }, 'upstream origin is not in allowedOrigins')
     return new OriginDeniedError()
   }

@@ -1,7 +1,7 @@
 // The differences between an HTTP/1 response and an HTTP/2 one that the reply must mind:
 // HTTP/2 keeps `destroyed` and `writableNeedDrain` on its stream, has no socket of its own
 // (its `socket` is the whole session) and is cut by resetting only its stream.
-import type { ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { constants as http2Constants } from 'node:http2'
 
 type Http2Raw = ServerResponse & { stream: { destroyed: boolean, writableNeedDrain: boolean, close (code: number): void } }
@@ -29,4 +29,16 @@ export function cut (raw: ServerResponse, http2: boolean): void {
 export function closeConnectionAfter (raw: ServerResponse): void {
   const socket = raw.socket
   if (socket !== null) raw.once('finish', () => socket.end())
+}
+
+/**
+ * The request has a body that has not all arrived: an answer sent now must end its HTTP/1
+ * connection (`connection: close`), or the socket would wait on a body nobody reads. (Node
+ * already closes an HTTP/2 stream whose answer was sent before its request body was read.)
+ */
+export function bodyUnread (request: IncomingMessage): boolean {
+  if (request.complete) return false
+  const { headers } = request
+  const length = headers['content-length']
+  return length === undefined ? headers['transfer-encoding'] !== undefined : length !== '0'
 }

@@ -10,7 +10,8 @@ import { checkDuration } from './durations.js'
 import { errorAnswer, logAnswer } from './error-answer.js'
 import { incomingBudget } from './deadline.js'
 import { ClientGoneError, ClosingError, IdleTimeoutError, InvalidArgumentError, TimeoutError } from './errors.js'
-import { closeConnectionAfter, cut, isGone, needsDrain } from './raw-response.js'
+import { isRelayableStatus } from './headers.js'
+import { bodyUnread, closeConnectionAfter, cut, isGone, needsDrain } from './raw-response.js'
 import { timeoutChannel, type Outcome, type Tracked } from './registry.js'
 import type { ReplyPort } from './reply-port.js'
 import { describeHang, describeIdle, describeSilence, hangReport, pendingEntry, type ReplyFacts, type UpstreamCall } from './report.js'
@@ -404,6 +405,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
 
   /** Sends the head of a piped upstream response: base headers, upstream's, then the handler's. */
   writeUpstreamHead (statusCode: number, upstreamHeaders: OutgoingHttpHeaders): void {
+    if (!isRelayableStatus(statusCode)) throw new RangeError(`upstream status ${statusCode} is outside 100-599`)
     this.#writeHead(statusCode, undefined, undefined, upstreamHeaders)
   }
 
@@ -501,10 +503,14 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
 
   /**
    * While the app closes, a reply also ends its HTTP/1 connection, so that a keep-alive
-   * socket cannot hold close() open. (HTTP/2 sessions are closed by Fastify itself.)
+   * socket cannot hold close() open; so does an answer sent while the request body is still
+   * arriving (an upload whose upstream failed or answered early), so that no socket waits on a
+   * body nobody reads. (HTTP/2 sessions are closed by Fastify itself; Node closes the stream
+   * of an HTTP/2 answer sent before its request body was read.)
    */
   get #endsConnection (): boolean {
-    return this.route.plugin.registry.closing && !this.route.plugin.http2
+    const plugin = this.route.plugin
+    return !plugin.http2 && (plugin.registry.closing || bodyUnread(this.request.raw))
   }
 
   /** A late call of a public method: a warning if the handler itself had ended the reply. */

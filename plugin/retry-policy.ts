@@ -17,6 +17,7 @@
 //   `maxTimeout`; the contract wants full jitter, and `retry-after` on 429 and 503 only,
 //   honoured when longer, bounded by the watchdog alone;
 // - it would have to wrap the user's dispatcher, which may be of another undici major.
+import { MAX_TIMER_MS } from './durations.js'
 import { codeOf } from './error-mapping.js'
 import { InvalidArgumentError } from './errors.js'
 import type { RetryPolicy } from './types.js'
@@ -131,7 +132,11 @@ export function statusDelay (policy: ResolvedRetry, tries: number, statusCode: n
   if (tries >= policy.attempts || !policy.statusCodes.has(statusCode)) return -1
   const delay = backoff(policy, tries)
   if ((statusCode !== 429 && statusCode !== 503) || retryAfter === undefined) return delay
-  return Math.max(delay, retryAfterMs(String(retryAfter)))
+  const asked = retryAfterMs(String(retryAfter))
+  // Longer than a timer can wait (Node would fire it after 1 ms): never waited for, never
+  // shortened into an immediate retry; the response is relayed.
+  if (asked > MAX_TIMER_MS) return -1
+  return Math.max(delay, asked)
 }
 
 /**

@@ -26,26 +26,36 @@ const UNUSUAL_PREFIX = /[?#@\\]/
 const origins = new Map<string, string>()
 const MAX_ORIGINS = 256
 
-/** The origin of `scheme://host:port`, or null when that alone does not parse. */
+/** The origin of `scheme://host:port`, or null when that alone does not parse or is not http(s). */
 function originOf (prefix: string): string | null {
   let origin = origins.get(prefix)
   if (origin === undefined) {
+    let parsed: URL
     try {
-      origin = new URL(prefix).origin
+      parsed = new URL(prefix)
     } catch {
       return null
     }
+    if (!HTTP_SCHEMES.has(parsed.protocol)) return null
+    origin = parsed.origin
     if (origins.size >= MAX_ORIGINS) origins.clear()
     origins.set(prefix, origin)
   }
   return origin
 }
 
+/** The only schemes an upstream request may use. */
+const HTTP_SCHEMES: ReadonlySet<string> = new Set(['http:', 'https:'])
+
 function fromUrl (url: URL): Target {
+  if (!HTTP_SCHEMES.has(url.protocol)) throw new TypeError(`not an http: or https: URL (${url.protocol})`)
   return { origin: url.origin, path: url.search === '' ? url.pathname : url.pathname + url.search }
 }
 
-/** The target of `url`; throws `new URL()`'s TypeError for a string that is not a URL. */
+/**
+ * The target of `url`; throws a TypeError for a string that is not a URL (`new URL()`'s) and
+ * for a URL whose scheme is not `http:` or `https:`.
+ */
 export function upstreamTarget (url: string | URL): Target {
   if (typeof url !== 'string') return fromUrl(url)
   const authority = url.indexOf('//')
@@ -59,4 +69,40 @@ export function upstreamTarget (url: string | URL): Target {
     }
   }
   return fromUrl(new URL(url))
+}
+
+// Path safety. The WHATWG parser first removes tab, LF and CR wherever they are, and C0
+// controls and spaces at both ends, and only then resolves `.` and `..`: `.\t./` and a trailing
+// `..\u0000` are dot segments to it. Raw `request.url` cannot carry these bytes (Node refuses
+// them), but a decoded route parameter or query value can; so the check reads the string as the
+// parser will.
+const REMOVED_ANYWHERE = /[\t\n\r]/g
+// eslint-disable-next-line no-control-regex
+const TRIMMED_AT_ENDS = /^[\u0000-\u0020]+|[\u0000-\u0020]+$/g
+// eslint-disable-next-line no-control-regex
+const NEEDS_CLEANING = /[\t\n\r]|^[\u0000-\u0020]|[\u0000-\u0020]$/
+/** `scheme:` then any slashes and the authority (special schemes ignore extra slashes and read `\\` as `/`). */
+const SCHEME_AND_AUTHORITY = /^[a-zA-Z][a-zA-Z0-9+.-]*:[/\\]*[^/\\?#]*/
+/**
+ * A dot segment: `.` or `..` (each dot also as `%2e`) between segment boundaries, `/`, `\\`,
+ * and their encodings `%2f` and `%5c`, or the path's end.
+ */
+const DOT_SEGMENT_ANYWHERE = /(?:^|[/\\]|%2f|%5c)(?:\.|%2e){1,2}(?:[/\\]|%2f|%5c|$)/i
+
+/**
+ * True when the path of `url` (a string that parses as a URL) holds a dot segment — `.` or
+ * `..`, also percent-encoded, once `%2f` and `%5c` are read as `/` and `\\` as `/`, as the URL
+ * parser sees the string: what a `..` from a route parameter would use to walk a gateway out
+ * of the prefix it was appended to. `.well-known` and `a..b` are not dot segments.
+ */
+export function hasDotSegment (url: string): boolean {
+  let text = url
+  if (NEEDS_CLEANING.test(text)) text = text.replace(REMOVED_ANYWHERE, '').replace(TRIMMED_AT_ENDS, '')
+  const authority = SCHEME_AND_AUTHORITY.exec(text)
+  if (authority !== null) text = text.slice(authority[0].length)
+  // The path ends at the query or the fragment.
+  const end = text.search(/[?#]/)
+  const path = end === -1 ? text : text.slice(0, end)
+  // Only a path with a dot (or `%2e`) can hold a dot segment; most have none and skip the regex.
+  return (path.includes('.') || path.includes('%')) && DOT_SEGMENT_ANYWHERE.test(path)
 }

@@ -58,6 +58,12 @@ export interface ForwardOptions {
   xForwarded?: boolean
   /** This request's retry policy, over the route's. */
   retry?: RetryPolicy
+  /**
+   * Bytes; caps a streamed request body (a pass-through parser's): a larger `content-length`
+   * is refused before anything is sent, a body that grows past it ends the reply; both with
+   * `413 FST_ASYNC_ROUTE_BODY_TOO_LARGE`. Parsed bodies are Fastify's to limit.
+   */
+  bodyLimit?: number
   headersTimeout?: number
   bodyTimeout?: number
 }

@@ -5,6 +5,7 @@ import { toUpstreamError } from './error-mapping.js'
 import { CancelledError, UpstreamError } from './errors.js'
 import { forwardableHeaders } from './headers.js'
 import { refusal, targetOf } from './preflight.js'
+import type { Target } from './target.js'
 import { isDirect, pipeDirect } from './pipe-direct.js'
 import type { ReplyPort } from './reply-port.js'
 import type { UpstreamCall } from './report.js'
@@ -191,16 +192,19 @@ export function fetchUpstream (
   if (refused !== null) return rejected(refused)
   const callerSignal = options?.signal ?? null
   if (callerSignal?.aborted === true) return Promise.reject(callerSignal.reason)
-  if (target instanceof Error) return Promise.reject(target)
+  const { origin, path } = target as Target
   const method = options?.method ?? 'GET'
   const call = new FetchCall(reply, method, url)
   reply.track(call)
   // A literal of one shape when there are no options: undici reads a dozen options off it.
   const dispatchOptions: DispatchOptions = options === undefined
-    ? { origin: target.origin, path: target.path, method: method as DispatchOptions['method'], signal: call }
-    : { ...options as object, origin: target.origin, path: target.path, method: method as DispatchOptions['method'], signal: call }
+    ? { origin, path, method: method as DispatchOptions['method'], signal: call }
+    : { ...options as object, origin, path, method: method as DispatchOptions['method'], signal: call }
   const deadlineHeader = reply.plugin.deadlineHeader
   if (deadlineHeader !== null) dispatchOptions.headers = withDeadline(deadlineHeader, reply.deadline, options?.headers) as DispatchOptions['headers']
+  // allowedOrigins holds for every hop: no redirect is followed (a composed redirect
+  // interceptor included); the 3xx is what fetch returns.
+  if (reply.plugin.allowedOrigins !== null) dispatchOptions.maxRedirections = 0
   // (Not `delete`: that would turn the options into a slow dictionary-mode object.)
   if (options?.retry !== undefined) dispatchOptions.retry = undefined
   if (policy.attempts > 1 && mayRetry(policy, method, options?.body)) call.retry = new RetryState(policy, dispatchOptions)
@@ -253,8 +257,9 @@ function isResponse (source: unknown): source is UpstreamResponse {
 /** `reply.pipe()`: status, headers and body of an upstream response, with backpressure. */
 export function pipeUpstream (reply: ReplyPort, source: UpstreamResponse | string | URL | UpstreamRequest, options: FetchOptions | undefined): Promise<void> {
   // A bad `retry` is a programming error: thrown now, not a rejected or failed pipe.
-  if (typeof source === 'string' || source instanceof URL) {
-    return pipeRequest(reply, source, options, callPolicy(reply.retry, options?.retry, 'reply.pipe()'))
+  if (typeof source === 'string' || source instanceof URL || source === null || typeof source !== 'object') {
+    // (Anything that is not an object is refused as a URL would be: 500 BAD_UPSTREAM_REQUEST.)
+    return pipeRequest(reply, source as string | URL, options, callPolicy(reply.retry, options?.retry, 'reply.pipe()'))
   }
   if (isResponse(source)) return streamResponse(reply, source)
   const [url, requestOptions] = splitRequest(source)

@@ -6,7 +6,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import http, { type IncomingHttpHeaders } from 'node:http'
 import type { FastifyInstance } from 'fastify'
 import t from 'tap'
-import { hasDotSegment } from '../plugin/forward.js'
+import { hasDotSegment } from '../plugin/target.js'
 import type { ForwardOptions } from '../plugin/index.js'
 import { LEVEL, logsAt, startApp } from './helpers/app.js'
 import { request, sendOnly, sleep, waitFor } from './helpers/client.js'
@@ -337,7 +337,7 @@ t.test('allowedOrigins, upstream errors, the watchdog and client aborts apply as
   const headersTimeout = await request(`${url}/headers-timeout`)
   t.equal(headersTimeout.statusCode, 504)
   t.equal(JSON.parse(headersTimeout.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT')
-  t.equal(JSON.parse((await request(`${url}/invalid`)).body).code, 'FST_ASYNC_ROUTE_ORIGIN_DENIED', 'an unparsable URL is no allowed origin')
+  t.equal(JSON.parse((await request(`${url}/invalid`)).body).code, 'FST_ASYNC_ROUTE_BAD_UPSTREAM_REQUEST', 'an unparsable URL is refused before the origin check')
   const before = stalled.length
   const client = await sendOnly(`${url}/stall`)
   await waitFor(() => stalled.length > before, 2000, 'the forwarded request')

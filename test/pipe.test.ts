@@ -609,8 +609,8 @@ t.test('pipe(url) failures found before anything is sent: bad URL, bad request o
     app.asyncRoute({ method: 'GET', url: '/bad-header', handler (request, reply) { void reply.pipe('http://127.0.0.1:1/', { headers: { 'bad header': 'x' } }) } })
   })
   const badUrl = await request(`${base}/bad-url`)
-  t.equal(badUrl.statusCode, 502, '/bad-url')
-  t.equal(JSON.parse(badUrl.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
+  t.equal(badUrl.statusCode, 500, '/bad-url')
+  t.equal(JSON.parse(badUrl.body).code, 'FST_ASYNC_ROUTE_BAD_UPSTREAM_REQUEST')
   // undici refuses the header before connecting: the caller's request is wrong, not an upstream.
   const badHeader = await request(`${base}/bad-header`)
   t.equal(badHeader.statusCode, 500, '/bad-header')

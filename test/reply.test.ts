@@ -96,7 +96,7 @@ t.test('finish(object) and finish(array) send JSON with the UTF-8 byte length', 
   }
 })
 
-t.test('finish() and finish(null) send an empty body with content-length 0', async (t) => {
+t.test('finish() sends an empty body with content-length 0; finish(null) sends JSON null', async (t) => {
   const { url } = await startApp(t, OPTIONS, (app) => {
     app.asyncRoute({ method: 'GET', url: '/nothing', handler (request, reply) { reply.status(204).finish() } })
     app.asyncRoute({ method: 'GET', url: '/undefined', handler (request, reply) { reply.finish(undefined) } })
@@ -106,7 +106,11 @@ t.test('finish() and finish(null) send an empty body with content-length 0', asy
   t.equal(nothing.statusCode, 204)
   t.equal(nothing.body, '')
   t.ok(nothing.complete)
-  for (const path of ['/undefined', '/null']) {
+  const nullBody = await request(`${url}/null`)
+  t.equal(nullBody.headers['content-type'], 'application/json; charset=utf-8')
+  t.equal(nullBody.headers['content-length'], '4')
+  t.equal(nullBody.body, 'null')
+  for (const path of ['/undefined']) {
     const res = await request(`${url}${path}`)
     t.equal(res.statusCode, 200, path)
     t.equal(res.headers['content-length'], '0', path)
