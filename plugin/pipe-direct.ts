@@ -2,8 +2,7 @@
 // straight into the response — the fast path, at the speed of a bare Node forwarder.
 import type { IncomingHttpHeaders } from 'node:http'
 import { toUpstreamError } from './error-mapping.js'
-import { CancelledError, UpstreamError } from './errors.js'
-import { forwardableHeaders } from './headers.js'
+import { CancelledError } from './errors.js'
 import { refreshDeadline, withDeadline } from './deadline.js'
 import { refusal, targetOf } from './preflight.js'
 import type { Target } from './target.js'
@@ -95,26 +94,10 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
       this.#discarded = 0
       return
     }
-    const reply = this.reply
-    if (reply.watchesIdle) reply.noteSignOfLife()
-    const raw = reply.raw
-    if (!raw.headersSent) {
-      try {
-        reply.writeUpstreamHead(statusCode, forwardableHeaders(headers))
-      } catch (error) {
-        // Same as pipe(res): an upstream head Node refuses to relay is a bad upstream response.
-        for (const name of raw.getHeaderNames()) raw.removeHeader(name)
-        this.#state = DETACHED
-        reply.failByPlugin(new UpstreamError({ cause: error }))
-        return
-      }
-    }
-    if (reply.request.method === 'HEAD') {
-      this.#state = DETACHED
-      reply.finishPiped()
-      return
-    }
-    this.#state = STREAMING
+    // Until the head is relayed, nothing of the body is wanted: a HEAD answered or a head
+    // refused (502) leaves the rest to be read and dropped.
+    this.#state = DETACHED
+    if (this.reply.relayHead(statusCode, headers)) this.#state = STREAMING
   }
 
   protected chunk (chunk: Buffer): boolean {
@@ -127,20 +110,16 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
       }
       return true
     }
-    const reply = this.reply
-    reply.relayed(chunk.length)
-    if (reply.raw.write(chunk)) return true
-    // Backpressure: resume once the client's socket drained (one bound function per pipe).
+    // Backpressure: resumed once the client's socket drained (one bound function per pipe).
     this.#resumeOnDrain ??= () => this.resume()
-    reply.raw.once('drain', this.#resumeOnDrain)
-    return false
+    return this.reply.relayChunk(chunk, this.#resumeOnDrain)
   }
 
   protected completed (): void {
     if (this.#state === DISCARDING) return this.#backOff()
     const streaming = this.#state === STREAMING
     this.#done()
-    if (streaming) this.reply.finishPiped()
+    if (streaming) this.reply.relayEnd()
   }
 
   protected failed (error: Error): void {

@@ -1,6 +1,7 @@
 // The narrow view of a reply that the upstream side (fetch, pipe, the checks before a request)
-// works through. The reply implements it; nothing on the upstream side imports the reply.
-import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
+// works through. It has no `raw`: the reply alone writes the response, the upstream side hands
+// it what to relay. The reply implements it; nothing on the upstream side imports the reply.
+import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyRequest } from 'fastify'
 import type { PluginContext } from './context.js'
 import type { UpstreamCall } from './report.js'
@@ -8,7 +9,6 @@ import type { ResolvedRetry } from './retry-policy.js'
 
 export interface ReplyPort {
   readonly request: FastifyRequest
-  readonly raw: ServerResponse
   readonly plugin: PluginContext
   /** Not ended in any way yet. */
   readonly open: boolean
@@ -22,16 +22,17 @@ export interface ReplyPort {
   track (call: UpstreamCall): void
   /** The call is over (its body read, released or failed): a sign of life too. */
   untrack (call: UpstreamCall): void
-  /** Body bytes relayed to the client by a pipe: counted as written, a sign of life. */
-  relayed (bytes: number): void
-  /** An upstream head or body chunk arrived: a sign of life for `idleTimeout`. */
+  /** An upstream head or body chunk arrived (for `fetch`): a sign of life for `idleTimeout`. */
   noteSignOfLife (): void
   /** `idleTimeout` is on for this reply: only then are upstream chunks worth a timestamp. */
   readonly watchesIdle: boolean
-  /** Sends the head of a piped upstream response: base headers, the upstream's, then the handler's. */
-  writeUpstreamHead (statusCode: number, upstreamHeaders: OutgoingHttpHeaders): void
-  /** A piped body ended: the response is complete. */
-  finishPiped (): void
+  // The reply writes the response; the upstream side hands it what to relay.
+  /** Relays an upstream head; false when no body is to follow (HEAD answered, or a bad head answered 502). */
+  relayHead (statusCode: number, upstreamHeaders: IncomingHttpHeaders): boolean
+  /** Relays a body chunk (counted, a sign of life); false: paused until `resume` is called. */
+  relayChunk (chunk: Buffer, resume: () => void): boolean
+  /** The relayed body ended: the response is complete. */
+  relayEnd (): void
   /** Ends the reply for a failure of the plugin's own (an upstream error): the error answer, or a cut. */
   failByPlugin (error: unknown): void
 }

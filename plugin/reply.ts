@@ -2,15 +2,15 @@
 // the one place where a reply ends. What it delegates: the error answer (error-answer.ts),
 // HTTP/1 vs HTTP/2 (raw-response.ts), reports (report.ts), upstream requests (upstream.ts,
 // through the ReplyPort it implements).
-import { validateHeaderName, validateHeaderValue, type OutgoingHttpHeaders, type ServerResponse } from 'node:http'
+import { validateHeaderName, validateHeaderValue, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerResponse } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { bodyType, byteLength, encodeBody, isBytes, JSON_TYPE, OCTET, TEXT } from './body.js'
 import type { PluginContext, RouteContext } from './context.js'
 import { checkDuration } from './durations.js'
 import { errorAnswer, logAnswer } from './error-answer.js'
 import { incomingBudget } from './deadline.js'
-import { ClientGoneError, ClosingError, IdleTimeoutError, InvalidArgumentError, TimeoutError } from './errors.js'
-import { isRelayableStatus } from './headers.js'
+import { ClientGoneError, ClosingError, IdleTimeoutError, InvalidArgumentError, TimeoutError, UpstreamError } from './errors.js'
+import { forwardableHeaders, isRelayableStatus } from './headers.js'
 import { bodyUnread, closeConnectionAfter, cut, isGone, needsDrain } from './raw-response.js'
 import { timeoutChannel, type Outcome, type Tracked } from './registry.js'
 import type { ReplyPort } from './reply-port.js'
@@ -207,20 +207,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
       this.#writeHead(this.#statusCode, undefined, undefined)
       raw.flushHeaders()
     }
-    if (!needsDrain(raw, this.route.plugin.http2)) return RESOLVED
-    // One pair of listeners however many flush() calls wait: a loop that does not await its
-    // flush() must not pile them up.
-    this.#drained ??= new Promise((resolve) => {
-      const done = (): void => {
-        raw.off('drain', done)
-        raw.off('close', done)
-        this.#drained = null
-        resolve()
-      }
-      raw.on('drain', done)
-      raw.on('close', done)
-    })
-    return this.#drained
+    return needsDrain(raw, this.route.plugin.http2) ? this.#drain() : RESOLVED
   }
 
   finish (body?: unknown): void {
@@ -324,11 +311,6 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     this.#lastActivity = Date.now()
   }
 
-  relayed (bytes: number): void {
-    this.#bytesWritten += bytes
-    if (this.#idleTimer !== null) this.#lastSign = Date.now()
-  }
-
   noteSignOfLife (): void {
     this.#lastSign = Date.now()
   }
@@ -403,14 +385,51 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     this.request.log.warn({ report: hangReport(this, now) }, describeIdle(quiet))
   }
 
-  /** Sends the head of a piped upstream response: base headers, upstream's, then the handler's. */
-  writeUpstreamHead (statusCode: number, upstreamHeaders: OutgoingHttpHeaders): void {
-    if (!isRelayableStatus(statusCode)) throw new RangeError(`upstream status ${statusCode} is outside 100-599`)
-    this.#writeHead(statusCode, undefined, undefined, upstreamHeaders)
+  /**
+   * Relays the head of an upstream answer (`pipe`, `forward`): the base headers, the
+   * upstream's less the hop-by-hop ones, then the handler's. True when its body is to follow;
+   * false when the reply is done with this answer: a HEAD request (answered now), or a head
+   * the client's protocol cannot carry (answered 502, a bad upstream response).
+   */
+  relayHead (statusCode: number, upstreamHeaders: IncomingHttpHeaders): boolean {
+    if (this.#idleTimer !== null) this.#lastSign = Date.now()
+    const raw = this.raw
+    if (!raw.headersSent) {
+      try {
+        if (!isRelayableStatus(statusCode)) throw new RangeError(`upstream status ${statusCode} is outside 100-599`)
+        this.#writeHead(statusCode, undefined, undefined, forwardableHeaders(upstreamHeaders))
+      } catch (error) {
+        // Node's HTTP/2 response keeps what a failed writeHead stored (`:status` included),
+        // which would break the error answer's head too: start from a clean head.
+        for (const name of raw.getHeaderNames()) raw.removeHeader(name)
+        this.#failWith(new UpstreamError({ cause: error }), FAILED_BY_PLUGIN)
+        return false
+      }
+    }
+    if (this.request.method === 'HEAD') {
+      this.relayEnd()
+      return false
+    }
+    return true
   }
 
-  /** A piped body ended: the response is complete. */
-  finishPiped (): void {
+  /**
+   * Relays a chunk of an upstream body. False when the client's socket buffer is full:
+   * `resume` is called once it drained (or the response closed). A chunk that arrives after
+   * the reply was finished (`finish()` while piping) is dropped.
+   */
+  relayChunk (chunk: Buffer, resume: () => void): boolean {
+    const raw = this.raw
+    if (raw.writableEnded) return true
+    this.#bytesWritten += chunk.length
+    if (this.#idleTimer !== null) this.#lastSign = Date.now()
+    if (raw.write(chunk)) return true
+    void this.#drain().then(resume)
+    return false
+  }
+
+  /** The relayed body ended: the response is complete. */
+  relayEnd (): void {
     if (this.#state !== OPEN) return
     if (this.#endsConnection) closeConnectionAfter(this.raw)
     this.raw.end()
@@ -418,6 +437,27 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   }
 
   // ---- internals ----
+
+  /**
+   * Resolves when the response's socket buffer drained, or the response closed. One pair of
+   * listeners however many wait (`flush()` calls, a paused upstream body): a loop that does not
+   * await its `flush()` must not pile them up.
+   */
+  #drain (): Promise<void> {
+    if (this.#drained !== null) return this.#drained
+    const raw = this.raw
+    this.#drained = new Promise((resolve) => {
+      const done = (): void => {
+        raw.off('drain', done)
+        raw.off('close', done)
+        this.#drained = null
+        resolve()
+      }
+      raw.on('drain', done)
+      raw.on('close', done)
+    })
+    return this.#drained
+  }
 
   #disarm (): void {
     if (this.#queued) {

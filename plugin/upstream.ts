@@ -2,8 +2,7 @@
 // response with backpressure (`pipe(url)` has its own fast path in pipe-direct.ts).
 import type { Readable } from 'node:stream'
 import { toUpstreamError } from './error-mapping.js'
-import { CancelledError, UpstreamError } from './errors.js'
-import { forwardableHeaders } from './headers.js'
+import { CancelledError } from './errors.js'
 import { refusal, targetOf } from './preflight.js'
 import type { Target } from './target.js'
 import { isDirect, pipeDirect } from './pipe-direct.js'
@@ -20,7 +19,7 @@ const kCall = Symbol('fastify-async-route.call')
 type TrackedBody = Readable & { [kCall]?: FetchCall }
 /** A body that `pipe()` relays: the reply it feeds and the resolution of `pipe()`'s promise. */
 const kPiped = Symbol('fastify-async-route.piped')
-type PipedBody = TrackedBody & { [kPiped]: { reply: ReplyPort, resolve: () => void } }
+type PipedBody = TrackedBody & { [kPiped]: { reply: ReplyPort, resolve: () => void, resume: () => void } }
 
 function noop (): void {}
 
@@ -300,31 +299,16 @@ function streamResponse (reply: ReplyPort, response: UpstreamResponse): Promise<
     reply.failByPlugin(body.errored ?? new Error('reply.pipe(): the upstream response body was already read or destroyed'))
     return Promise.resolve()
   }
-  const raw = reply.raw
-  if (!raw.headersSent) {
-    try {
-      reply.writeUpstreamHead(response.statusCode, forwardableHeaders(response.headers))
-    } catch (error) {
-      // An upstream head Node refuses to relay (a status or header the client's protocol
-      // forbids) is a bad upstream response: 502, not a rejected pipe() and a hanging reply.
-      // Node's HTTP/2 response keeps what the failed writeHead stored (`:status` included),
-      // which would break the error answer's head too: start from a clean head.
-      for (const name of raw.getHeaderNames()) raw.removeHeader(name)
-      body.destroy()
-      reply.failByPlugin(new UpstreamError({ cause: error }))
-      return Promise.resolve()
-    }
-  }
-  if (reply.request.method === 'HEAD') {
+  if (!reply.relayHead(response.statusCode, response.headers)) {
+    // A HEAD answered, or a head refused (502): the rest is read for the pool.
     body.dump().catch(noop)
-    reply.finishPiped()
     return Promise.resolve()
   }
   return new Promise((resolve) => {
     // What `body.pipe(raw)` would do, with one shared listener per event instead of a pipe's
     // closures and listeners on both streams.
     const piped = body as unknown as PipedBody
-    piped[kPiped] = { reply, resolve }
+    piped[kPiped] = { reply, resolve, resume: () => piped.resume() }
     // ('end', 'error' and 'close' come at most once: `on` spares `once`'s wrappers. A body from
     // reply.fetch() already has onBodyClose, which resolves the pipe too.)
     piped.on('data', onPipedData)
@@ -337,21 +321,13 @@ function streamResponse (reply: ReplyPort, response: UpstreamResponse): Promise<
 }
 
 function onPipedData (this: PipedBody, chunk: Buffer): void {
-  const reply = this[kPiped].reply
-  const raw = reply.raw
-  // The reply was finished while piping (release() stops the bodies it tracks; a response
-  // the handler fetched by other means only stops feeding it here).
-  if (raw.writableEnded) return
-  reply.relayed(chunk.length)
-  if (!raw.write(chunk)) {
-    // Backpressure: wait for the client's socket to drain.
-    this.pause()
-    raw.once('drain', () => this.resume())
-  }
+  const piped = this[kPiped]
+  // Backpressure: paused until the client's socket drained.
+  if (!piped.reply.relayChunk(chunk, piped.resume)) this.pause()
 }
 
 function onPipedEnd (this: PipedBody): void {
-  this[kPiped].reply.finishPiped()
+  this[kPiped].reply.relayEnd()
 }
 
 function onPipedError (this: PipedBody, error: Error): void {
