@@ -37,6 +37,13 @@ export const BadPathError = createError(
 export const BodyTooLargeError = createError(
   'FST_ASYNC_ROUTE_BODY_TOO_LARGE', 'The request body is too large', 413)
 
+/**
+ * A `rewriteHeaders` of `pipe`/`forward` threw (or returned something other than an object):
+ * the reply fails with 500 before anything is sent; what it threw is the `cause`.
+ */
+export const RewriteHeadersError = createError(
+  'FST_ASYNC_ROUTE_REWRITE_HEADERS', 'The upstream response headers could not be rewritten', 500)
+
 export const OriginDeniedError = createError(
   'FST_ASYNC_ROUTE_ORIGIN_DENIED', 'The upstream origin is not allowed', 500)
 

@@ -8,14 +8,14 @@ import { BodyTooLargeError, InvalidArgumentError } from './errors.js'
 import { HOP_BY_HOP } from './headers.js'
 import { failLater } from './pipe-direct.js'
 import type { ReplyPort } from './reply-port.js'
-import type { FetchOptions, ForwardOptions } from './types.js'
+import type { ForwardOptions, PipeOptions } from './types.js'
 import { callPolicy } from './retry-policy.js'
-import { pipeRequest } from './upstream.js'
+import { checkRewrite, pipeRequest } from './upstream.js'
 
 /** Request headers never forwarded besides the hop-by-hop ones: undici refuses `expect`, and sends the URL's `host`. */
 const DROPPED = new Set(['expect', 'host'])
 
-const FORWARD_OPTIONS = new Set(['headers', 'xForwarded', 'retry', 'bodyLimit', 'headersTimeout', 'bodyTimeout'])
+const FORWARD_OPTIONS = new Set(['headers', 'xForwarded', 'retry', 'rewriteHeaders', 'bodyLimit', 'headersTimeout', 'bodyTimeout'])
 
 export function forwardRequest (reply: ReplyPort, url: string | URL, options: ForwardOptions | undefined): Promise<void> {
   if (options !== undefined) checkOptions(options)
@@ -23,7 +23,7 @@ export function forwardRequest (reply: ReplyPort, url: string | URL, options: Fo
   const policy = callPolicy(reply.retry, options?.retry, 'reply.forward()')
   const request = reply.request
   const method = request.method
-  const pipeOptions: FetchOptions = { method }
+  const pipeOptions: PipeOptions = { method }
   let streamed = false
   let asJson = false
   if (method !== 'GET' && method !== 'HEAD') {
@@ -51,6 +51,7 @@ export function forwardRequest (reply: ReplyPort, url: string | URL, options: Fo
   if (asJson && !isJsonType(headers['content-type'])) headers['content-type'] = 'application/json'
   if (options !== undefined) {
     if (options.headers !== undefined) applyHeaders(headers, options.headers)
+    if (options.rewriteHeaders !== undefined) pipeOptions.rewriteHeaders = options.rewriteHeaders
     if (options.headersTimeout !== undefined) pipeOptions.headersTimeout = options.headersTimeout
     if (options.bodyTimeout !== undefined) pipeOptions.bodyTimeout = options.bodyTimeout
   }
@@ -67,6 +68,7 @@ function checkOptions (options: ForwardOptions): void {
       throw new InvalidArgumentError(`reply.forward(): unknown option "${key}" (takes ${[...FORWARD_OPTIONS].join(', ')})`)
     }
   }
+  checkRewrite(options.rewriteHeaders, 'reply.forward()')
   const limit = options.bodyLimit
   if (limit !== undefined && !(Number.isSafeInteger(limit) && limit >= 0)) {
     throw new InvalidArgumentError(`reply.forward(): "bodyLimit" must be an integer from 0 (bytes), got ${String(limit)}`)

@@ -2,7 +2,8 @@
 // nor those the upstream's `connection` header names. (`forward` filters request headers with
 // the same list: forward.ts.)
 import type { OutgoingHttpHeaders } from 'node:http'
-import type { UpstreamResponse } from './types.js'
+import type { FastifyRequest } from 'fastify'
+import type { RewriteHeaders, UpstreamResponse } from './types.js'
 
 /**
  * Headers that describe one connection, not the message: never copied from an upstream
@@ -57,4 +58,20 @@ function withoutNamed (out: OutgoingHttpHeaders, connection: string | string[]):
     if (!named.has(name)) kept[name] = out[name]
   }
   return kept
+}
+
+/**
+ * What an app's `rewriteHeaders` makes of the headers `pipe` would relay: its answer, less the
+ * names whose value is `undefined` or `null`. Throws what it throws, or a TypeError when it
+ * does not return an object.
+ */
+export function rewrittenHeaders (rewrite: RewriteHeaders, headers: OutgoingHttpHeaders, request: FastifyRequest): OutgoingHttpHeaders {
+  const answer: unknown = rewrite(headers as Parameters<RewriteHeaders>[0], request)
+  if (answer === null || typeof answer !== 'object') throw new TypeError(`rewriteHeaders must return an object of headers, got ${answer === null ? 'null' : typeof answer}`)
+  const out: OutgoingHttpHeaders = {}
+  for (const name of Object.keys(answer)) {
+    const value = (answer as Record<string, unknown>)[name]
+    if (value !== undefined && value !== null) out[name.toLowerCase()] = value as OutgoingHttpHeaders[string]
+  }
+  return out
 }

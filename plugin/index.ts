@@ -18,6 +18,7 @@ export {
   OverloadedError,
   BadPathError,
   BodyTooLargeError,
+  RewriteHeadersError,
   InvalidOptionError,
   InvalidArgumentError,
   OriginDeniedError,

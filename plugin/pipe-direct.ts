@@ -9,7 +9,7 @@ import type { Target } from './target.js'
 import type { ReplyPort } from './reply-port.js'
 import type { UpstreamCall } from './report.js'
 import { errorDelay, mayRetry, RetryState, statusDelay, type ResolvedRetry } from './retry-policy.js'
-import type { FetchOptions } from './types.js'
+import type { PipeOptions, RewriteHeaders } from './types.js'
 import { StreamingRequest, type Dispatcher, type DispatchOptions } from './undici-adapter.js'
 
 /**
@@ -17,9 +17,9 @@ import { StreamingRequest, type Dispatcher, type DispatchOptions } from './undic
  * plugin's own, as for `fetch`). Anything else (a caller's `signal`, a streamed
  * body, `onInfo`, `responseHeaders`, …) takes the general path: `fetch` and then `pipe(res)`.
  */
-const DIRECT_OPTIONS = new Set(['method', 'headers', 'body', 'query', 'headersTimeout', 'bodyTimeout', 'dispatcher', 'retry'])
+const DIRECT_OPTIONS = new Set(['method', 'headers', 'body', 'query', 'headersTimeout', 'bodyTimeout', 'dispatcher', 'retry', 'rewriteHeaders'])
 
-export function isDirect (options: FetchOptions | undefined): boolean {
+export function isDirect (options: PipeOptions | undefined): boolean {
   if (options === undefined) return true
   for (const key of Object.keys(options)) {
     if (!DIRECT_OPTIONS.has(key)) return false
@@ -50,6 +50,7 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
   readonly startedAt = Date.now()
   readonly reply: ReplyPort
   readonly #resolve: () => void
+  readonly #rewrite: RewriteHeaders | null
   #state = WAITING
   #resumeOnDrain: (() => void) | null = null
   /** Set when the reply ended the request: its error is expected, not reported. */
@@ -60,12 +61,13 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
   /** Set only for a request that may be retried. */
   retry: RetryState<DispatchOptions> | null = null
 
-  constructor (reply: ReplyPort, method: string, url: string | URL, resolve: () => void) {
+  constructor (reply: ReplyPort, method: string, url: string | URL, resolve: () => void, rewrite: RewriteHeaders | null) {
     super()
     this.reply = reply
     this.method = method
     this.url = url
     this.#resolve = resolve
+    this.#rewrite = rewrite
   }
 
   release (abnormal: boolean): void {
@@ -97,7 +99,7 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
     // Until the head is relayed, nothing of the body is wanted: a HEAD answered or a head
     // refused (502) leaves the rest to be read and dropped.
     this.#state = DETACHED
-    if (this.reply.relayHead(statusCode, headers)) this.#state = STREAMING
+    if (this.reply.relayHead(statusCode, headers, this.#rewrite)) this.#state = STREAMING
   }
 
   protected chunk (chunk: Buffer): boolean {
@@ -188,7 +190,7 @@ function retryPipe (pipe: DirectPipe): void {
   pipe.retryNow()
 }
 
-export function pipeDirect (reply: ReplyPort, url: string | URL, options: FetchOptions | undefined, policy: ResolvedRetry): Promise<void> {
+export function pipeDirect (reply: ReplyPort, url: string | URL, options: PipeOptions | undefined, policy: ResolvedRetry): Promise<void> {
   const target = targetOf(url)
   const refused = refusal(reply, url, target)
   if (refused !== null) return failLater(reply, refused)
@@ -196,7 +198,7 @@ export function pipeDirect (reply: ReplyPort, url: string | URL, options: FetchO
   const method = options?.method ?? 'GET'
   let resolve!: () => void
   const done = new Promise<void>((_resolve) => { resolve = _resolve })
-  const pipe = new DirectPipe(reply, method, url, resolve)
+  const pipe = new DirectPipe(reply, method, url, resolve, options?.rewriteHeaders ?? null)
   reply.track(pipe)
   // A literal of one shape (not a spread): undici reads a dozen options off it per request.
   const dispatchOptions: DispatchOptions = { origin, path, method: method as Dispatcher.HttpMethod }

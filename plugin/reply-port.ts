@@ -6,6 +6,7 @@ import type { FastifyRequest } from 'fastify'
 import type { PluginContext } from './context.js'
 import type { UpstreamCall } from './report.js'
 import type { ResolvedRetry } from './retry-policy.js'
+import type { RewriteHeaders } from './types.js'
 
 export interface ReplyPort {
   readonly request: FastifyRequest
@@ -28,7 +29,7 @@ export interface ReplyPort {
   readonly watchesIdle: boolean
   // The reply writes the response; the upstream side hands it what to relay.
   /** Relays an upstream head; false when no body is to follow (HEAD answered, or a bad head answered 502). */
-  relayHead (statusCode: number, upstreamHeaders: IncomingHttpHeaders): boolean
+  relayHead (statusCode: number, upstreamHeaders: IncomingHttpHeaders, rewrite: RewriteHeaders | null): boolean
   /** Relays a body chunk (counted, a sign of life); false: paused until `resume` is called. */
   relayChunk (chunk: Buffer, resume: () => void): boolean
   /** The relayed body ended: the response is complete. */

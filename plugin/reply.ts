@@ -9,8 +9,8 @@ import type { PluginContext, RouteContext } from './context.js'
 import { checkDuration } from './durations.js'
 import { errorAnswer, logAnswer } from './error-answer.js'
 import { incomingBudget } from './deadline.js'
-import { ClientGoneError, ClosingError, IdleTimeoutError, InvalidArgumentError, TimeoutError, UpstreamError } from './errors.js'
-import { forwardableHeaders, isRelayableStatus } from './headers.js'
+import { ClientGoneError, ClosingError, IdleTimeoutError, InvalidArgumentError, RewriteHeadersError, TimeoutError, UpstreamError } from './errors.js'
+import { forwardableHeaders, isRelayableStatus, rewrittenHeaders } from './headers.js'
 import { bodyUnread, closeConnectionAfter, cut, isGone, needsDrain } from './raw-response.js'
 import { timeoutChannel, type Outcome, type Tracked } from './registry.js'
 import type { ReplyPort } from './reply-port.js'
@@ -18,7 +18,7 @@ import { describeHang, describeIdle, describeSilence, hangReport, pendingEntry, 
 import { forwardRequest } from './forward.js'
 import type { ResolvedRetry } from './retry-policy.js'
 import type { Watched } from './watchdog-queue.js'
-import type { AsyncReply, FetchCallback, FetchOptions, ForwardOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
+import type { AsyncReply, RewriteHeaders, FetchCallback, FetchOptions, ForwardOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
 import { fetchUpstream, fetchWithCallback, pipeUpstream, type ErrorFirstCallback } from './upstream.js'
 
 // How a reply ended. The handler's own finish()/fail() are told apart from the plugin's ends,
@@ -391,13 +391,22 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
    * false when the reply is done with this answer: a HEAD request (answered now), or a head
    * the client's protocol cannot carry (answered 502, a bad upstream response).
    */
-  relayHead (statusCode: number, upstreamHeaders: IncomingHttpHeaders): boolean {
+  relayHead (statusCode: number, upstreamHeaders: IncomingHttpHeaders, rewrite: RewriteHeaders | null): boolean {
     if (this.#idleTimer !== null) this.#lastSign = Date.now()
     const raw = this.raw
     if (!raw.headersSent) {
+      let relayed = forwardableHeaders(upstreamHeaders)
+      if (rewrite !== null) {
+        try {
+          relayed = rewrittenHeaders(rewrite, relayed, this.request)
+        } catch (error) {
+          this.#failWith(new RewriteHeadersError({ cause: error }), FAILED_BY_PLUGIN)
+          return false
+        }
+      }
       try {
         if (!isRelayableStatus(statusCode)) throw new RangeError(`upstream status ${statusCode} is outside 100-599`)
-        this.#writeHead(statusCode, undefined, undefined, forwardableHeaders(upstreamHeaders))
+        this.#writeHead(statusCode, undefined, undefined, relayed)
       } catch (error) {
         // Node's HTTP/2 response keeps what a failed writeHead stored (`:status` included),
         // which would break the error answer's head too: start from a clean head.

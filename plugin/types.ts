@@ -45,7 +45,21 @@ export type PipeOptions = Omit<Dispatcher.RequestOptions, 'origin' | 'path' | 'm
   method?: Dispatcher.HttpMethod | (string & {})
   /** This request's retry policy, over the route's. */
   retry?: RetryPolicy
+  /** `pipe` and `forward` only: the upstream's headers to relay (see `RewriteHeaders`). */
+  rewriteHeaders?: RewriteHeaders
 }
+
+/**
+ * `pipe(res | url, { rewriteHeaders })`, `forward(url, { rewriteHeaders })`: gets the upstream's
+ * response headers (hop-by-hop ones already removed, names in lower case) and returns those to
+ * relay; a value `undefined` or `null` means no such header. Drop `server`, rewrite `location`,
+ * or keep the app's own CORS and security headers over the upstream's. A throw fails the reply
+ * with 500 before anything is sent.
+ */
+export type RewriteHeaders = (
+  headers: Record<string, string | string[] | undefined>,
+  request: FastifyRequest
+) => Record<string, string | number | readonly string[] | null | undefined>
 
 /** `reply.forward(url, options)`. */
 export interface ForwardOptions {
@@ -58,6 +72,8 @@ export interface ForwardOptions {
   xForwarded?: boolean
   /** This request's retry policy, over the route's. */
   retry?: RetryPolicy
+  /** The upstream's headers to relay (see `RewriteHeaders`). */
+  rewriteHeaders?: RewriteHeaders
   /**
    * Bytes; caps a streamed request body (a pass-through parser's): a larger `content-length`
    * is refused before anything is sent, a body that grows past it ends the reply; both with
@@ -73,7 +89,7 @@ export interface ForwardOptions {
  * signal or the reply's end cancels the request; aborted by the caller's signal, the fetch
  * rejects with that signal's reason and the reply is untouched.
  */
-export type FetchOptions = PipeOptions & { signal?: AbortSignal }
+export type FetchOptions = Omit<PipeOptions, 'rewriteHeaders'> & { signal?: AbortSignal }
 
 /** A whole upstream request: where, and optionally how. */
 export type UpstreamRequest = PipeOptions & { url: string | URL }

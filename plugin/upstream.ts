@@ -2,14 +2,14 @@
 // response with backpressure (`pipe(url)` has its own fast path in pipe-direct.ts).
 import type { Readable } from 'node:stream'
 import { toUpstreamError } from './error-mapping.js'
-import { CancelledError } from './errors.js'
+import { CancelledError, InvalidArgumentError } from './errors.js'
 import { refusal, targetOf } from './preflight.js'
 import type { Target } from './target.js'
 import { isDirect, pipeDirect } from './pipe-direct.js'
 import type { ReplyPort } from './reply-port.js'
 import type { UpstreamCall } from './report.js'
 import { callPolicy, errorDelay, mayRetry, RetryState, statusDelay, type ResolvedRetry } from './retry-policy.js'
-import type { AsyncRouteError, FetchCallback, FetchOptions, UpstreamRequest, UpstreamResponse } from './types.js'
+import type { AsyncRouteError, FetchCallback, FetchOptions, PipeOptions, RewriteHeaders, UpstreamRequest, UpstreamResponse } from './types.js'
 import { refreshDeadline, withDeadline } from './deadline.js'
 import { RequestSignal, sendRequest, type DispatchOptions } from './undici-adapter.js'
 
@@ -254,40 +254,53 @@ function isResponse (source: unknown): source is UpstreamResponse {
 }
 
 /** `reply.pipe()`: status, headers and body of an upstream response, with backpressure. */
-export function pipeUpstream (reply: ReplyPort, source: UpstreamResponse | string | URL | UpstreamRequest, options: FetchOptions | undefined): Promise<void> {
-  // A bad `retry` is a programming error: thrown now, not a rejected or failed pipe.
+export function pipeUpstream (reply: ReplyPort, source: UpstreamResponse | string | URL | UpstreamRequest, options: PipeOptions | undefined): Promise<void> {
+  // A bad `retry` or `rewriteHeaders` is a programming error: thrown now, not a failed pipe.
   if (typeof source === 'string' || source instanceof URL || source === null || typeof source !== 'object') {
     // (Anything that is not an object is refused as a URL would be: 500 BAD_UPSTREAM_REQUEST.)
+    checkRewrite(options?.rewriteHeaders, 'reply.pipe()')
     return pipeRequest(reply, source as string | URL, options, callPolicy(reply.retry, options?.retry, 'reply.pipe()'))
   }
-  if (isResponse(source)) return streamResponse(reply, source)
+  if (isResponse(source)) return streamResponse(reply, source, checkRewrite(options?.rewriteHeaders, 'reply.pipe()'))
   const [url, requestOptions] = splitRequest(source)
+  checkRewrite(requestOptions.rewriteHeaders, 'reply.pipe()')
   return pipeRequest(reply, url, requestOptions, callPolicy(reply.retry, requestOptions.retry, 'reply.pipe()'))
 }
 
-/** `pipe(url)` and `forward`: the direct path when undici's `dispatch` takes the options as they are. */
-export function pipeRequest (reply: ReplyPort, url: string | URL, options: FetchOptions | undefined, policy: ResolvedRetry): Promise<void> {
-  return isDirect(options) ? pipeDirect(reply, url, options, policy) : pipeFetched(reply, url, options, policy)
+/** A `rewriteHeaders` option, checked: a function, or null when none was given. */
+export function checkRewrite (rewrite: unknown, what: string): RewriteHeaders | null {
+  if (rewrite === undefined) return null
+  if (typeof rewrite !== 'function') throw new InvalidArgumentError(`${what}: "rewriteHeaders" must be a function, got ${typeof rewrite}`)
+  return rewrite as RewriteHeaders
+}
+
+/**
+ * `pipe(url)` and `forward`: the direct path when undici's `dispatch` takes the options as they
+ * are. (`options.rewriteHeaders` was checked by the caller.)
+ */
+export function pipeRequest (reply: ReplyPort, url: string | URL, options: PipeOptions | undefined, policy: ResolvedRetry): Promise<void> {
+  return isDirect(options) ? pipeDirect(reply, url, options, policy) : pipeFetched(reply, url, options as PipeOptions, policy)
 }
 
 /** `pipe(url)` with options only `request()` understands: `fetch`, then `pipe(res)`. */
-async function pipeFetched (reply: ReplyPort, url: string | URL, options: FetchOptions | undefined, policy: ResolvedRetry): Promise<void> {
+async function pipeFetched (reply: ReplyPort, url: string | URL, options: PipeOptions, policy: ResolvedRetry): Promise<void> {
+  const { rewriteHeaders, ...fetchOptions } = options
   let response: UpstreamResponse
   try {
-    response = await fetchUpstream(reply, url, options, policy)
+    response = await fetchUpstream(reply, url, fetchOptions, policy)
   } catch (error) {
     reply.failByPlugin(error)
     return
   }
-  return await streamResponse(reply, response)
+  return await streamResponse(reply, response, rewriteHeaders ?? null)
 }
 
-export function splitRequest (request: UpstreamRequest): [string | URL, FetchOptions] {
+export function splitRequest (request: UpstreamRequest): [string | URL, PipeOptions] {
   const { url, ...options } = request
   return [url, options]
 }
 
-function streamResponse (reply: ReplyPort, response: UpstreamResponse): Promise<void> {
+function streamResponse (reply: ReplyPort, response: UpstreamResponse, rewrite: RewriteHeaders | null): Promise<void> {
   const body = response.body
   if (!reply.open) {
     body.destroy()
@@ -299,7 +312,7 @@ function streamResponse (reply: ReplyPort, response: UpstreamResponse): Promise<
     reply.failByPlugin(body.errored ?? new Error('reply.pipe(): the upstream response body was already read or destroyed'))
     return Promise.resolve()
   }
-  if (!reply.relayHead(response.statusCode, response.headers)) {
+  if (!reply.relayHead(response.statusCode, response.headers, rewrite)) {
     // A HEAD answered, or a head refused (502): the rest is read for the pool.
     body.dump().catch(noop)
     return Promise.resolve()
