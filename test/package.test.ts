@@ -163,6 +163,19 @@ t.test('npm install on Node 20.19 brings one undici and no engine warning', asyn
   t.strictSame(undicis.map((found) => found.version.split('.')[0]), ['7'], 'one undici, 7, its own')
 })
 
+t.test('require() gives the same names as import: the plugin with every named export as a property', async (t) => {
+  const dir = await consumer('names')
+  const esm = await run(process.execPath, ['--input-type=module', '-e',
+    "import * as entry from 'fastify-async-route'; console.log(JSON.stringify(Object.keys(entry)))"], { cwd: dir, env: userEnv() })
+  const cjs = await run(process.execPath, ['-e', `const entry = require('fastify-async-route')
+console.log(JSON.stringify({ names: Object.keys(entry), plugin: typeof entry, error: new entry.TimeoutError(5).code, same: entry.TimeoutError === entry.default.TimeoutError }))`], { cwd: dir, env: userEnv() })
+  const names = JSON.parse(esm.stdout) as string[]
+  const required = JSON.parse(cjs.stdout) as { names: string[], plugin: string, error: string, same: boolean }
+  t.strictSame(required.names.sort(), names.sort(), 'the same set of names')
+  t.ok(names.includes('TimeoutError') && names.includes('InvalidOptionError'), 'the error classes among them')
+  t.strictSame({ plugin: required.plugin, error: required.error, same: required.same }, { plugin: 'function', error: 'FST_ASYNC_ROUTE_TIMEOUT', same: true })
+})
+
 /** The same tiny app in both module formats: an async route that fetches from a plain one. */
 function app (format: 'esm' | 'cjs'): string {
   const imports = format === 'esm'
@@ -281,6 +294,8 @@ app.register(plugin, { timeout: 1000 }).register(same).after(() => {
 })
 // @ts-expect-error the plugin options are typed
 app.register(asyncRoute, { closeGrace: 'later' })
+const timedOut: { code: string, statusCode?: number } = new asyncRoute.TimeoutError(1000)
+void timedOut
 export = app
 `
 
