@@ -1,5 +1,6 @@
 // Checks the plugin options once, at `register`, so that nothing fails later at request time.
 import { validateHeaderName } from 'node:http'
+import type { Dispatcher } from 'undici'
 import type { AsyncRoutePluginOptions } from './types.js'
 import { isDuration, MAX_TIMER_MS } from './durations.js'
 import { InvalidOptionError } from './errors.js'
@@ -9,7 +10,11 @@ export interface ResolvedOptions {
   timeout: number
   closeGrace: number
   warnUnfinished: number
-  dispatcher: AsyncRoutePluginOptions['dispatcher']
+  /**
+   * Typed as undici 7's: the plugin only calls `dispatch()`, with handlers in the form undici 7
+   * and 8 both take (undici-adapter.ts).
+   */
+  dispatcher: Dispatcher | undefined
   onTimeout: AsyncRoutePluginOptions['onTimeout'] | null
   allowedOrigins: Set<string> | null
   idleTimeout: number
@@ -86,7 +91,7 @@ export function resolveOptions (options: AsyncRoutePluginOptions): ResolvedOptio
     deadlineHeader: deadlineHeader === undefined ? null : deadlineHeader.toLowerCase(),
     closeGrace: duration(options, 'closeGrace', 10_000),
     warnUnfinished: options.warnUnfinished === false ? 0 : duration(options, 'warnUnfinished', 0),
-    dispatcher,
+    dispatcher: dispatcher as Dispatcher | undefined,
     onTimeout: onTimeout ?? null,
     allowedOrigins: origins,
     retry: options.retry === undefined ? NO_RETRY : resolveRetry(options.retry, NO_RETRY, fail)

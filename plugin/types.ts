@@ -18,6 +18,16 @@ import type {
 } from 'fastify'
 import type { Dispatcher } from 'undici'
 
+/**
+ * An undici dispatcher of undici 7 or undici 8: `Agent`, `Pool`, `Client`, `ProxyAgent`,
+ * `RetryAgent`, any of them `.compose()`d with interceptors. Described by what the plugin
+ * calls, `dispatch()` (with handlers in the form both majors take), so that either major's
+ * declarations fit.
+ */
+export interface AnyDispatcher {
+  dispatch (options: Dispatcher.DispatchOptions, handler: object): boolean
+}
+
 /** The undici response that `fetch` resolves with and the `upstream` option passes on. */
 export type UpstreamResponse = Dispatcher.ResponseData<unknown>
 
@@ -320,7 +330,7 @@ export interface AsyncRoutePluginOptions {
   /** Watchdog in ms for every async route; `0` turns it off. Default 30000. */
   timeout?: number
   /** Used by `fetch`, `pipe` and `upstream`. Default: an undici Agent the plugin creates and closes. */
-  dispatcher?: Dispatcher
+  dispatcher?: AnyDispatcher
   /** On `app.close()`, ms to wait for pending replies before ending them. Default 10000. */
   closeGrace?: number
   /** Called when the watchdog fires, before the default action; may answer itself. */
