@@ -147,6 +147,19 @@ export interface AsyncReply<Request = FastifyRequest, RawReply = RawReplyDefault
   code (code: number): this
   header (name: string, value: string | number | readonly string[]): this
   headers (headers: Record<string, string | number | readonly string[]>): this
+  /** Sets `content-type`; chainable; ignored (with a warning) once the head is sent. */
+  type (contentType: string): this
+  /**
+   * A header of the head the reply will send: the handler's, else one set before the handler
+   * (a hook's); the name without regard to case. Once the head is sent, the head as sent.
+   */
+  getHeader (name: string): string | number | string[] | undefined
+  /** Whether `getHeader(name)` has a value. */
+  hasHeader (name: string): boolean
+  /** Removes a header from the head the reply will send (a hook's too); chainable; ignored (with a warning) once the head is sent. */
+  removeHeader (name: string): this
+  /** Sets `location` and the status (default 302) and finishes the reply with an empty body, as Fastify's `reply.redirect`. */
+  redirect (url: string, code?: number): this
   /** Writes a chunk, sending the head first if needed; `false` when the socket buffer is full. */
   write (chunk: string | Uint8Array): boolean
   /** Resolves once everything written so far was handed to the socket; sends the head. */
