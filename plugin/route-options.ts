@@ -56,7 +56,8 @@ export function resolveRouteOptions (
     open: 0,
     retry: retry === undefined ? plugin.retry : resolveRetry(retry, plugin.retry, refuseRouteOption),
     upstream: upstream ?? null,
-    onUpstreamError: (onUpstreamError as UserFunction | undefined) ?? null
+    onUpstreamError: (onUpstreamError as UserFunction | undefined) ?? null,
+    warnedReturn: false
   }
   return { route, fastifyOptions: fastifyOptions as Omit<RouteOptions, 'handler'> }
 }

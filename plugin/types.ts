@@ -240,7 +240,13 @@ export type AsyncRouteHandler<
   request: AsyncRouteRequest<RouteGeneric, RawServer, RawRequest, ContextConfig, SchemaCompiler, TypeProvider, Logger>,
   reply: AsyncReply<AsyncRouteRequest<RouteGeneric, RawServer, RawRequest, ContextConfig, SchemaCompiler, TypeProvider, Logger>, RawReply>,
   upstream: Upstream
-) => unknown
+) => AsyncRouteHandlerResult<AsyncReply<AsyncRouteRequest<RouteGeneric, RawServer, RawRequest, ContextConfig, SchemaCompiler, TypeProvider, Logger>, RawReply>>
+
+/**
+ * What a handler may return: nothing, or the reply (`return reply.redirect(url)`), or a promise
+ * of either. A value is never sent, so `return { … }` is a type error: call `reply.finish(value)`.
+ */
+export type AsyncRouteHandlerResult<Reply = AsyncReply> = void | Reply | Promise<void | Reply>
 
 /** The `upstream` option: a URL (plain GET), or a function of the request returning what to request. */
 export type UpstreamOption<Request = FastifyRequest> =
