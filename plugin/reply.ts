@@ -495,7 +495,9 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     }
     const answer = errorAnswer(error)
     this.#end(state, answer.error)
-    logAnswer(this.request.log, answer)
+    // The watchdog's and idleTimeout's 504s were logged once already, as the warning with the
+    // hang report (#timeOut).
+    if (state !== TIMED_OUT) logAnswer(this.request.log, answer)
     const raw = this.raw
     const http2 = this.route.plugin.http2
     if (raw.headersSent || isGone(raw, http2)) {
