@@ -58,8 +58,8 @@ async function consumer (name: string, devDependencies: string[] = []): Promise<
   return dir
 }
 
-t.test('npm pack ships the build, the docs, the examples and the manifest, nothing else', async (t) => {
-  const allowed = /^(dist\/[\w-]+\.(js|cjs|d\.ts|d\.cts|js\.map|cjs\.map)|examples\/[\w/.-]+|docs\/chat\.png|README\.md|CHANGELOG\.md|LICENSE|package\.json)$/
+t.test('npm pack ships the build, its sources, the docs, the examples and the manifest, nothing else', async (t) => {
+  const allowed = /^(dist\/[\w-]+\.(js|cjs|d\.ts|d\.cts|js\.map|cjs\.map)|plugin\/[\w-]+\.c?ts|examples\/[\w/.-]+|docs\/chat\.png|README\.md|CHANGELOG\.md|LICENSE|package\.json)$/
   t.strictSame(packedFiles.filter((file) => !allowed.test(file)), [], 'no tests, sources, configs or build info')
   // The README's links into examples/ must not be dead for a reader on npm.
   const readme = await readFile(path.join(ROOT, 'README.md'), 'utf8')
@@ -70,16 +70,32 @@ t.test('npm pack ships the build, the docs, the examples and the manifest, nothi
     t.ok(packedFiles.includes(file), `${file} is in the package`)
   }
   // Every module of the build has its declarations (examples/ also holds a browser script),
-  // and every source map carries its sources (which are not shipped), so stack traces and
-  // debuggers can show the TypeScript.
+  // and a source map whose sources are shipped: the plugin/*.ts files that stack traces
+  // (--enable-source-maps) and debuggers name exist in the installed package.
   for (const file of packedFiles.filter((file) => /^dist\/.*\.c?js$/.test(file))) {
     t.ok(packedFiles.includes(file.replace(/\.js$/, '.d.ts').replace(/\.cjs$/, '.d.cts')), `${file} has declarations`)
+    t.ok(packedFiles.includes(`${file}.map`), `${file} has a source map`)
   }
   const dir = await consumer('files')
-  for (const file of packedFiles.filter((file) => file.endsWith('.map'))) {
-    const map = JSON.parse(await readFile(path.join(dir, 'node_modules', 'fastify-async-route', file), 'utf8')) as { sources: string[], sourcesContent?: string[] }
-    t.equal(map.sourcesContent?.length, map.sources.length, `${file} embeds its sources`)
+  const maps = packedFiles.filter((file) => file.endsWith('.map'))
+  const named = new Set<string>()
+  for (const file of maps) {
+    const map = JSON.parse(await readFile(path.join(dir, 'node_modules', 'fastify-async-route', file), 'utf8')) as { sources: string[], sourceRoot?: string }
+    t.equal(map.sources.length, 1, `${file} names one source`)
+    for (const source of map.sources) {
+      const resolved = path.posix.join(path.posix.dirname(file), map.sourceRoot ?? '', source)
+      named.add(resolved)
+      t.ok(packedFiles.includes(resolved), `${file}: ${source} resolves to ${resolved}, which is shipped`)
+    }
   }
+  t.strictSame(packedFiles.filter((file) => file.startsWith('plugin/')), [...named].sort(), 'the sources shipped are the ones the maps name')
+
+  // A stack trace through the installed package names a TypeScript file that is there.
+  const traced = await run(process.execPath, ['--enable-source-maps', '-e',
+    "const { InvalidOptionError } = require('fastify-async-route'); console.log(new InvalidOptionError('x').stack)"], { cwd: dir, env: userEnv() })
+  const frame = /\((\/[^():]+\/node_modules\/fastify-async-route\/plugin\/errors\.ts):\d+:\d+\)/.exec(traced.stdout)
+  t.ok(frame, `the stack names plugin/errors.ts: ${traced.stdout}`)
+  t.equal(await readFile(frame![1]!, 'utf8').then(() => true, () => false), true, 'that file exists')
 })
 
 interface LockEntry {
