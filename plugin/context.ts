@@ -56,6 +56,8 @@ export interface RouteContext {
   /** `null` when the route has no `upstream` step. */
   readonly upstream: UpstreamTarget | ((request: FastifyRequest) => UpstreamTarget | Promise<UpstreamTarget>) | null
   readonly onUpstreamError: UserFunction | null
+  /** The handler returned a value while its reply was open: warned once for the route. */
+  warnedReturn: boolean
 }
 
 export type { UpstreamResponse }

@@ -5,7 +5,16 @@
 // import: `import esm = require('./index.js')` would emit declarations that TypeScript's
 // node16 mode rejects (TS1471: it does not allow require() of an ES module).
 import type { AsyncRoutePlugin } from './index.js' with { 'resolution-mode': 'import' }
+import type * as entry from './index.js' with { 'resolution-mode': 'import' }
 
-const plugin: AsyncRoutePlugin = require('./index.js').default
+type NamedExports = Omit<typeof entry, 'default' | 'asyncRoute'>
+
+/** The plugin, whose properties are the ES module's named exports (index.ts sets them). */
+interface CommonJsEntry extends AsyncRoutePlugin, NamedExports {
+  default: CommonJsEntry
+  asyncRoute: CommonJsEntry
+}
+
+const plugin: CommonJsEntry = require('./index.js').default
 
 export = plugin

@@ -2,6 +2,7 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import type { PluginContext } from './context.js'
+import * as errors from './errors.js'
 import { resolveOptions } from './options.js'
 import { Registry } from './registry.js'
 import { createAsyncRoute } from './route.js'
@@ -9,23 +10,7 @@ import { closeOwnDispatcher, createDispatcher } from './undici-adapter.js'
 import type { AsyncRouteDecorator, AsyncRoutePlugin, AsyncRoutePluginOptions } from './types.js'
 
 export type * from './types.js'
-export {
-  TimeoutError,
-  UpstreamError,
-  UpstreamTimeoutError,
-  BadUpstreamRequestError,
-  IdleTimeoutError,
-  OverloadedError,
-  BadPathError,
-  BodyTooLargeError,
-  RewriteHeadersError,
-  InvalidOptionError,
-  InvalidArgumentError,
-  OriginDeniedError,
-  ClosingError,
-  CancelledError,
-  ClientGoneError
-} from './errors.js'
+export * from './errors.js'
 
 function plugin (fastify: FastifyInstance, options: AsyncRoutePluginOptions, done: (error?: Error) => void): void {
   // A callback plugin must report a bad option through done(): avvio does not catch a
@@ -69,9 +54,13 @@ function plugin (fastify: FastifyInstance, options: AsyncRoutePluginOptions, don
 }
 
 const asyncRoute = fp(plugin, { name: 'fastify-async-route', fastify: '5.x' }) as unknown as AsyncRoutePlugin
-// `require('fastify-async-route')` returns the plugin itself; these keep the other import forms.
+// `require('fastify-async-route')` returns the plugin itself: its properties are the names of
+// this module, the same set (test/package.test.ts compares them): `default`, `asyncRoute`
+// and the error classes. fastify-plugin's own camel-cased alias is not one of them.
+delete (asyncRoute as unknown as Record<string, unknown>).fastifyAsyncRoute
 asyncRoute.default = asyncRoute
 asyncRoute.asyncRoute = asyncRoute
+Object.assign(asyncRoute, errors)
 
 export default asyncRoute
 export { asyncRoute }

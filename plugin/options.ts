@@ -1,5 +1,6 @@
 // Checks the plugin options once, at `register`, so that nothing fails later at request time.
 import { validateHeaderName } from 'node:http'
+import type { Dispatcher } from 'undici'
 import type { AsyncRoutePluginOptions } from './types.js'
 import { isDuration, MAX_TIMER_MS } from './durations.js'
 import { InvalidOptionError } from './errors.js'
@@ -9,7 +10,11 @@ export interface ResolvedOptions {
   timeout: number
   closeGrace: number
   warnUnfinished: number
-  dispatcher: AsyncRoutePluginOptions['dispatcher']
+  /**
+   * Typed as undici 7's: the plugin only calls `dispatch()`, with handlers in the form undici 7
+   * and 8 both take (undici-adapter.ts).
+   */
+  dispatcher: Dispatcher | undefined
   onTimeout: AsyncRoutePluginOptions['onTimeout'] | null
   allowedOrigins: Set<string> | null
   idleTimeout: number
@@ -18,16 +23,49 @@ export interface ResolvedOptions {
   retry: ResolvedRetry
 }
 
-function fail (name: string, expected: string, value: unknown): never {
-  const shown = typeof value === 'string' ? JSON.stringify(value) : String(value)
-  throw new InvalidOptionError(`fastify-async-route: option "${name}" must be ${expected}, got ${shown}`)
+/**
+ * Every plugin option: each is read in resolveOptions() below. A new option is one line here
+ * (the type check below fails until it is listed).
+ */
+const PLUGIN_OPTIONS = [
+  'timeout',
+  'dispatcher',
+  'closeGrace',
+  'onTimeout',
+  'warnUnfinished',
+  'allowedOrigins',
+  'idleTimeout',
+  'deadlineHeader',
+  'maxPending',
+  'retry'
+] as const satisfies ReadonlyArray<keyof AsyncRoutePluginOptions>
+// Fails to compile while an option of AsyncRoutePluginOptions is missing from the list.
+const everyOptionListed: Exclude<keyof AsyncRoutePluginOptions, typeof PLUGIN_OPTIONS[number]> extends never ? true : never = true
+void everyOptionListed
+
+/** What Fastify passes to every plugin it registers (@fastify/autoload too): accepted, ignored. */
+const FASTIFY_REGISTER_OPTIONS = ['prefix', 'logLevel', 'logSerializers']
+
+const KNOWN_KEYS: ReadonlySet<string> = new Set([...PLUGIN_OPTIONS, ...FASTIFY_REGISTER_OPTIONS])
+
+/** A value as option messages show it: strings quoted, so that `"100"` and `100` differ. */
+export function showValue (value: unknown): string {
+  return typeof value === 'string' ? JSON.stringify(value) : String(value)
 }
 
-function duration (options: AsyncRoutePluginOptions, name: 'timeout' | 'closeGrace' | 'warnUnfinished' | 'idleTimeout' | 'maxPending', fallback: number): number {
+/** The range message of every duration option, and of `maxPending` (a count). */
+export const DURATION_RANGE = `an integer from 0 to ${MAX_TIMER_MS} (ms)`
+export const COUNT_RANGE = `an integer from 0 to ${MAX_TIMER_MS}`
+
+function fail (name: string, expected: string, value: unknown): never {
+  throw new InvalidOptionError(`fastify-async-route: option "${name}" must be ${expected}, got ${showValue(value)}`)
+}
+
+function integer (options: AsyncRoutePluginOptions, name: 'timeout' | 'closeGrace' | 'warnUnfinished' | 'idleTimeout' | 'maxPending', fallback: number): number {
   const value: unknown = options[name]
   if (value === undefined) return fallback
   if (!isDuration(value)) {
-    fail(name, `an integer from 0 to ${MAX_TIMER_MS} (ms)`, value)
+    fail(name, name === 'maxPending' ? COUNT_RANGE : DURATION_RANGE, value)
   }
   return value
 }
@@ -63,6 +101,11 @@ function isHeaderName (value: unknown): value is string {
 }
 
 export function resolveOptions (options: AsyncRoutePluginOptions): ResolvedOptions {
+  for (const key of Object.keys(options)) {
+    if (!KNOWN_KEYS.has(key)) {
+      throw new InvalidOptionError(`fastify-async-route: unknown option ${JSON.stringify(key)} (the options are ${PLUGIN_OPTIONS.join(', ')})`)
+    }
+  }
   const { dispatcher, onTimeout, allowedOrigins } = options
   if (dispatcher !== undefined && typeof (dispatcher as { dispatch?: unknown } | null)?.dispatch !== 'function') {
     fail('dispatcher', 'an undici Dispatcher (an object with a dispatch() method)', dispatcher)
@@ -80,13 +123,13 @@ export function resolveOptions (options: AsyncRoutePluginOptions): ResolvedOptio
     fail('deadlineHeader', 'a valid header name (e.g. "x-request-timeout-ms")', deadlineHeader)
   }
   return {
-    timeout: duration(options, 'timeout', 30_000),
-    idleTimeout: duration(options, 'idleTimeout', 0),
-    maxPending: duration(options, 'maxPending', 0),
+    timeout: integer(options, 'timeout', 30_000),
+    idleTimeout: integer(options, 'idleTimeout', 0),
+    maxPending: integer(options, 'maxPending', 0),
     deadlineHeader: deadlineHeader === undefined ? null : deadlineHeader.toLowerCase(),
-    closeGrace: duration(options, 'closeGrace', 10_000),
-    warnUnfinished: options.warnUnfinished === false ? 0 : duration(options, 'warnUnfinished', 0),
-    dispatcher,
+    closeGrace: integer(options, 'closeGrace', 10_000),
+    warnUnfinished: options.warnUnfinished === false ? 0 : integer(options, 'warnUnfinished', 0),
+    dispatcher: dispatcher as Dispatcher | undefined,
     onTimeout: onTimeout ?? null,
     allowedOrigins: origins,
     retry: options.retry === undefined ? NO_RETRY : resolveRetry(options.retry, NO_RETRY, fail)

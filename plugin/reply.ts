@@ -184,6 +184,39 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     return this
   }
 
+  type (contentType: string): this {
+    if (this.#headIsOut('type')) return this
+    return this.header('content-type', contentType)
+  }
+
+  /** A header of the head the reply sends: the handler's over the hooks' (once sent, the whole head). */
+  getHeader (name: string): string | number | string[] | undefined {
+    const lower = String(name).toLowerCase()
+    return this.#head?.[lower] ?? this.#fastifyReply.getHeader(lower)
+  }
+
+  hasHeader (name: string): boolean {
+    return this.getHeader(name) !== undefined
+  }
+
+  removeHeader (name: string): this {
+    if (this.#headIsOut('removeHeader')) return this
+    const lower = String(name).toLowerCase()
+    if (this.#head !== null) delete this.#head[lower]
+    this.#fastifyReply.removeHeader(lower)
+    return this
+  }
+
+  /** Fastify's `reply.redirect(url, code)`: `location`, the status, an empty body. */
+  redirect (url: string, code = 302): this {
+    if (this.#state !== OPEN) {
+      this.#late('redirect')
+      return this
+    }
+    this.status(code).header('location', url).finish()
+    return this
+  }
+
   write (chunk: string | Uint8Array): boolean {
     const isString = typeof chunk === 'string'
     if (!isString && !isBytes(chunk)) {
@@ -513,7 +546,9 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     }
     const answer = errorAnswer(error)
     this.#end(state, answer.error)
-    logAnswer(this.request.log, answer)
+    // The watchdog's and idleTimeout's 504s were logged once already, as the warning with the
+    // hang report (#timeOut).
+    if (state !== TIMED_OUT) logAnswer(this.request.log, answer)
     const raw = this.raw
     const http2 = this.route.plugin.http2
     if (raw.headersSent || isGone(raw, http2)) {
@@ -548,6 +583,8 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     if (length !== undefined) headers['content-length'] = length
     if (this.#endsConnection) headers.connection = 'close'
     this.raw.writeHead(statusCode, headers as OutgoingHttpHeaders)
+    // What getHeader() reads from now on: the head as sent.
+    this.#head = headers as OutgoingHttpHeaders
   }
 
   /**

@@ -2,21 +2,20 @@
 // them against the plugin's: the per-request path only reads the result.
 import type { FastifyInstance, RouteOptions } from 'fastify'
 import type { PluginContext, RouteContext, UserFunction, WatchdogHook } from './context.js'
-import { isDuration, MAX_TIMER_MS } from './durations.js'
+import { isDuration } from './durations.js'
 import { InvalidOptionError } from './errors.js'
+import { COUNT_RANGE, DURATION_RANGE, showValue } from './options.js'
 import { WatchdogQueue } from './watchdog-queue.js'
 import { resolveRetry, type Refuse } from './retry-policy.js'
 import type { AsyncRouteOptions } from './types.js'
 
-function duration (name: string, value: unknown): number {
-  if (!isDuration(value)) {
-    throw new InvalidOptionError(`asyncRoute(): "${name}" must be an integer from 0 to ${MAX_TIMER_MS} (ms), got ${String(value)}`)
-  }
-  return value
+const refuseRouteOption: Refuse = (name, expected, value) => {
+  throw new InvalidOptionError(`asyncRoute(): "${name}" must be ${expected}, got ${showValue(value)}`)
 }
 
-const refuseRouteOption: Refuse = (name, expected, value) => {
-  throw new InvalidOptionError(`asyncRoute(): "${name}" must be ${expected}, got ${typeof value === 'string' ? JSON.stringify(value) : String(value)}`)
+function duration (name: string, value: unknown, range = DURATION_RANGE): number {
+  if (!isDuration(value)) refuseRouteOption(name, range, value)
+  return value
 }
 
 /** The plugin's part of a route, and the options Fastify gets (everything else, as given). */
@@ -53,11 +52,12 @@ export function resolveRouteOptions (
       ? plugin.warnUnfinished
       : warnUnfinished === false ? 0 : duration('warnUnfinished', warnUnfinished),
     idleTimeout: idleTimeout === undefined ? plugin.idleTimeout : duration('idleTimeout', idleTimeout),
-    maxPending: maxPending === undefined ? 0 : duration('maxPending', maxPending),
+    maxPending: maxPending === undefined ? 0 : duration('maxPending', maxPending, COUNT_RANGE),
     open: 0,
     retry: retry === undefined ? plugin.retry : resolveRetry(retry, plugin.retry, refuseRouteOption),
     upstream: upstream ?? null,
-    onUpstreamError: (onUpstreamError as UserFunction | undefined) ?? null
+    onUpstreamError: (onUpstreamError as UserFunction | undefined) ?? null,
+    warnedReturn: false
   }
   return { route, fastifyOptions: fastifyOptions as Omit<RouteOptions, 'handler'> }
 }

@@ -64,8 +64,9 @@ async function runUpstreamStep (reply: AsyncReplyImpl, route: RouteContext): Pro
 }
 
 /**
- * Calls a user function of the route. Its return value is ignored, except that a throw or a
- * rejection before the reply was finished fails the reply.
+ * Calls a user function of the route. Its return value is not sent (a value the handler
+ * returns while its reply is open gets one warning per route), and a throw or a rejection
+ * before the reply was finished fails the reply.
  */
 function invoke (reply: AsyncReplyImpl, fn: UserFunction, a: unknown, b: unknown, c: unknown): void {
   let result: unknown
@@ -76,13 +77,27 @@ function invoke (reply: AsyncReplyImpl, fn: UserFunction, a: unknown, b: unknown
     return handlerError(reply, error)
   }
   if (isPromise(result)) {
-    result.then(() => settled(reply), (error: unknown) => {
+    result.then((value: unknown) => {
+      settled(reply)
+      returned(reply, fn, value)
+    }, (error: unknown) => {
       settled(reply)
       handlerError(reply, error)
     })
   } else {
     settled(reply)
+    returned(reply, fn, result)
   }
+}
+
+/** `return { … }`, a Fastify habit, sends nothing from an async route: said once per route. */
+function returned (reply: AsyncReplyImpl, fn: UserFunction, value: unknown): void {
+  const route = reply.route
+  if (value === undefined || value === reply || !reply.open || fn !== route.handler || route.warnedReturn) return
+  route.warnedReturn = true
+  const { method, url } = reply.request.routeOptions
+  reply.request.log.warn({ method, url },
+    `async route ${String(method)} ${String(url)}: the handler returned a value while its reply was open; it is not sent (call reply.finish(value) to send it)`)
 }
 
 function settled (reply: AsyncReplyImpl): void {

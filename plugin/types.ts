@@ -18,6 +18,16 @@ import type {
 } from 'fastify'
 import type { Dispatcher } from 'undici'
 
+/**
+ * An undici dispatcher of undici 7 or undici 8: `Agent`, `Pool`, `Client`, `ProxyAgent`,
+ * `RetryAgent`, any of them `.compose()`d with interceptors. Described by what the plugin
+ * calls, `dispatch()` (with handlers in the form both majors take), so that either major's
+ * declarations fit.
+ */
+export interface AnyDispatcher {
+  dispatch (options: Dispatcher.DispatchOptions, handler: object): boolean
+}
+
 /** The undici response that `fetch` resolves with and the `upstream` option passes on. */
 export type UpstreamResponse = Dispatcher.ResponseData<unknown>
 
@@ -159,6 +169,19 @@ export interface AsyncReply<Request = FastifyRequest, RawReply = RawReplyDefault
   code (code: number): this
   header (name: string, value: string | number | readonly string[]): this
   headers (headers: Record<string, string | number | readonly string[]>): this
+  /** Sets `content-type`; chainable; ignored (with a warning) once the head is sent. */
+  type (contentType: string): this
+  /**
+   * A header of the head the reply will send: the handler's, else one set before the handler
+   * (a hook's); the name without regard to case. Once the head is sent, the head as sent.
+   */
+  getHeader (name: string): string | number | string[] | undefined
+  /** Whether `getHeader(name)` has a value. */
+  hasHeader (name: string): boolean
+  /** Removes a header from the head the reply will send (a hook's too); chainable; ignored (with a warning) once the head is sent. */
+  removeHeader (name: string): this
+  /** Sets `location` and the status (default 302) and finishes the reply with an empty body, as Fastify's `reply.redirect`. */
+  redirect (url: string, code?: number): this
   /** Writes a chunk, sending the head first if needed; `false` when the socket buffer is full. */
   write (chunk: string | Uint8Array): boolean
   /** Resolves once everything written so far was handed to the socket; sends the head. */
@@ -239,7 +262,13 @@ export type AsyncRouteHandler<
   request: AsyncRouteRequest<RouteGeneric, RawServer, RawRequest, ContextConfig, SchemaCompiler, TypeProvider, Logger>,
   reply: AsyncReply<AsyncRouteRequest<RouteGeneric, RawServer, RawRequest, ContextConfig, SchemaCompiler, TypeProvider, Logger>, RawReply>,
   upstream: Upstream
-) => unknown
+) => AsyncRouteHandlerResult<AsyncReply<AsyncRouteRequest<RouteGeneric, RawServer, RawRequest, ContextConfig, SchemaCompiler, TypeProvider, Logger>, RawReply>>
+
+/**
+ * What a handler may return: nothing, or the reply (`return reply.redirect(url)`), or a promise
+ * of either. A value is never sent, so `return { … }` is a type error: call `reply.finish(value)`.
+ */
+export type AsyncRouteHandlerResult<Reply = AsyncReply> = void | Reply | Promise<void | Reply>
 
 /** The `upstream` option: a URL (plain GET), or a function of the request returning what to request. */
 export type UpstreamOption<Request = FastifyRequest> =
@@ -342,7 +371,7 @@ export interface AsyncRoutePluginOptions {
   /** Watchdog in ms for every async route; `0` turns it off. Default 30000. */
   timeout?: number
   /** Used by `fetch`, `pipe` and `upstream`. Default: an undici Agent the plugin creates and closes. */
-  dispatcher?: Dispatcher
+  dispatcher?: AnyDispatcher
   /** On `app.close()`, ms to wait for pending replies before ending them. Default 10000. */
   closeGrace?: number
   /** Called when the watchdog fires, before the default action; may answer itself. */

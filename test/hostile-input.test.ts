@@ -44,7 +44,7 @@ const TRAVERSALS = [
 /** A gateway of each upstream path that appends a route parameter or a query value to a prefix. */
 function gateway (app: FastifyInstance, base: string): void {
   const target = (param: string): string => `${base}/public/${param}`
-  const handlers: Record<string, (url: string, reply: AsyncReply) => unknown> = {
+  const handlers: Record<string, (url: string, reply: AsyncReply) => Promise<void>> = {
     forward: (url, reply) => reply.forward(url),
     pipe: (url, reply) => reply.pipe(url),
     fetch: async (url, reply) => {

@@ -58,6 +58,38 @@ t.test('the message says what was expected and what was given', async (t) => {
   t.match(negative?.message, /"closeGrace".*got -5/)
 })
 
+t.test('an unknown option is refused, naming it; the keys Fastify passes to every plugin are accepted', async (t) => {
+  const error = await registerError(t, { timout: 100 })
+  t.equal(error?.name, 'TypeError')
+  t.equal((error as { code?: string } | undefined)?.code, 'FST_ASYNC_ROUTE_INVALID_OPTION')
+  t.match(error?.message, /^fastify-async-route: unknown option "timout" \(the options are timeout, dispatcher, /)
+  await rejects(t, { timeout: 100, Timeout: 100 }, 'Timeout')
+  await rejects(t, { retries: 2 }, 'retries')
+
+  // register(plugin, { prefix, logLevel, logSerializers }): Fastify hands them on to the plugin.
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(asyncRoute, { prefix: '/api', logLevel: 'warn', logSerializers: { req: () => 'request' }, timeout: 1000 })
+  app.asyncRoute({ method: 'GET', url: '/ok', handler (_request, reply) { reply.finish('ok') } })
+  t.equal((await app.inject('/ok')).body, 'ok', 'registered, and its routes work')
+})
+
+t.test('maxPending is a count: its message has no unit; string values are quoted at register and asyncRoute() alike', async (t) => {
+  const count = await registerError(t, { maxPending: -1 })
+  t.equal(count?.message, 'fastify-async-route: option "maxPending" must be an integer from 0 to 2147483647, got -1')
+  const quoted = await registerError(t, { idleTimeout: '5' })
+  t.equal(quoted?.message, 'fastify-async-route: option "idleTimeout" must be an integer from 0 to 2147483647 (ms), got "5"')
+
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(asyncRoute)
+  const route = (options: Record<string, unknown>) => () => app.asyncRoute({ method: 'GET', url: '/', handler () {}, ...options })
+  t.throws(route({ maxPending: -1 }), { code: 'FST_ASYNC_ROUTE_INVALID_OPTION', message: 'asyncRoute(): "maxPending" must be an integer from 0 to 2147483647, got -1' })
+  t.throws(route({ timeout: '100' }), { message: 'asyncRoute(): "timeout" must be an integer from 0 to 2147483647 (ms), got "100"' })
+  t.throws(route({ idleTimeout: 'soon' }), { message: 'asyncRoute(): "idleTimeout" must be an integer from 0 to 2147483647 (ms), got "soon"' })
+  t.throws(route({ warnUnfinished: -1 }), { message: 'asyncRoute(): "warnUnfinished" must be an integer from 0 to 2147483647 (ms), got -1' })
+})
+
 t.test('a dispatcher must have a dispatch() method', async (t) => {
   await rejects(t, { dispatcher: {} }, 'dispatcher')
   await rejects(t, { dispatcher: { dispatch: 'not a function' } }, 'dispatcher')

@@ -8,7 +8,7 @@
 // test needs no network, and a module the package uses without declaring it fails to resolve.
 import { execFile, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
@@ -35,7 +35,7 @@ t.teardown(() => rm(work, { recursive: true, force: true }))
 // --ignore-scripts: pack the dist/ that `npm test` built, without rebuilding it under the feet
 // of the other test files.
 const packed = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: ROOT, env: userEnv() })
-const [pack] = JSON.parse(packed.stdout) as Array<{ filename: string, files: Array<{ path: string }> }>
+const [pack] = JSON.parse(packed.stdout) as Array<{ filename: string, integrity: string, files: Array<{ path: string }> }>
 const tarball = path.join(work, pack!.filename)
 const packedFiles = pack!.files.map((file) => file.path).sort()
 
@@ -58,8 +58,8 @@ async function consumer (name: string, devDependencies: string[] = []): Promise<
   return dir
 }
 
-t.test('npm pack ships the build, the docs, the examples and the manifest, nothing else', async (t) => {
-  const allowed = /^(dist\/[\w-]+\.(js|cjs|d\.ts|d\.cts|js\.map|cjs\.map)|examples\/[\w/.-]+|docs\/chat\.png|README\.md|CHANGELOG\.md|LICENSE|package\.json)$/
+t.test('npm pack ships the build, its sources, the docs, the examples and the manifest, nothing else', async (t) => {
+  const allowed = /^(dist\/[\w-]+\.(js|cjs|d\.ts|d\.cts|js\.map|cjs\.map)|plugin\/[\w-]+\.c?ts|examples\/[\w/.-]+|docs\/chat\.png|README\.md|CHANGELOG\.md|LICENSE|package\.json)$/
   t.strictSame(packedFiles.filter((file) => !allowed.test(file)), [], 'no tests, sources, configs or build info')
   // The README's links into examples/ must not be dead for a reader on npm.
   const readme = await readFile(path.join(ROOT, 'README.md'), 'utf8')
@@ -70,16 +70,126 @@ t.test('npm pack ships the build, the docs, the examples and the manifest, nothi
     t.ok(packedFiles.includes(file), `${file} is in the package`)
   }
   // Every module of the build has its declarations (examples/ also holds a browser script),
-  // and every source map carries its sources (which are not shipped), so stack traces and
-  // debuggers can show the TypeScript.
+  // and a source map whose sources are shipped: the plugin/*.ts files that stack traces
+  // (--enable-source-maps) and debuggers name exist in the installed package.
   for (const file of packedFiles.filter((file) => /^dist\/.*\.c?js$/.test(file))) {
     t.ok(packedFiles.includes(file.replace(/\.js$/, '.d.ts').replace(/\.cjs$/, '.d.cts')), `${file} has declarations`)
+    t.ok(packedFiles.includes(`${file}.map`), `${file} has a source map`)
   }
   const dir = await consumer('files')
-  for (const file of packedFiles.filter((file) => file.endsWith('.map'))) {
-    const map = JSON.parse(await readFile(path.join(dir, 'node_modules', 'fastify-async-route', file), 'utf8')) as { sources: string[], sourcesContent?: string[] }
-    t.equal(map.sourcesContent?.length, map.sources.length, `${file} embeds its sources`)
+  const maps = packedFiles.filter((file) => file.endsWith('.map'))
+  const named = new Set<string>()
+  for (const file of maps) {
+    const map = JSON.parse(await readFile(path.join(dir, 'node_modules', 'fastify-async-route', file), 'utf8')) as { sources: string[], sourceRoot?: string }
+    t.equal(map.sources.length, 1, `${file} names one source`)
+    for (const source of map.sources) {
+      const resolved = path.posix.join(path.posix.dirname(file), map.sourceRoot ?? '', source)
+      named.add(resolved)
+      t.ok(packedFiles.includes(resolved), `${file}: ${source} resolves to ${resolved}, which is shipped`)
+    }
   }
+  t.strictSame(packedFiles.filter((file) => file.startsWith('plugin/')), [...named].sort(), 'the sources shipped are the ones the maps name')
+
+  // A stack trace through the installed package names a TypeScript file that is there.
+  const traced = await run(process.execPath, ['--enable-source-maps', '-e',
+    "const { InvalidOptionError } = require('fastify-async-route'); console.log(new InvalidOptionError('x').stack)"], { cwd: dir, env: userEnv() })
+  const frame = /\((\/[^():]+\/node_modules\/fastify-async-route\/plugin\/errors\.ts):\d+:\d+\)/.exec(traced.stdout)
+  t.ok(frame, `the stack names plugin/errors.ts: ${traced.stdout}`)
+  t.equal(await readFile(frame![1]!, 'utf8').then(() => true, () => false), true, 'that file exists')
+})
+
+interface LockEntry {
+  version?: string
+  dependencies?: Record<string, string>
+  optionalDependencies?: Record<string, string>
+  [field: string]: unknown
+}
+
+/**
+ * A lock file for a project that depends on the tarball alone: the tarball's dependency tree,
+ * taken from this repository's lock file. `npm ci --offline` installs it from npm's cache,
+ * which this repository's own `npm ci` filled: no network, and the same engine checks and
+ * layout as a user's `npm install`.
+ */
+function consumerLock (manifest: { version: string, dependencies: Record<string, string>, peerDependencies: Record<string, string>, engines: Record<string, string> }, root: Record<string, LockEntry>, spec: string): object {
+  const packages: Record<string, LockEntry> = {
+    '': { name: 'consumer', dependencies: { 'fastify-async-route': spec } },
+    'node_modules/fastify-async-route': {
+      version: manifest.version,
+      resolved: spec,
+      integrity: pack!.integrity,
+      dependencies: manifest.dependencies,
+      peerDependencies: manifest.peerDependencies,
+      engines: manifest.engines
+    }
+  }
+  // Node's resolution: the nearest node_modules/<name> from the dependent up to the root.
+  const locate = (from: string, name: string): string => {
+    for (let at = from; ; at = at.slice(0, Math.max(0, at.lastIndexOf('/node_modules/')))) {
+      const key = `${at === '' ? '' : `${at}/`}node_modules/${name}`
+      if (root[key] !== undefined) return key
+      if (at === '') throw new Error(`${name} (needed by ${from}) is not in package-lock.json`)
+    }
+  }
+  const add = (from: string, dependencies: Record<string, string> | undefined): void => {
+    for (const name of Object.keys(dependencies ?? {})) {
+      const key = locate(from, name)
+      if (packages[key] !== undefined) continue
+      const { dev, devOptional, optional, peer, ...entry } = root[key]!
+      packages[key] = entry
+      add(key, { ...entry.dependencies, ...entry.optionalDependencies })
+    }
+  }
+  add('node_modules/fastify-async-route', manifest.dependencies)
+  return { name: 'consumer', lockfileVersion: 3, requires: true, packages }
+}
+
+/** Every package installed under a node_modules directory, nested ones included. */
+async function installedPackages (modules: string): Promise<Array<{ name: string, version: string }>> {
+  const found: Array<{ name: string, version: string }> = []
+  const entries = await readdir(modules, { withFileTypes: true }).catch(() => [])
+  for (const entry of entries) {
+    if (!entry.isDirectory() || entry.name.startsWith('.')) continue
+    const dirs = entry.name.startsWith('@')
+      ? (await readdir(path.join(modules, entry.name))).map((name) => path.join(modules, entry.name, name))
+      : [path.join(modules, entry.name)]
+    for (const dir of dirs) {
+      const { name, version } = JSON.parse(await readFile(path.join(dir, 'package.json'), 'utf8')) as { name: string, version: string }
+      found.push({ name, version }, ...await installedPackages(path.join(dir, 'node_modules')))
+    }
+  }
+  return found
+}
+
+t.test('npm install on Node 20.19 brings one undici and no engine warning', async (t) => {
+  const dir = path.join(work, 'npm-install')
+  await mkdir(dir)
+  const manifest = JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8'))
+  const lock = JSON.parse(await readFile(path.join(ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, LockEntry> }
+  const spec = `file:../${pack!.filename}`
+  await writeFile(path.join(dir, 'package.json'), JSON.stringify({ name: 'consumer', private: true, dependencies: { 'fastify-async-route': spec } }))
+  await writeFile(path.join(dir, 'package-lock.json'), JSON.stringify(consumerLock(manifest, lock.packages, spec)))
+  // --node-version: npm checks engines against the oldest supported Node whatever runs it.
+  // --legacy-peer-deps: the fastify peer is the app's own (and fastify 5.12's tree has an
+  // engine warning of its own on Node 20, cookie@2 through light-my-request).
+  const installed = await run('npm', ['ci', '--offline', '--legacy-peer-deps', '--no-audit', '--no-fund', '--ignore-scripts', '--node-version=20.19.0'], { cwd: dir, env: userEnv() })
+  const output = installed.stdout + installed.stderr
+  t.notMatch(output, /EBADENGINE/, 'no EBADENGINE warning')
+  const undicis = (await installedPackages(path.join(dir, 'node_modules'))).filter((found) => found.name === 'undici')
+  t.strictSame(undicis.map((found) => found.version.split('.')[0]), ['7'], 'one undici, 7, its own')
+})
+
+t.test('require() gives the same names as import: the plugin with every named export as a property', async (t) => {
+  const dir = await consumer('names')
+  const esm = await run(process.execPath, ['--input-type=module', '-e',
+    "import * as entry from 'fastify-async-route'; console.log(JSON.stringify(Object.keys(entry)))"], { cwd: dir, env: userEnv() })
+  const cjs = await run(process.execPath, ['-e', `const entry = require('fastify-async-route')
+console.log(JSON.stringify({ names: Object.keys(entry), plugin: typeof entry, error: new entry.TimeoutError(5).code, same: entry.TimeoutError === entry.default.TimeoutError }))`], { cwd: dir, env: userEnv() })
+  const names = JSON.parse(esm.stdout) as string[]
+  const required = JSON.parse(cjs.stdout) as { names: string[], plugin: string, error: string, same: boolean }
+  t.strictSame(required.names.sort(), names.sort(), 'the same set of names')
+  t.ok(names.includes('TimeoutError') && names.includes('InvalidOptionError'), 'the error classes among them')
+  t.strictSame({ plugin: required.plugin, error: required.error, same: required.same }, { plugin: 'function', error: 'FST_ASYNC_ROUTE_TIMEOUT', same: true })
 })
 
 /** The same tiny app in both module formats: an async route that fetches from a plain one. */
@@ -200,6 +310,8 @@ app.register(plugin, { timeout: 1000 }).register(same).after(() => {
 })
 // @ts-expect-error the plugin options are typed
 app.register(asyncRoute, { closeGrace: 'later' })
+const timedOut: { code: string, statusCode?: number } = new asyncRoute.TimeoutError(1000)
+void timedOut
 export = app
 `
 

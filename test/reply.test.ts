@@ -1,7 +1,8 @@
 // AsyncReply: the response head (status, headers) and the body methods (write, flush, finish),
 // observed by a real node:http client.
 import { ServerResponse, type IncomingMessage } from 'node:http'
-import t from 'tap'
+import type { FastifyInstance } from 'fastify'
+import t, { type Test } from 'tap'
 import type { AsyncReply, AsyncRoutePluginOptions } from '../plugin/index.js'
 import { LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
 import { openRequest, request, sleep, waitFor } from './helpers/client.js'
@@ -784,5 +785,105 @@ t.test('finish(), write() and fail() after the watchdog ended the reply log at d
   t.equal(logsAt(logs, LEVEL.debug, 'reply.write() called after the reply ended').length, 1)
   t.equal(logsAt(logs, LEVEL.debug, 'reply.finish() called after the reply ended').length, 1)
   t.equal(logsAt(logs, LEVEL.debug, 'reply.fail() called after the reply ended').length, 1)
-  t.equal(logsAt(logs, LEVEL.error).length, 1, 'only the 504 is logged as an error')
+  t.equal(logsAt(logs, LEVEL.error).length, 0, 'nothing at error level: the 504 was the watchdog\'s warning')
+})
+
+// Fastify's reply habits: type(), getHeader(), hasHeader(), removeHeader(), redirect().
+function habitRoutes (app: FastifyInstance, seen: Array<Record<string, unknown>>): void {
+  app.addHook('onRequest', (request, reply, done) => {
+    reply.header('x-hook', 'from hook')
+    reply.header('X-Remove-Me', 'hook')
+    done()
+  })
+  app.asyncRoute({
+    method: 'GET',
+    url: '/head',
+    handler (request, reply) {
+      const before = reply.getHeader('x-remove-me')
+      const chained = reply.removeHeader('x-remove-me') === reply && reply.type('text/html; charset=utf-8') === reply
+      reply.header('X-Handler', 'h')
+      seen.push({
+        before,
+        chained,
+        type: reply.getHeader('Content-Type'),
+        hook: reply.getHeader('X-HOOK'),
+        handler: reply.getHeader('x-handler'),
+        removed: reply.hasHeader('x-remove-me'),
+        hasHook: reply.hasHeader('x-hook'),
+        missing: reply.getHeader('x-missing')
+      })
+      reply.finish('<p>hi</p>')
+    }
+  })
+  app.asyncRoute({
+    method: 'GET',
+    url: '/late',
+    handler (request, reply) {
+      reply.write('a')
+      const chained = reply.type('text/html') === reply && reply.removeHeader('x-hook') === reply
+      seen.push({ chained, type: reply.getHeader('content-type'), hook: reply.getHeader('x-hook') })
+      reply.finish('b')
+    }
+  })
+  app.asyncRoute({ method: 'GET', url: '/redirect', handler (request, reply) { reply.redirect('/elsewhere') } })
+  app.asyncRoute({ method: 'GET', url: '/moved', async handler (request, reply) { return reply.redirect('https://example.com/new', 301) } })
+}
+
+async function checkHabits (t: Test, get: (path: string) => Promise<{ statusCode: number, headers: Record<string, unknown>, body: string }>, seen: Array<Record<string, unknown>>, logs: LogLine[]): Promise<void> {
+  const head = await get('/head')
+  t.equal(head.statusCode, 200)
+  t.equal(head.headers['content-type'], 'text/html; charset=utf-8', 'type() sets the content type')
+  t.equal(head.headers['x-hook'], 'from hook')
+  t.equal(head.headers['x-remove-me'], undefined, 'removeHeader() removes a hook header')
+  t.equal(head.body, '<p>hi</p>')
+  t.strictSame(seen.shift(), { before: 'hook', chained: true, type: 'text/html; charset=utf-8', hook: 'from hook', handler: 'h', removed: false, hasHook: true, missing: undefined })
+
+  const late = await get('/late')
+  t.equal(late.headers['content-type'], TEXT, 'type() after the head is ignored')
+  t.equal(late.headers['x-hook'], 'from hook')
+  t.equal(late.body, 'ab')
+  t.strictSame(seen.shift(), { chained: true, type: TEXT, hook: 'from hook' }, 'getHeader() then reads the head as sent')
+  t.equal(logsAt(logs, LEVEL.warn, 'reply.type() ignored').length, 1, 'one warning for type()')
+  t.equal(logsAt(logs, LEVEL.warn, 'reply.removeHeader() ignored').length, 1, 'one warning for removeHeader()')
+
+  const redirect = await get('/redirect')
+  t.equal(redirect.statusCode, 302)
+  t.equal(redirect.headers.location, '/elsewhere')
+  t.equal(redirect.headers['content-length'], '0')
+  t.equal(redirect.body, '')
+  const moved = await get('/moved')
+  t.equal(moved.statusCode, 301)
+  t.equal(moved.headers.location, 'https://example.com/new')
+  t.equal(moved.body, '')
+  t.equal(warnings(logs).length, 2, 'no other warning')
+}
+
+t.test('type(), getHeader(), hasHeader(), removeHeader() and redirect() as on a Fastify reply, over a real socket', async (t) => {
+  const seen: Array<Record<string, unknown>> = []
+  const { url, logs } = await startApp(t, OPTIONS, (app) => habitRoutes(app, seen))
+  await checkHabits(t, async (path) => await request(`${url}${path}`), seen, logs)
+})
+
+t.test('type(), getHeader(), hasHeader(), removeHeader() and redirect() through app.inject()', async (t) => {
+  const seen: Array<Record<string, unknown>> = []
+  const { app, logs } = await startApp(t, OPTIONS, (app) => habitRoutes(app, seen))
+  await checkHabits(t, async (path) => {
+    const res = await app.inject(path)
+    return { statusCode: res.statusCode, headers: res.headers, body: res.body }
+  }, seen, logs)
+})
+
+t.test('redirect() on an ended reply is ignored like finish(); a bad status throws', async (t) => {
+  const replies = replyQueue()
+  const { url, logs } = await startRoute(t, OPTIONS, (request, reply) => {
+    t.throws(() => reply.redirect('/x', 99), { code: 'FST_ASYNC_ROUTE_INVALID_ARGUMENT' })
+    reply.finish('first')
+    reply.redirect('/x')
+    replies.push(reply)
+  })
+  const res = await request(url)
+  await replies.next()
+  t.equal(res.statusCode, 200)
+  t.equal(res.body, 'first')
+  t.equal(logsAt(logs, LEVEL.warn, 'reply.redirect() called after the reply was already ended').length, 1)
 })

@@ -38,7 +38,7 @@ const reset: Step = (req) => { req.socket.destroy() }
 const FAST: RetryPolicy = { minDelay: 0, maxDelay: 0 }
 
 /** The ways to make an upstream request that take a retry policy. */
-const CALLS: Array<{ name: string, run: (reply: AsyncReply, url: string, retry?: RetryPolicy) => unknown }> = [
+const CALLS: Array<{ name: string, run: (reply: AsyncReply, url: string, retry?: RetryPolicy) => Promise<void> }> = [
   {
     name: 'fetch',
     run: async (reply, url, retry) => {

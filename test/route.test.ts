@@ -129,10 +129,11 @@ t.test('the route config is reachable from the handler', async (t) => {
 
 t.test('the handler\'s return does not finish the reply: the answer comes with finish()', async (t) => {
   const held: AsyncReply[] = []
-  const { url } = await startApp(t, OPTIONS, (app) => {
+  const { url, logs } = await startApp(t, OPTIONS, (app) => {
     app.asyncRoute({
       method: 'GET',
       url: '/timer',
+      // @ts-expect-error a handler is typed to return nothing or the reply: a value is not sent
       async handler (request, reply) {
         setTimeout(() => reply.finish('from the timer'), 100)
         return 'returned value'
@@ -141,6 +142,7 @@ t.test('the handler\'s return does not finish the reply: the answer comes with f
     app.asyncRoute({
       method: 'GET',
       url: '/held',
+      // @ts-expect-error a handler is typed to return nothing or the reply: a value is not sent
       handler (request, reply) {
         held.push(reply)
         return { returned: true }
@@ -161,6 +163,39 @@ t.test('the handler\'s return does not finish the reply: the answer comes with f
   t.equal(res.statusCode, 200)
   t.equal(res.body, 'finished later')
   t.ok(res.complete)
+
+  // One warning per route, naming it, the first time only.
+  t.equal((await request(`${url}/timer`)).body, 'from the timer')
+  const warned = logsAt(logs, LEVEL.warn, 'the handler returned a value while its reply was open')
+  t.strictSame(warned.map((line) => [line.method, line.url]), [['GET', '/timer'], ['GET', '/held']])
+  t.match(warned[0]?.msg, /^async route GET \/timer: .*call reply\.finish\(value\) to send it/)
+})
+
+t.test('returning undefined, the reply, or a value after finish() logs no warning', async (t) => {
+  const { url, logs } = await startApp(t, { timeout: 1000 }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/reply', handler (request, reply) { return reply.status(201).header('x-a', '1') } })
+    app.asyncRoute({ method: 'GET', url: '/async-reply', async handler (request, reply) { setTimeout(() => reply.finish('later'), 20); return reply } })
+    app.asyncRoute({ method: 'GET', url: '/redirect', async handler (request, reply) { return reply.redirect('/x') } })
+    app.asyncRoute({ method: 'GET', url: '/finished', async handler (request, reply) { reply.finish('done') } })
+    // @ts-expect-error a value returned after finish() is not sent either, but nothing is open
+    app.asyncRoute({ method: 'GET', url: '/after', async handler (request, reply) { reply.finish('done'); return 'ignored' } })
+    app.asyncRoute({
+      method: 'GET',
+      url: '/upstream-error',
+      upstream: 'http://127.0.0.1:1/',
+      handler (request, reply) { reply.finish('unreached') },
+      onUpstreamError (_error, request, reply) {
+        setTimeout(() => reply.finish('handled'), 20)
+        return 'not the handler'
+      }
+    })
+  })
+  const reply = request(`${url}/reply`, { timeout: 3000 })
+  for (const path of ['/async-reply', '/redirect', '/finished', '/after', '/upstream-error']) {
+    t.not((await request(`${url}${path}`)).statusCode, 500, path)
+  }
+  t.equal((await reply).statusCode, 504, 'a reply returned and never finished: the watchdog')
+  t.equal(logsAt(logs, LEVEL.warn, 'the handler returned a value').length, 0)
 })
 
 t.test('with timeout 0 and no finish() the client keeps waiting until the app closes', async (t) => {
@@ -309,7 +344,8 @@ t.test('the plugin timeout ends an unfinished reply with 504 FST_ASYNC_ROUTE_TIM
   t.match(json(res), { statusCode: 504, code: 'FST_ASYNC_ROUTE_TIMEOUT', error: 'Gateway Timeout', message: /not finished within \d+ ms/ })
   t.strictSame(Object.keys(json(res)).sort(), ['code', 'error', 'message', 'statusCode'])
   t.ok(res.complete)
-  t.equal(logsAt(logs, LEVEL.error, 'not finished within').length, 1)
+  t.equal(logsAt(logs, LEVEL.warn).length, 1, 'one warning, the hang report')
+  t.equal(logsAt(logs, LEVEL.error).length, 0, 'not logged again at error level')
 })
 
 t.test('invalid route options throw at asyncRoute() with a message naming the option', async (t) => {

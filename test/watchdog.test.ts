@@ -512,7 +512,7 @@ t.test('errors from a fetch callback or pipe() after the watchdog fired are igno
   t.equal(logsAt(logs, LEVEL.debug, 'already ended').length, 2, 'both late errors are logged at debug')
   t.equal(hangReports(logs).length, 2)
   t.equal(logsAt(logs, LEVEL.warn).length, 2, 'no warning beyond the two hang reports')
-  t.equal(logsAt(logs, LEVEL.error).length, 2, 'no error beyond the two 504s')
+  t.equal(logsAt(logs, LEVEL.error).length, 0, 'the 504s are not logged again at error level')
 })
 
 t.test('a malformed upstream URL with credentials is never echoed to the logs', async (t) => {
@@ -525,4 +525,22 @@ t.test('a malformed upstream URL with credentials is never echoed to the logs', 
   t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_BAD_UPSTREAM_REQUEST')
   t.notMatch(JSON.stringify(logs), 'hunter2')
   t.ok(JSON.stringify(logs).includes('[invalid url]'), 'the URL is replaced in the log')
+})
+
+t.test('a watchdog 504 and an idleTimeout 504 are each logged once: a warning with the hang report, nothing at error level', async (t) => {
+  const { url, app, logs } = await startApp(t, { timeout: 100 }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/hang', handler () {} })
+    app.asyncRoute({ method: 'GET', url: '/silent', timeout: 0, idleTimeout: 100, handler () {} })
+  })
+  for (const [path, code] of [['/hang', 'FST_ASYNC_ROUTE_TIMEOUT'], ['/silent', 'FST_ASYNC_ROUTE_IDLE_TIMEOUT']]) {
+    const res = await request(`${url}${path}`)
+    t.equal(res.statusCode, 504, path)
+    t.equal((JSON.parse(res.body) as { code: string }).code, code)
+    // Through inject() as well: the same lines.
+    t.equal((await app.inject(path)).statusCode, 504, `${path} through inject()`)
+  }
+  const reports = hangReports(logs)
+  t.strictSame(reports.map((line) => (line.report as HangReport).url), ['/hang', '/hang', '/silent', '/silent'], 'one warning per 504, with its report')
+  t.equal(logsAt(logs, LEVEL.warn).length, 4, 'no other warning')
+  t.strictSame(logs.filter((line) => line.level >= LEVEL.error), [], 'nothing at error level, no stack trace')
 })

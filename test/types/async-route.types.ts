@@ -182,6 +182,32 @@ app.asyncRoute({ method: 'GET', url: '/async', async handler (_request, reply) {
 app.asyncRoute({ method: 'GET', url: '/arrow', handler: (_request, reply) => reply.finish('arrow') })
 
 // ---------------------------------------------------------------------------------------------
+// What a handler returns: nothing, the reply, or a promise of either; a value is a type error.
+
+app.asyncRoute({ method: 'GET', url: '/r1', handler (_request, reply) { reply.finish('x') } })
+app.asyncRoute({ method: 'GET', url: '/r2', handler (_request, reply) { return reply.status(201).header('x-a', '1') } })
+app.asyncRoute({ method: 'GET', url: '/r3', async handler (_request, reply) { return reply.redirect('/elsewhere') } })
+app.asyncRoute({ method: 'GET', url: '/r4', async handler (_request, reply) { await reply.pipe('http://127.0.0.1:8080/') } })
+app.asyncRoute({ method: 'GET', url: '/r5', handler: (_request, reply) => reply.pipe('http://127.0.0.1:8080/') })
+app.asyncRoute({ method: 'GET', url: '/r6', handler: (_request, reply) => reply.finish('x') })
+app.asyncRoute({ method: 'GET', url: '/r7', handler: async (_request, reply) => { reply.finish(await Promise.resolve('x')) } })
+app.asyncRoute({
+  method: 'GET',
+  url: '/r8',
+  // @ts-expect-error `return { … }` is not sent: call reply.finish(value)
+  handler (_request, _reply) { return { id: 1 } }
+})
+app.asyncRoute({
+  method: 'GET',
+  url: '/r9',
+  // @ts-expect-error nor is an async handler's value
+  async handler (_request, _reply) { return 'text' }
+})
+// @ts-expect-error a fetch's response, returned, is not an answer either
+app.asyncRoute({ method: 'GET', url: '/r10', handler: (_request, reply) => reply.fetch('http://127.0.0.1:8080/') })
+expectTypeOf<ReturnType<AsyncRouteHandler>>().toEqualTypeOf<void | AsyncReply | Promise<void | AsyncReply>>()
+
+// ---------------------------------------------------------------------------------------------
 // fetch: promise form, and the callback forms with `res` narrowed by the `err` check.
 
 app.asyncRoute({
