@@ -5,6 +5,7 @@ import type { Dispatcher } from 'undici'
 import type { Registry } from './registry.js'
 import type { WatchdogQueue } from './watchdog-queue.js'
 import type { ResolvedRetry } from './retry-policy.js'
+import type { CompressPolicy } from './compression.js'
 import type { AsyncReply, HangReport, UpstreamRequest, UpstreamResponse } from './types.js'
 
 export interface PluginContext {
@@ -23,8 +24,8 @@ export interface PluginContext {
   readonly allowedOrigins: ReadonlySet<string> | null
   /** The plugin's retry policy (`attempts: 1`: none). */
   readonly retry: ResolvedRetry
-  /** HTTP/2 responses have no socket of their own and refuse connection-specific headers. */
-  readonly http2: boolean
+  /** `null`: answers go out as they are. */
+  readonly compress: CompressPolicy | null
   readonly registry: Registry
 }
 
@@ -53,6 +54,8 @@ export interface RouteContext {
   open: number
   /** The plugin's retry policy with the route's laid over it. */
   readonly retry: ResolvedRetry
+  /** The plugin's `compress`, or the route's own; `null`: off. */
+  readonly compress: CompressPolicy | null
   /** `null` when the route has no `upstream` step. */
   readonly upstream: UpstreamTarget | ((request: FastifyRequest) => UpstreamTarget | Promise<UpstreamTarget>) | null
   readonly onUpstreamError: UserFunction | null

@@ -125,11 +125,11 @@ function forwardedHeaders (request: FastifyRequest, streamed: boolean, xForwarde
   }
   if (xForwarded) {
     // The peer of this connection, as nginx's `$proxy_add_x_forwarded_for` appends it: not
-    // `request.ip`, which under `trustProxy` is what the client itself claimed. (A request
-    // whose client already left is never sent.)
-    const peer = String(request.socket.remoteAddress)
-    const forwardedFor = incoming['x-forwarded-for']
-    out['x-forwarded-for'] = forwardedFor === undefined ? peer : `${String(forwardedFor)}, ${peer}`
+    // `request.ip`, which under `trustProxy` is what the client itself claimed. (A Unix socket
+    // has no peer address: then nothing is appended.)
+    const peer = request.socket.remoteAddress
+    const forwardedFor = out['x-forwarded-for']
+    if (peer !== undefined) out['x-forwarded-for'] = forwardedFor === undefined ? peer : `${String(forwardedFor)}, ${peer}`
     out['x-forwarded-proto'] = request.protocol
     const host = incoming.host ?? incoming[':authority']
     if (host === undefined) {

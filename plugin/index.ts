@@ -34,7 +34,7 @@ function plugin (fastify: FastifyInstance, options: AsyncRoutePluginOptions, don
     maxPending: resolved.maxPending,
     allowedOrigins: resolved.allowedOrigins,
     retry: resolved.retry,
-    http2: fastify.initialConfig.http2 === true,
+    compress: resolved.compress,
     registry
   }
   const asyncRoute = createAsyncRoute(context, fastify) as unknown as AsyncRouteDecorator

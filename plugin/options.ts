@@ -5,6 +5,7 @@ import type { AsyncRoutePluginOptions } from './types.js'
 import { isDuration, MAX_TIMER_MS } from './durations.js'
 import { InvalidOptionError } from './errors.js'
 import { NO_RETRY, resolveRetry, type ResolvedRetry } from './retry-policy.js'
+import { resolveCompress, type CompressPolicy } from './compression.js'
 
 export interface ResolvedOptions {
   timeout: number
@@ -21,6 +22,7 @@ export interface ResolvedOptions {
   deadlineHeader: string | null
   maxPending: number
   retry: ResolvedRetry
+  compress: CompressPolicy | null
 }
 
 /**
@@ -37,7 +39,8 @@ const PLUGIN_OPTIONS = [
   'idleTimeout',
   'deadlineHeader',
   'maxPending',
-  'retry'
+  'retry',
+  'compress'
 ] as const satisfies ReadonlyArray<keyof AsyncRoutePluginOptions>
 // Fails to compile while an option of AsyncRoutePluginOptions is missing from the list.
 const everyOptionListed: Exclude<keyof AsyncRoutePluginOptions, typeof PLUGIN_OPTIONS[number]> extends never ? true : never = true
@@ -132,6 +135,7 @@ export function resolveOptions (options: AsyncRoutePluginOptions): ResolvedOptio
     dispatcher: dispatcher as Dispatcher | undefined,
     onTimeout: onTimeout ?? null,
     allowedOrigins: origins,
-    retry: options.retry === undefined ? NO_RETRY : resolveRetry(options.retry, NO_RETRY, fail)
+    retry: options.retry === undefined ? NO_RETRY : resolveRetry(options.retry, NO_RETRY, fail),
+    compress: resolveCompress(options.compress, fail)
   }
 }

@@ -6,6 +6,7 @@ import { JSON_TYPE } from './body.js'
 import type { RouteContext } from './context.js'
 import { errorAnswer } from './error-answer.js'
 import { OverloadedError } from './errors.js'
+import { bodyUnread } from './raw-response.js'
 
 // The answer never changes: built once.
 const ANSWER = errorAnswer(new OverloadedError())
@@ -28,6 +29,8 @@ export function answerOverloaded (route: RouteContext, request: FastifyRequest, 
   headers['content-type'] = JSON_TYPE
   headers['content-length'] = LENGTH
   headers['retry-after'] = '1'
+  // An upload nobody will read: the connection ends with this answer (see bodyUnread).
+  if (request.raw.httpVersionMajor !== 2 && bodyUnread(request.raw)) headers.connection = 'close'
   const raw = fastifyReply.raw
   try {
     raw.writeHead(ANSWER.status, headers as OutgoingHttpHeaders)

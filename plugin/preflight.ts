@@ -20,7 +20,7 @@ export function targetOf (url: unknown): Target | Error {
   } catch (error) {
     // (The reason, with the URL less its credentials, is for the logs; the client's answer
     // never names the upstream.)
-    const reason = new TypeError(`invalid upstream URL ${JSON.stringify(safeUrl(String(url)).slice(0, 200))}: ${(error as Error).message}`)
+    const reason = new TypeError(`invalid upstream URL ${printable(url)}: ${(error as Error).message}`)
     return new BadUpstreamRequestError({ cause: reason })
   }
   if (typeof url === 'string' && hasDotSegment(url)) return new BadPathError()
@@ -40,4 +40,16 @@ export function refusal (reply: ReplyPort, url: string | URL, target: Target | E
     return new OriginDeniedError()
   }
   return null
+}
+
+/** What the log may say of a value given as a URL: its text less credentials, or its type. */
+function printable (url: unknown): string {
+  let text: string
+  try {
+    text = String(url)
+  } catch {
+    // (An object whose conversion throws: `{ toString: 1 }` from a JSON body, say.)
+    return `(${typeof url})`
+  }
+  return JSON.stringify(safeUrl(text).slice(0, 200))
 }

@@ -44,6 +44,11 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   readonly route: RouteContext
   readonly startedAt = Date.now()
   readonly #fastifyReply: FastifyReply
+  /**
+   * An HTTP/2 stream (no socket of its own, no connection-specific headers). Per request: an
+   * HTTP/2 server with `allowHTTP1` serves HTTP/1.1 requests too.
+   */
+  readonly #http2: boolean
   #statusCode = 200
   #head: OutgoingHttpHeaders | null = null
   #state: EndState = OPEN
@@ -81,6 +86,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     this.request = request
     this.#fastifyReply = fastifyReply
     this.raw = fastifyReply.raw
+    this.#http2 = request.raw.httpVersionMajor === 2
     this.#lastActivity = this.startedAt
     this.#lastSign = this.startedAt
   }
@@ -103,7 +109,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     raw[kReply] = this
     raw.on('close', onRawClose)
     const registry = this.route.plugin.registry
-    if (isGone(raw, this.route.plugin.http2)) {
+    if (isGone(raw, this.#http2)) {
       // The client left while hooks or body parsing ran.
       this.clientGone()
     } else if (registry.closing && !registry.inGrace) {
@@ -240,7 +246,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
       this.#writeHead(this.#statusCode, undefined, undefined)
       raw.flushHeaders()
     }
-    return needsDrain(raw, this.route.plugin.http2) ? this.#drain() : RESOLVED
+    return needsDrain(raw, this.#http2) ? this.#drain() : RESOLVED
   }
 
   finish (body?: unknown): void {
@@ -550,7 +556,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     // hang report (#timeOut).
     if (state !== TIMED_OUT) logAnswer(this.request.log, answer)
     const raw = this.raw
-    const http2 = this.route.plugin.http2
+    const http2 = this.#http2
     if (raw.headersSent || isGone(raw, http2)) {
       cut(raw, http2)
       return
@@ -595,8 +601,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
    * of an HTTP/2 answer sent before its request body was read.)
    */
   get #endsConnection (): boolean {
-    const plugin = this.route.plugin
-    return !plugin.http2 && (plugin.registry.closing || bodyUnread(this.request.raw))
+    return !this.#http2 && (this.route.plugin.registry.closing || bodyUnread(this.request.raw))
   }
 
   /** A late call of a public method: a warning if the handler itself had ended the reply. */

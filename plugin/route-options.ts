@@ -7,6 +7,7 @@ import { InvalidOptionError } from './errors.js'
 import { COUNT_RANGE, DURATION_RANGE, showValue } from './options.js'
 import { WatchdogQueue } from './watchdog-queue.js'
 import { resolveRetry, type Refuse } from './retry-policy.js'
+import { resolveCompress } from './compression.js'
 import type { AsyncRouteOptions } from './types.js'
 
 const refuseRouteOption: Refuse = (name, expected, value) => {
@@ -27,7 +28,7 @@ export function resolveRouteOptions (
   if (options === null || typeof options !== 'object') {
     throw new InvalidOptionError('asyncRoute() takes a route options object')
   }
-  const { handler, timeout, upstream, onUpstreamError, onWatchdog, warnUnfinished, idleTimeout, maxPending, retry, ...fastifyOptions } = options
+  const { handler, timeout, upstream, onUpstreamError, onWatchdog, warnUnfinished, idleTimeout, maxPending, retry, compress, ...fastifyOptions } = options
   if (typeof handler !== 'function') {
     throw new InvalidOptionError(`asyncRoute(): "handler" must be a function (${String(options.method)} ${String(options.url)})`)
   }
@@ -55,6 +56,7 @@ export function resolveRouteOptions (
     maxPending: maxPending === undefined ? 0 : duration('maxPending', maxPending, COUNT_RANGE),
     open: 0,
     retry: retry === undefined ? plugin.retry : resolveRetry(retry, plugin.retry, refuseRouteOption),
+    compress: compress === undefined ? plugin.compress : resolveCompress(compress, refuseRouteOption),
     upstream: upstream ?? null,
     onUpstreamError: (onUpstreamError as UserFunction | undefined) ?? null,
     warnedReturn: false

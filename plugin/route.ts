@@ -51,9 +51,10 @@ async function runUpstreamStep (reply: AsyncReplyImpl, route: RouteContext): Pro
   try {
     const upstream = route.upstream as Exclude<RouteContext['upstream'], null>
     const target: UpstreamTarget = typeof upstream === 'function' ? await upstream(reply.request) : upstream
-    response = typeof target === 'string' || target instanceof URL
-      ? await fetchUpstream(reply, target, undefined)
-      : await fetchUpstream(reply, ...splitRequest(target))
+    // (A request object is split; anything else is taken as a URL, and refused as one if it is not.)
+    response = target !== null && typeof target === 'object' && !(target instanceof URL)
+      ? await fetchUpstream(reply, ...splitRequest(target))
+      : await fetchUpstream(reply, target as string, undefined)
   } catch (error) {
     // Cancelled because the reply already ended (watchdog, client gone, close): nothing to do.
     if (!reply.open) return

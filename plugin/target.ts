@@ -19,6 +19,7 @@ export interface Target {
  */
 const VERBATIM_PATH = /^\/[\w\-.~!$&()*+,;=:@/?%]*$/
 const DOT_SEGMENT = /\/\.\.?(?:[/?]|$)|%2e/i
+const SCHEME = /^[a-zA-Z][a-zA-Z0-9+.-]*$/
 /** In the part before the path: a query or fragment with no path, credentials, a backslash. */
 const UNUSUAL_PREFIX = /[?#@\\]/
 
@@ -60,10 +61,12 @@ export function upstreamTarget (url: string | URL): Target {
   if (typeof url !== 'string') return fromUrl(url)
   const authority = url.indexOf('//')
   const slash = authority < 0 ? -1 : url.indexOf('/', authority + 2)
-  if (slash > authority + 2) {
+  // `scheme://` exactly (`http:x//y` is another URL), and a path with no empty query at its
+  // end (the parser drops a bare `?`).
+  if (slash > authority + 2 && url.charCodeAt(authority - 1) === 58 /* : */ && SCHEME.test(url.slice(0, authority - 1))) {
     const prefix = url.slice(0, slash)
     const path = url.slice(slash)
-    if (VERBATIM_PATH.test(path) && !DOT_SEGMENT.test(path) && !UNUSUAL_PREFIX.test(prefix)) {
+    if (VERBATIM_PATH.test(path) && !DOT_SEGMENT.test(path) && !UNUSUAL_PREFIX.test(prefix) && !path.endsWith('?')) {
       const origin = originOf(prefix)
       if (origin !== null) return { origin, path }
     }
@@ -77,10 +80,6 @@ export function upstreamTarget (url: string | URL): Target {
 // them), but a decoded route parameter or query value can; so the check reads the string as the
 // parser will.
 const REMOVED_ANYWHERE = /[\t\n\r]/g
-// eslint-disable-next-line no-control-regex
-const TRIMMED_AT_ENDS = /^[\u0000-\u0020]+|[\u0000-\u0020]+$/g
-// eslint-disable-next-line no-control-regex
-const NEEDS_CLEANING = /[\t\n\r]|^[\u0000-\u0020]|[\u0000-\u0020]$/
 /** `scheme:` then any slashes and the authority (special schemes ignore extra slashes and read `\\` as `/`). */
 const SCHEME_AND_AUTHORITY = /^[a-zA-Z][a-zA-Z0-9+.-]*:[/\\]*[^/\\?#]*/
 /**
@@ -96,13 +95,22 @@ const DOT_SEGMENT_ANYWHERE = /(?:^|[/\\]|%2f|%5c)(?:\.|%2e){1,2}(?:[/\\]|%2f|%5c
  * of the prefix it was appended to. `.well-known` and `a..b` are not dot segments.
  */
 export function hasDotSegment (url: string): boolean {
-  let text = url
-  if (NEEDS_CLEANING.test(text)) text = text.replace(REMOVED_ANYWHERE, '').replace(TRIMMED_AT_ENDS, '')
+  // (Linear in the string's length, whatever it holds: the client chooses it.)
+  const text = trimControls(url.replace(REMOVED_ANYWHERE, ''))
   const authority = SCHEME_AND_AUTHORITY.exec(text)
-  if (authority !== null) text = text.slice(authority[0].length)
+  const rest = authority === null ? text : text.slice(authority[0].length)
   // The path ends at the query or the fragment.
-  const end = text.search(/[?#]/)
-  const path = end === -1 ? text : text.slice(0, end)
+  const end = rest.search(/[?#]/)
+  const path = end === -1 ? rest : rest.slice(0, end)
   // Only a path with a dot (or `%2e`) can hold a dot segment; most have none and skip the regex.
   return (path.includes('.') || path.includes('%')) && DOT_SEGMENT_ANYWHERE.test(path)
+}
+
+/** `text` without C0 controls and spaces at either end, as the URL parser strips them. */
+function trimControls (text: string): string {
+  let start = 0
+  let end = text.length
+  while (start < end && text.charCodeAt(start) <= 0x20) start++
+  while (end > start && text.charCodeAt(end - 1) <= 0x20) end--
+  return start === 0 && end === text.length ? text : text.slice(start, end)
 }

@@ -299,6 +299,8 @@ export interface AsyncRouteOptionsBase<
   maxPending?: number
   /** The plugin's retry policy for this route, replaced field by field. */
   retry?: RetryPolicy
+  /** The plugin's `compress` for this route; `false` turns it off. */
+  compress?: boolean | CompressOptions
   /**
    * The plugin's `onTimeout` for this route only, replacing it. (A route's `onTimeout` is
    * Fastify's own socket-timeout hook.)
@@ -388,6 +390,23 @@ export interface AsyncRoutePluginOptions {
   maxPending?: number
   /** Default retry policy of every upstream request. Default `{ attempts: 1 }` (no retry). */
   retry?: RetryPolicy
+  /**
+   * Compresses the answers async routes write (hijacked replies skip `@fastify/compress`):
+   * `true` for the defaults, or the options. Default `false`.
+   */
+  compress?: boolean | CompressOptions
+}
+
+/** The `compress` option's fields. */
+export interface CompressOptions {
+  /** Bytes: a `finish()` body below it (or a relayed body whose `content-length` says so) goes as it is. Default 1024. */
+  threshold?: number
+  /** The encodings offered, in the server's order of preference among equals. Default `['br', 'gzip', 'deflate']`. */
+  encodings?: ReadonlyArray<'br' | 'gzip' | 'deflate'>
+  /** Brotli quality, 0 to 11. Default 4 (Node's 11 costs a busy server too much CPU). */
+  brotliQuality?: number
+  /** gzip and deflate level, 0 to 9. Default 6. */
+  level?: number
 }
 
 /** The plugin; also its own `default` and `asyncRoute` properties, for every import form. */

@@ -2,13 +2,18 @@
 // dot segments smuggled through decoded route parameters and query values, redirects past
 // allowedOrigins, retry-after values past a timer's range, statuses outside 100–599, URLs that
 // are not http(s), a spoofed x-forwarded-for, oversized and undelivered uploads.
+import { mkdtempSync, readFileSync } from 'node:fs'
 import http from 'node:http'
 import http2 from 'node:http2'
 import net from 'node:net'
-import type { FastifyInstance } from 'fastify'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import tls from 'node:tls'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import t from 'tap'
 import * as undici7 from 'undici'
-import { hasDotSegment } from '../plugin/target.js'
+import { hasDotSegment, upstreamTarget } from '../plugin/target.js'
+import asyncRoute from '../plugin/index.js'
 import type { AsyncReply, AsyncRoutePluginOptions } from '../plugin/index.js'
 import { LEVEL, logsAt, startApp } from './helpers/app.js'
 import { request, waitFor } from './helpers/client.js'
@@ -403,4 +408,98 @@ t.test('over HTTP/2, an answer to an unread upload closes only its stream, once 
   t.ok(sent < 50 * 1024 * 1024, 'long before the whole body was sent')
   t.equal((await h2get(session, '/')).body, 'still here', 'the session serves on')
   t.match(app.asyncRoute.stats(), { finished: 2, pending: 0 })
+})
+
+// ---- what an attacker's review found ----
+
+t.test('hasDotSegment is linear: long runs of spaces, controls and tabs cost what new URL() costs, not a blocked event loop', async (t) => {
+  // A decoded query value or JSON field chosen by a client. A quadratic trim took seconds here.
+  for (const filler of [' ', '\u0001', '\t', ' \t']) {
+    const url = `http://up.example/public/${filler.repeat(500_000)}a${filler}`
+    const started = performance.now()
+    t.equal(hasDotSegment(url), false)
+    const ms = performance.now() - started
+    t.ok(ms < 2000, `${JSON.stringify(filler)} × 500,000: ${ms.toFixed(0)} ms`)
+  }
+})
+
+t.test('a URL value whose text conversion throws is refused as a URL: 500 BAD_UPSTREAM_REQUEST, never a throw', async (t) => {
+  // What a JSON body can carry: {"url": {"toString": 1}}.
+  const hostile = JSON.parse('{"url": {"toString": 1}}') as { url: string }
+  const { url } = await startApp(t, {}, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/pipe', handler: (_request, reply) => reply.pipe(hostile as never) })
+    app.asyncRoute({ method: 'GET', url: '/fetch', handler: async (_request, reply) => reply.pipe(await reply.fetch(hostile.url)) })
+    app.asyncRoute({ method: 'GET', url: '/null-object', handler: (_request, reply) => reply.pipe(Object.create(null) as string) })
+    app.asyncRoute({ method: 'GET', url: '/fake-url', handler: (_request, reply) => reply.pipe(Object.create(URL.prototype) as URL) })
+    app.asyncRoute({ method: 'GET', url: '/upstream-null', upstream: () => null as unknown as string, handler: (_request, reply) => reply.finish('never') })
+    app.asyncRoute({ method: 'GET', url: '/later', handler: (_request, reply) => { setTimeout(() => { void reply.pipe(hostile as never) }, 10) } })
+  })
+  for (const path of ['/pipe', '/fetch', '/null-object', '/fake-url', '/upstream-null', '/later']) {
+    const res = await request(`${url}${path}`)
+    t.equal(res.statusCode, 500, path)
+    t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_BAD_UPSTREAM_REQUEST', path)
+  }
+})
+
+t.test('upstreamTarget gives what new URL() gives for a scheme without slashes and a bare ?', async (t) => {
+  for (const input of ['http:x//evil/path', 'https:host//a/b', 'http://h/p?', 'http:/h//x/y', 'http:\\\\h/x']) {
+    const parsed = new URL(input)
+    const { origin, path } = upstreamTarget(input)
+    t.same({ origin, path }, { origin: parsed.origin, path: parsed.pathname + parsed.search }, input)
+  }
+})
+
+t.test('the maxPending 503 to an unread upload carries connection: close and closes the connection; close() stays bounded', async (t) => {
+  const { app, url } = await startApp(t, { closeGrace: 200 }, (app) => {
+    passThrough(app)
+    // The first request holds the only slot until close.
+    app.asyncRoute({ method: 'POST', url: '/busy', maxPending: 1, handler: () => {} })
+  })
+  const holder = upload(url, '/busy', 100 * 1024 * 1024, false, 200)
+  await waitFor(() => app.asyncRoute.stats().pending === 1, 2000, 'the slot to be taken')
+  const overloaded = await upload(url, '/busy', 100 * 1024 * 1024)
+  t.match(overloaded.head, /^HTTP\/1\.1 503 /)
+  t.match(overloaded.head, /connection: close/i)
+  t.ok(overloaded.closed, 'the server closed the connection')
+  await holder
+  const started = Date.now()
+  await app.close()
+  t.ok(Date.now() - started < 1500, `close() resolved in ${Date.now() - started} ms`)
+})
+
+t.test('an HTTP/2 server with allowHTTP1 answers HTTP/1.1 requests too (the reply checks the protocol per request)', async (t) => {
+  const https = { allowHTTP1: true, key: readFileSync(new URL('./fixtures/tls/key.pem', import.meta.url)), cert: readFileSync(new URL('./fixtures/tls/cert.pem', import.meta.url)) }
+  const { url } = await startApp(t, { timeout: 300 }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/', handler: (_request, reply) => reply.finish('hi') })
+    app.asyncRoute({ method: 'GET', url: '/forgot', handler: () => {} })
+  }, { http2: true, https } as unknown as FastifyServerOptions)
+  const port = Number(new URL(url).port)
+  const ask = (path: string): Promise<string> => new Promise((resolve) => {
+    const socket = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] })
+    let text = ''
+    socket.on('data', (chunk: Buffer) => { text += chunk.toString('latin1') })
+    socket.on('error', () => {})
+    socket.on('close', () => resolve(text))
+    socket.write(`GET ${path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`)
+  })
+  t.match(await ask('/'), /^HTTP\/1\.1 200 [^]*\r\n\r\nhi$/)
+  t.match(await ask('/forgot'), /^HTTP\/1\.1 504 [^]*FST_ASYNC_ROUTE_TIMEOUT/, 'the watchdog answers too')
+})
+
+t.test('behind a Unix socket, forward appends no peer address to x-forwarded-for', async (t) => {
+  const seen: Array<string | undefined> = []
+  const up = await upstreamFor(t, (req, res) => {
+    seen.push(req.headers['x-forwarded-for'] as string | undefined)
+    res.end('ok')
+  })
+  const app = Fastify()
+  await app.register(asyncRoute)
+  app.asyncRoute({ method: 'GET', url: '/', handler: (_request, reply) => reply.forward(up.url) })
+  const socketPath = join(mkdtempSync(join(tmpdir(), 'far-')), 'app.sock')
+  await app.listen({ path: socketPath })
+  t.teardown(() => app.close())
+  for (const headers of [{ 'x-forwarded-for': '203.0.113.9' }, {}]) {
+    await new Promise<void>((resolve) => http.get({ socketPath, path: '/', headers }, (res) => { res.resume(); res.on('end', resolve) }))
+  }
+  t.same(seen, ['203.0.113.9', undefined])
 })
