@@ -11,6 +11,7 @@ import { errorAnswer, logAnswer } from './error-answer.js'
 import { incomingBudget } from './deadline.js'
 import { ClientGoneError, ClosingError, IdleTimeoutError, InvalidArgumentError, RewriteHeadersError, TimeoutError, UpstreamError } from './errors.js'
 import { forwardableHeaders, isRelayableStatus, rewrittenHeaders } from './headers.js'
+import { compressible, createCompressor, markEncoded, negotiate, varyOnEncoding, type CompressPolicy, type Compressor } from './compression.js'
 import { bodyUnread, closeConnectionAfter, cut, isGone, needsDrain } from './raw-response.js'
 import { timeoutChannel, type Outcome, type Tracked } from './registry.js'
 import type { ReplyPort } from './reply-port.js'
@@ -71,6 +72,8 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   #warnedIdle = false
   /** What every pending `flush()` waits for when the socket buffer is full. */
   #drained: Promise<void> | null = null
+  /** `compress`: the body goes through this on its way to `raw` (chosen with the head). */
+  #compressor: Compressor | null = null
   #handlerSettled = false
   #bytesWritten = 0
   /**
@@ -235,7 +238,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     if (!this.raw.headersSent) this.#writeHead(this.#statusCode, isString ? TEXT : OCTET, undefined)
     this.#bytesWritten += byteLength(chunk)
     this.#lastActivity = this.#lastSign = Date.now()
-    return this.raw.write(chunk)
+    return (this.#compressor ?? this.raw).write(chunk)
   }
 
   flush (): Promise<void> {
@@ -246,6 +249,8 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
       this.#writeHead(this.#statusCode, undefined, undefined)
       raw.flushHeaders()
     }
+    // A compressed stream: what the compressor holds goes out now (each server-sent event).
+    if (this.#compressor !== null) return this.#flushCompressor(this.#compressor)
     return needsDrain(raw, this.#http2) ? this.#drain() : RESOLVED
   }
 
@@ -264,11 +269,12 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     } else if (this.#endsConnection) {
       closeConnectionAfter(raw)
     }
+    const sink = this.#compressor ?? raw
     if (payload === undefined) {
-      raw.end()
+      sink.end()
     } else {
       this.#bytesWritten += length
-      raw.end(payload)
+      sink.end(payload)
     }
     this.#end(FINISHED, undefined)
   }
@@ -467,11 +473,15 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
    * the reply was finished (`finish()` while piping) is dropped.
    */
   relayChunk (chunk: Buffer, resume: () => void): boolean {
-    const raw = this.raw
-    if (raw.writableEnded) return true
+    const compressor = this.#compressor
+    const body = compressor ?? this.raw
+    if (body.writableEnded) return true
     this.#bytesWritten += chunk.length
     if (this.#idleTimer !== null) this.#lastSign = Date.now()
-    if (raw.write(chunk)) return true
+    const room = body.write(chunk)
+    // Chunk by chunk, so that a relayed event stream stays live through the compressor.
+    if (compressor !== null) compressor.flush()
+    if (room) return true
     void this.#drain().then(resume)
     return false
   }
@@ -480,7 +490,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   relayEnd (): void {
     if (this.#state !== OPEN) return
     if (this.#endsConnection) closeConnectionAfter(this.raw)
-    this.raw.end()
+    ;(this.#compressor ?? this.raw).end()
     this.#end(FINISHED, undefined)
   }
 
@@ -494,17 +504,47 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   #drain (): Promise<void> {
     if (this.#drained !== null) return this.#drained
     const raw = this.raw
+    // (With a compressor, its buffer is what fills up: it drains as the response takes its output.)
+    const body = this.#compressor ?? raw
     this.#drained = new Promise((resolve) => {
       const done = (): void => {
-        raw.off('drain', done)
+        body.off('drain', done)
         raw.off('close', done)
         this.#drained = null
         resolve()
       }
-      raw.on('drain', done)
+      body.on('drain', done)
       raw.on('close', done)
     })
     return this.#drained
+  }
+
+  /** `flush()` of a compressed body: the compressor's output handed on, then the socket drained. */
+  #flushCompressor (compressor: Compressor): Promise<void> {
+    return new Promise<void>((resolve) => compressor.flush(() => resolve()))
+      .then(() => needsDrain(this.raw, this.#http2) ? this.#drain() : undefined)
+  }
+
+  /**
+   * `compress`: chooses the encoding of a body answer whose head is about to go out, and puts
+   * the compressor in front of the response. Every answer that could be compressed varies by
+   * `accept-encoding`, compressed or not.
+   */
+  #chooseEncoding (policy: CompressPolicy, statusCode: number, headers: OutgoingHttpHeaders): void {
+    if (this.request.method === 'HEAD' || !compressible(statusCode, headers)) return
+    varyOnEncoding(headers)
+    const length = headers['content-length']
+    if (length !== undefined && Number(length) < policy.threshold) return
+    const encoding = negotiate(policy, this.request.headers['accept-encoding'])
+    if (encoding === null) return
+    markEncoded(headers, encoding)
+    const compressor = createCompressor(policy, encoding)
+    const raw = this.raw
+    const http2 = this.#http2
+    // (zlib fails only on misuse; the answer could not be completed: cut, never a clean end.)
+    compressor.on('error', () => cut(raw, http2))
+    compressor.pipe(raw)
+    this.#compressor = compressor
   }
 
   #disarm (): void {
@@ -579,15 +619,18 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     return true
   }
 
-  #writeHead (statusCode: number, contentType: string | undefined, length: number | undefined, upstream?: OutgoingHttpHeaders, forceType = false): void {
+  /** `isError`: an error answer, always JSON, never compressed. */
+  #writeHead (statusCode: number, contentType: string | undefined, length: number | undefined, upstream?: OutgoingHttpHeaders, isError = false): void {
     // Headers set on the Fastify reply before the handler ran are the base; Fastify itself
     // would drop them after hijack().
     const headers = this.#fastifyReply.getHeaders()
     if (upstream !== undefined) Object.assign(headers, upstream)
     if (this.#head !== null) Object.assign(headers, this.#head)
-    if (contentType !== undefined && (forceType || headers['content-type'] === undefined)) headers['content-type'] = contentType
+    if (contentType !== undefined && (isError || headers['content-type'] === undefined)) headers['content-type'] = contentType
     if (length !== undefined) headers['content-length'] = length
     if (this.#endsConnection) headers.connection = 'close'
+    const compress = this.route.compress
+    if (compress !== null && !isError) this.#chooseEncoding(compress, statusCode, headers as OutgoingHttpHeaders)
     this.raw.writeHead(statusCode, headers as OutgoingHttpHeaders)
     // What getHeader() reads from now on: the head as sent.
     this.#head = headers as OutgoingHttpHeaders
@@ -633,6 +676,8 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     if (this.route.maxPending > 0) this.route.open--
     const abnormal = this.#abnormal()
     if (abnormal && this.#controller !== null) this.#controller.abort(reason)
+    // What the compressor still holds of a cut answer is never sent.
+    if (abnormal && this.#compressor !== null) this.#compressor.destroy()
     if (this.#calls !== null && this.#calls.length > 0) {
       // A copy: a released call untracks itself.
       for (const call of this.#calls.slice()) call.release(abnormal)
