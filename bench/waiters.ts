@@ -7,9 +7,17 @@
 // a Set. Default: 15,000 polls over HTTP/1.1 (one socket each) and 100,000 over h2c (100
 // sessions × 1,000 streams), three publishes each. Options: --h1=N --h2=N --sessions=N
 // --rounds=N --only=h1|h2.
-import { spawn, type ChildProcess } from 'node:child_process'
+//
+// `--cluster[=1,2,4]`: the chat with its room shared through Redis (a redis-server of its own,
+// persistence off) in 1, 2 and 4 server processes, the polls spread over them evenly (h2c,
+// 40,000 by default: --h2=N), one publish to the first process per round; beside the
+// single-process chat (room in memory). It reports wake-all, lost and duplicated messages, the
+// servers' CPU per delivered message (all server processes, from before the publish until every
+// answer arrived) and Redis's own CPU. Servers and Redis share core 0, the client has core 1.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import http from 'node:http'
+import { readFileSync } from 'node:fs'
 import http2 from 'node:http2'
 import os from 'node:os'
 import { fileURLToPath } from 'node:url'
@@ -166,9 +174,140 @@ async function run (variant: 'chat' | 'bare', protocol: 'h1' | 'h2', n: number, 
   }
 }
 
+/** CPU time of a process in ms, from /proc (user + system). */
+function procCpuMs (pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+  return (Number(fields[11]) + Number(fields[12])) * 1000 / TICKS
+}
+const TICKS = 100 // USER_HZ on Linux
+
+interface ClusterResult { processes: number, held: number, wakeAllMs: number, firstMs: number, medianMs: number, serverMs: number, rounds: number[], delivered: number, lost: number, duplicated: number, wrong: number, leftAfter: number, cpuPerMessageUs: number, redisCpuMs: number, publishMs: number }
+
+/** `processes` chat servers (room in memory when `redisUrl` is undefined), n polls spread over them. */
+async function runCluster (processes: number, n: number, sessions: number, redis?: { url: string, pid: number }): Promise<ClusterResult> {
+  const variant = redis === undefined ? 'chat' : 'redis'
+  const servers = Array.from({ length: processes }, () => startChild('0', 'bench/waiters-server.ts', [variant, 'h2', ...(redis === undefined ? [] : [redis.url])], ['--expose-gc', '--max-old-space-size=8192']))
+  try {
+    const ports = await Promise.all(servers.map(async (server) => (await server.next() as { port: number }).port))
+    const client = startChild('1', 'bench/waiters-client.ts', ['h2', ports.join(','), String(sessions)], ['--max-old-space-size=8192'])
+    const ask = async <T>(message: string): Promise<T[]> => await Promise.all(servers.map(async (server) => await server.ask(message) as T))
+    const cpu = async (): Promise<number> => (await ask<{ cpu: number }>('cpu')).reduce((sum, { cpu }) => sum + cpu, 0)
+    try {
+      await client.next() // ready
+      const rounds: Array<Omit<ClusterResult, 'processes' | 'rounds'>> = []
+      let cursor = 0 // the id of the last message published: every poll waits for the next one
+      for (let r = 0; r <= ROUNDS; r++) { // round 0: a warm-up of WARM polls, not counted
+        const polls = r === 0 ? WARM : n
+        const opened = await client.ask({ open: polls, cursor }) as { error?: string }
+        if (opened.error !== undefined) throw new Error(`client: ${opened.error}`)
+        let held = 0
+        for (let deadline = Date.now() + 60_000; held < polls && Date.now() < deadline;) {
+          held = (await ask<Memory>('count')).reduce((sum, { waiting }) => sum + waiting, 0)
+          if (held < polls) await sleep(100)
+        }
+        await sleep(300)
+        const cpuBefore = await cpu()
+        const redisBefore = redis === undefined ? 0 : procCpuMs(redis.pid)
+        const publishedAt = now()
+        cursor = await publish('h2', ports[0] as number, `message ${r}`)
+        const publishMs = now() - publishedAt
+        const report = await client.ask({ collect: cursor, waitMs: 60_000 }) as Report
+        const cpuAfter = await cpu()
+        const redisCpuMs = redis === undefined ? 0 : procCpuMs(redis.pid) - redisBefore
+        await sleep(200)
+        const left = await ask<Memory>('count')
+        if (r === 0) continue
+        rounds.push({
+          held,
+          publishMs,
+          serverMs: Math.max(...left.map((l) => l.answeredAllAt)) - publishedAt,
+          firstMs: report.firstAt - publishedAt,
+          medianMs: report.medianAt - publishedAt,
+          wakeAllMs: report.lastAt - publishedAt,
+          delivered: report.delivered,
+          lost: report.lost,
+          duplicated: report.duplicated,
+          wrong: report.wrong,
+          leftAfter: left.reduce((sum, l) => sum + l.waiting + l.pending, 0),
+          cpuPerMessageUs: (cpuAfter - cpuBefore) / Math.max(1, report.delivered),
+          redisCpuMs
+        })
+      }
+      // The median round by wake-all (the machine may be shared); losses over every round.
+      const median = [...rounds].sort((a, b) => a.wakeAllMs - b.wakeAllMs)[rounds.length >> 1] as typeof rounds[number]
+      const sum = (key: 'delivered' | 'lost' | 'duplicated' | 'wrong'): number => rounds.reduce((total, round) => total + round[key], 0)
+      const sorted = (values: number[]): number[] => [...values].sort((a, b) => a - b)
+      return {
+        ...median,
+        processes,
+        delivered: sum('delivered'),
+        lost: sum('lost'),
+        duplicated: sum('duplicated'),
+        wrong: sum('wrong'),
+        leftAfter: Math.max(...rounds.map((round) => round.leftAfter)),
+        rounds: rounds.map((round) => round.wakeAllMs),
+        // CPU per message: the median round's by this figure too
+        cpuPerMessageUs: sorted(rounds.map((round) => round.cpuPerMessageUs))[rounds.length >> 1] as number,
+        redisCpuMs: sorted(rounds.map((round) => round.redisCpuMs))[rounds.length >> 1] as number
+      }
+    } finally {
+      await client.stop()
+    }
+  } finally {
+    await Promise.all(servers.map(async (server) => await server.stop()))
+  }
+}
+
 const kib = (bytes: number): string => `${(bytes / 1024).toFixed(2)} KiB`
 const ms = (value: number): string => `${Math.round(value)} ms`
 const count = (value: number): string => value.toLocaleString('en-US')
+
+const clusterArg = process.argv.find((arg) => arg === '--cluster' || arg.startsWith('--cluster='))
+if (clusterArg !== undefined) {
+  const counts = clusterArg === '--cluster' ? [1, 2, 4] : clusterArg.slice(10).split(',').map(Number)
+  const n = option('h2', 40_000)
+  const sessions = option('sessions', 100)
+  const { startRedis, REDIS_SERVER } = await import('../test/helpers/redis.js')
+  const stops: Array<() => unknown> = []
+  const redis = await startRedis({ teardown: (fn) => stops.push(fn) })
+  spawnSync('taskset', ['-p', '-c', '0', String(redis.pid)], { stdio: 'ignore' })
+  const redisVersion = spawnSync(REDIS_SERVER, ['--version'], { encoding: 'utf8' }).stdout.match(/v=(\S+)/)?.[1] ?? '?'
+  const cpu = os.cpus()[0]?.model ?? 'unknown CPU'
+  console.log(`# waiters, cluster mode: ${cpu}, ${os.cpus().length} cores, Linux ${os.release()}, Node ${process.version}, redis-server ${redisVersion}; servers and Redis on core 0, client on core 1\n`)
+  console.log(`## ${count(n)} long polls over h2c (${sessions} sessions spread over the processes), ${ROUNDS} publishes each\n`)
+  const results: Array<ClusterResult & { label: string }> = []
+  try {
+    process.stderr.write(`  chat, room in memory, 1 process: ${count(n)} polls…\n`)
+    results.push({ ...await runCluster(1, n, sessions), label: 'room in memory' })
+    for (const processes of counts) {
+      process.stderr.write(`  chat, room in Redis, ${processes} processes: ${count(n)} polls…\n`)
+      results.push({ ...await runCluster(processes, n, sessions, redis), label: 'room in Redis' })
+    }
+  } finally {
+    for (const stop of stops) await stop()
+  }
+  const single = results[0] as ClusterResult
+  console.log('| room | processes | held | publish answered | servers answered all | first / median / last client has it | delivered | lost | duplicated | left waiting | server CPU / delivered message | vs memory | Redis CPU per publish |')
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+  for (const r of results) {
+    const vs = `${r.cpuPerMessageUs >= single.cpuPerMessageUs ? '+' : ''}${((r.cpuPerMessageUs / single.cpuPerMessageUs - 1) * 100).toFixed(1)} %`
+    console.log(`| ${r.label} | ${r.processes} | ${count(r.held)} | ${ms(r.publishMs)} | ${ms(r.serverMs)} | ${ms(r.firstMs)} / ${ms(r.medianMs)} / **${ms(r.wakeAllMs)}** | ${count(r.delivered)} | ${r.lost} | ${r.duplicated} | ${r.leftAfter} | ${r.cpuPerMessageUs.toFixed(1)} µs | ${r === single ? '—' : vs} | ${r === single ? '—' : ms(r.redisCpuMs)} |`)
+  }
+  console.log(`\nwake-all per round: ${results.map((r) => `${r.label} × ${r.processes}: ${r.rounds.map(ms).join(', ')}`).join('; ')}`)
+  console.log(`load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`)
+  let failed = false
+  for (const r of results) {
+    const ok = r.lost === 0 && r.duplicated === 0 && r.wrong === 0 && r.leftAfter === 0
+    console.log(`- ${ok ? 'PASS' : 'FAIL'} ${r.label} × ${r.processes}: zero lost, zero duplicated, none left waiting (${r.lost} lost, ${r.duplicated} duplicated, ${r.wrong} wrong, ${r.leftAfter} left)`)
+    if (!ok) failed = true
+  }
+  for (const r of results.slice(1)) {
+    const extra = r.cpuPerMessageUs / single.cpuPerMessageUs - 1
+    console.log(`- ${extra <= 0.1 ? 'PASS' : 'FAIL'} Redis × ${r.processes}: server CPU per delivered message ≤ memory + 10 % (${(extra * 100).toFixed(1)} %)`)
+    if (extra > 0.1) failed = true
+  }
+  process.exit(failed ? 1 : 0)
+}
 
 const plans: Array<{ protocol: 'h1' | 'h2', n: number, sessions: number, label: string }> = []
 const h1 = option('h1', 15_000)
