@@ -19,10 +19,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import http from 'node:http'
-import { readFileSync } from 'node:fs'
 import http2 from 'node:http2'
 import os from 'node:os'
 import { fileURLToPath } from 'node:url'
+import { Redis } from 'ioredis'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const WARM = 2_000
@@ -176,12 +176,13 @@ async function run (variant: 'chat' | 'bare', protocol: 'h1' | 'h2', n: number, 
   }
 }
 
-/** CPU time of a process in ms, from /proc (user + system). */
-function procCpuMs (pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
-  return (Number(fields[11]) + Number(fields[12])) * 1000 / TICKS
+/** Redis's own CPU time so far in ms (`INFO cpu`: used_cpu_user + used_cpu_sys, µs precision). */
+async function redisCpuMs (client: Redis): Promise<number> {
+  const info = await client.info('cpu')
+  const field = (name: string): number => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? NaN)
+  return (field('used_cpu_user') + field('used_cpu_sys')) * 1000
 }
-const TICKS = 100 // USER_HZ on Linux
+let REDIS_URL = ''
 const SERVER_CORES = process.argv.find((arg) => arg.startsWith('--server-cores='))?.slice(15) ?? '0'
 
 interface ClusterResult { processes: number, held: number, wakeAllMs: number, firstMs: number, medianMs: number, serverMs: number, rounds: number[], delivered: number, lost: number, duplicated: number, wrong: number, leftAfter: number, cpuPerMessageUs: number, redisCpuMs: number, publishMs: number }
@@ -191,9 +192,9 @@ interface ClusterResult { processes: number, held: number, wakeAllMs: number, fi
  * `redis`, each one's in its own memory: then each gets a publish of its own (the control:
  * what running several processes costs, without Redis).
  */
-async function runCluster (processes: number, n: number, sessions: number, redis?: { url: string, pid: number }): Promise<ClusterResult> {
+async function runCluster (processes: number, n: number, sessions: number, redis?: Redis): Promise<ClusterResult> {
   const variant = redis === undefined ? 'chat' : 'redis'
-  const servers = Array.from({ length: processes }, () => startChild(SERVER_CORES, 'bench/waiters-server.ts', [variant, 'h2', ...(redis === undefined ? [] : [redis.url])], ['--expose-gc', '--max-old-space-size=8192']))
+  const servers = Array.from({ length: processes }, () => startChild(SERVER_CORES, 'bench/waiters-server.ts', [variant, 'h2', ...(redis === undefined ? [] : [REDIS_URL])], ['--expose-gc', '--max-old-space-size=8192']))
   try {
     const ports = await Promise.all(servers.map(async (server) => (await server.next() as { port: number }).port))
     const client = startChild('1', 'bench/waiters-client.ts', ['h2', ports.join(','), String(sessions)], ['--max-old-space-size=8192'])
@@ -214,7 +215,7 @@ async function runCluster (processes: number, n: number, sessions: number, redis
         }
         await sleep(300)
         const cpuBefore = await cpu()
-        const redisBefore = redis === undefined ? 0 : procCpuMs(redis.pid)
+        const redisBefore = redis === undefined ? 0 : await redisCpuMs(redis)
         const publishedAt = now()
         // Memory rooms each number their messages 1, 2, 3…: the same id on every process.
         const ids = await Promise.all((redis === undefined ? ports : ports.slice(0, 1)).map(async (port) => await publish('h2', port, `message ${r}`)))
@@ -222,7 +223,7 @@ async function runCluster (processes: number, n: number, sessions: number, redis
         const publishMs = now() - publishedAt
         const report = await client.ask({ collect: cursor, waitMs: 60_000 }) as Report
         const cpuAfter = await cpu()
-        const redisCpuMs = redis === undefined ? 0 : procCpuMs(redis.pid) - redisBefore
+        const redisMs = redis === undefined ? 0 : await redisCpuMs(redis) - redisBefore
         await sleep(200)
         const left = await ask<Memory>('count')
         if (r === 0) continue
@@ -239,7 +240,7 @@ async function runCluster (processes: number, n: number, sessions: number, redis
           wrong: report.wrong,
           leftAfter: left.reduce((sum, l) => sum + l.waiting + l.pending, 0),
           cpuPerMessageUs: (cpuAfter - cpuBefore) / Math.max(1, report.delivered),
-          redisCpuMs
+          redisCpuMs: redisMs
         })
       }
       // The median round by wake-all (the machine may be shared); losses over every round.
@@ -278,13 +279,17 @@ if (clusterArg !== undefined) {
   const sessions = option('sessions', 100)
   const { startRedis, REDIS_SERVER } = await import('../test/helpers/redis.js')
   const stops: Array<() => unknown> = []
-  const redis = await startRedis({ teardown: (fn) => stops.push(fn) })
-  spawnSync('taskset', ['-p', '-c', '0', String(redis.pid)], { stdio: 'ignore' })
+  const redisServer = await startRedis({ teardown: (fn) => stops.push(fn) })
+  spawnSync('taskset', ['-p', '-c', '0', String(redisServer.pid)], { stdio: 'ignore' })
+  REDIS_URL = redisServer.url
+  const redis = new Redis(REDIS_URL)
+  stops.unshift(() => redis.quit())
   const redisVersion = spawnSync(REDIS_SERVER, ['--version'], { encoding: 'utf8' }).stdout.match(/v=(\S+)/)?.[1] ?? '?'
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU'
   console.log(`# waiters, cluster mode: ${cpu}, ${os.cpus().length} cores, Linux ${os.release()}, Node ${process.version}, redis-server ${redisVersion}; servers on core(s) ${SERVER_CORES}, Redis on core 0, client on core 1\n`)
   console.log(`## ${count(n)} long polls over h2c (${sessions} sessions spread over the processes), ${ROUNDS} publishes each\n`)
   const results: Array<ClusterResult & { label: string }> = []
+  let commandStats = ''
   try {
     for (const processes of [...new Set([1, ...counts])]) {
       process.stderr.write(`  chat, room in memory, ${processes} processes: ${count(n)} polls…\n`)
@@ -293,20 +298,28 @@ if (clusterArg !== undefined) {
     for (const processes of counts) {
       process.stderr.write(`  chat, room in Redis, ${processes} processes: ${count(n)} polls…\n`)
       results.push({ ...await runCluster(processes, n, sessions, redis), label: 'room in Redis' })
+      await redis.del('chat:messages') // the next run starts from an empty room too
     }
+    const stats = await redis.info('commandstats')
+    const perCall = (command: string): string => {
+      const found = new RegExp(`^cmdstat_${command}:calls=(\\d+),usec=\\d+,usec_per_call=([\\d.]+)`, 'm').exec(stats)
+      return found === null ? `${command}: not called` : `${command} ${found[2] ?? '?'} µs × ${count(Number(found[1]))}`
+    }
+    commandStats = ['evalsha', 'eval', 'xread', 'xrevrange'].map(perCall).join(', ')
   } finally {
     for (const stop of stops) await stop()
   }
   const single = results[0] as ClusterResult
-  const memoryOf = (processes: number): ClusterResult => results.find((r) => r.redisCpuMs === 0 && r.label !== 'room in Redis' && r.processes === processes) ?? single
+  const memoryOf = (processes: number): ClusterResult => results.find((r) => r.label !== 'room in Redis' && r.processes === processes) ?? single
   const versus = (r: ClusterResult, base: ClusterResult): string => r === base ? '—' : `${r.cpuPerMessageUs >= base.cpuPerMessageUs ? '+' : ''}${((r.cpuPerMessageUs / base.cpuPerMessageUs - 1) * 100).toFixed(1)} %`
   console.log('| room | processes | held | publish answered | servers answered all | first / median / last client has it | delivered | lost | duplicated | left waiting | server CPU / delivered message | vs 1 process, memory | vs as many processes, memory | Redis CPU per publish |')
   console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
   for (const r of results) {
     const redisRow = r.label === 'room in Redis'
-    console.log(`| ${r.label} | ${r.processes} | ${count(r.held)} | ${ms(r.publishMs)} | ${ms(r.serverMs)} | ${ms(r.firstMs)} / ${ms(r.medianMs)} / **${ms(r.wakeAllMs)}** | ${count(r.delivered)} | ${r.lost} | ${r.duplicated} | ${r.leftAfter} | ${r.cpuPerMessageUs.toFixed(1)} µs | ${versus(r, single)} | ${redisRow ? versus(r, memoryOf(r.processes)) : '—'} | ${redisRow ? ms(r.redisCpuMs) : '—'} |`)
+    console.log(`| ${r.label} | ${r.processes} | ${count(r.held)} | ${ms(r.publishMs)} | ${ms(r.serverMs)} | ${ms(r.firstMs)} / ${ms(r.medianMs)} / **${ms(r.wakeAllMs)}** | ${count(r.delivered)} | ${r.lost} | ${r.duplicated} | ${r.leftAfter} | ${r.cpuPerMessageUs.toFixed(1)} µs | ${versus(r, single)} | ${redisRow ? versus(r, memoryOf(r.processes)) : '—'} | ${redisRow ? `${r.redisCpuMs.toFixed(2)} ms` : '—'} |`)
   }
   console.log(`\nwake-all per round: ${results.map((r) => `${r.label} × ${r.processes}: ${r.rounds.map(ms).join(', ')}`).join('; ')}`)
+  console.log(`Redis per call (INFO commandstats, every run above; evalsha is the post script: XREVRANGE + XADD): ${commandStats}`)
   console.log(`load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`)
   let failed = false
   for (const r of results) {
