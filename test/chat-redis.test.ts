@@ -71,7 +71,8 @@ t.test('two processes, one room: a post to either wakes the polls of both; one h
 t.test('npm run chat:cluster: worker processes on one port share one room', { skip }, async (t) => {
   const redis = await startRedis(t)
   const { child, address, exited } = await startExample(t, 'examples/chat/cluster.ts', { REDIS_URL: redis.url, CHAT_WORKERS: '2' })
-  const workers = spawnSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).stdout.trim().split('\n')
+  // The primary's children that run the example (not, say, a TypeScript transform service).
+  const workers = spawnSync('pgrep', ['-P', String(child.pid), '-f', 'examples/chat/cluster'], { encoding: 'utf8' }).stdout.trim().split('\n')
   t.equal(workers.length, 2, 'two worker processes')
   // Each request on a new connection: node:cluster hands them to the workers in turn.
   const polls = Array.from({ length: 4 }, () => poll(address, 0, 5000))
