@@ -204,7 +204,9 @@ export class RedisRoom implements Room {
   #down (error: Error): void {
     if (this.#closed || this.#up === false) return
     this.#up = false
-    this.log.warn(`chat room: Redis unreachable (${error.message}); posts answer 503 until it is back`)
+    // A command cut off by the dropped connection says so in ioredis's words: say it in ours.
+    const reason = error.name === 'MaxRetriesPerRequestError' ? 'connection lost' : error.message
+    this.log.warn(`chat room: Redis unreachable (${reason}); posts answer 503 until it is back`)
   }
 
   #back (): void {
