@@ -1,5 +1,5 @@
 // The client of the waiters benchmark: `node --import tsx bench/waiters-client.ts <h1|h2>
-// <port> [sessions]`. On { open: n, cursor }, it opens n long polls — over HTTP/1.1 one socket
+// <port[,port…]> [sessions]` (several ports: the polls are spread over those servers evenly). On { open: n, cursor }, it opens n long polls — over HTTP/1.1 one socket
 // each, over h2c n streams spread over `sessions` sessions — and says { sent } once all are
 // written. It timestamps every answer as it arrives; on { collect: id, waitMs } it waits until
 // every poll was answered (or waitMs), checks that each got message `id` exactly once, and
@@ -8,7 +8,7 @@ import http2 from 'node:http2'
 import net from 'node:net'
 
 const protocol = process.argv[2]
-const port = Number(process.argv[3])
+const ports = (process.argv[3] ?? '').split(',').map(Number)
 const sessionCount = Number(process.argv[4] ?? 100)
 const now = (): number => performance.timeOrigin + performance.now()
 
@@ -26,7 +26,7 @@ function answered (answer: Answer): void {
   if (answers.length >= expected) onAnswer()
 }
 
-function openH1 (path: string): Promise<void> {
+function openH1 (path: string, port: number): Promise<void> {
   const request = `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, '127.0.0.1', () => {
@@ -58,7 +58,7 @@ function openH1 (path: string): Promise<void> {
 async function openH2 (path: string, n: number): Promise<void> {
   const perSession = Math.ceil(n / sessionCount)
   for (let s = 0; s * perSession < n; s++) {
-    const session = http2.connect(`http://127.0.0.1:${port}`, {
+    const session = http2.connect(`http://127.0.0.1:${ports[s % ports.length] as number}`, {
       peerMaxConcurrentStreams: 100_000,
       maxSessionMemory: 4096,
       settings: { maxConcurrentStreams: 100_000 }
@@ -100,7 +100,7 @@ async function open (n: number, cursor: number): Promise<number> {
   } else {
     for (let i = 0; i < n; i += 500) {
       const batch: Array<Promise<void>> = []
-      for (let j = i; j < Math.min(n, i + 500); j++) batch.push(openH1(path))
+      for (let j = i; j < Math.min(n, i + 500); j++) batch.push(openH1(path, ports[j % ports.length] as number))
       await Promise.all(batch)
     }
   }

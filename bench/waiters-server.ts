@@ -3,13 +3,17 @@
 // baseline: a plain Fastify route that calls `reply.hijack()` and keeps the reply in a Set, and
 // a POST that ends every held reply with the same JSON the chat sends, 1,000 per turn of
 // the event loop like the chat. Both listen on
-// 127.0.0.1 (HTTP/1.1, or h2c with many streams per session). IPC: 'count' → how many replies
-// wait (and when the last one was answered), 'measure' → memory after GC (and a heap snapshot in $WAITERS_SNAPSHOT, when set).
+// 127.0.0.1 (HTTP/1.1, or h2c with many streams per session). `redis <h1|h2> <redis url>` is the
+// chat with its room shared through Redis (examples/chat/redis-room.ts): the cluster mode runs
+// several of these. IPC: 'count' → how many replies wait (and when the last one was answered),
+// 'cpu' → the process's CPU time so far (µs), 'measure' → memory after GC (and a heap snapshot
+// in $WAITERS_SNAPSHOT, when set).
 import { writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector'
 import { writeHeapSnapshot } from 'node:v8'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify'
 import { buildChatApp, MessageBuffer } from '../examples/chat/chat.js'
+import { RedisRoom } from '../examples/chat/redis-room.js'
 
 const variant = process.argv[2]
 const protocol = process.argv[3]
@@ -36,6 +40,12 @@ let app: FastifyInstance
 if (variant === 'chat') {
   const chat = await buildChatApp({ room, pollTimeout: 600_000, fastify })
   count = () => ({ waiting: room.waiting, pending: chat.asyncRoute.stats().pending })
+  app = chat
+} else if (variant === 'redis') {
+  const shared = new RedisRoom({ url: process.argv[4] as string, log: { info: () => {}, warn: (message) => console.error(message) } })
+  if (!await shared.ready(10_000)) throw new Error(`no Redis at ${String(process.argv[4])}`)
+  const chat = await buildChatApp({ room: shared, pollTimeout: 600_000, fastify })
+  count = () => ({ waiting: shared.waiting, pending: chat.asyncRoute.stats().pending })
   app = chat
 } else if (variant === 'bare') {
   const bare = Fastify(fastify)
@@ -89,6 +99,9 @@ setInterval(() => {
 process.on('message', (message) => {
   if (message === 'count') {
     process.send?.({ ...count(), answeredAllAt })
+  } else if (message === 'cpu') {
+    const { user, system } = process.cpuUsage()
+    process.send?.({ cpu: user + system })
   } else if (message === 'measure') {
     for (let i = 0; i < 4; i++) gc()
     const { heapUsed, rss } = process.memoryUsage()

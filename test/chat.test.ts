@@ -2,48 +2,13 @@
 // message newer than its cursor exists, a post wakes every waiter at once, a poll that waited
 // too long gets an empty list, and a client that leaves is off the waiter list and pending().
 import http2 from 'node:http2'
-import { Writable } from 'node:stream'
-import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import type { FastifyServerOptions } from 'fastify'
 import t from 'tap'
-import { buildChatApp, MessageBuffer, type Message } from '../examples/chat/chat.js'
+import { MessageBuffer, type Message } from '../examples/chat/chat.js'
 import { startExample } from './helpers/example.js'
-import { LEVEL, type LogLine } from './helpers/app.js'
+import { LEVEL } from './helpers/app.js'
+import { post, poll, startChat } from './helpers/chat.js'
 import { request, sendOnly, sleep, waitFor } from './helpers/client.js'
-
-interface Chat { app: FastifyInstance, room: MessageBuffer, url: string, logs: LogLine[] }
-
-async function startChat (t: { teardown: (fn: () => unknown) => void }, pollTimeout = 5_000, room = new MessageBuffer(), fastify: FastifyServerOptions = {}): Promise<Chat> {
-  const logs: LogLine[] = []
-  const stream = new Writable({
-    write (chunk: Buffer, _encoding, callback) {
-      for (const line of chunk.toString().split('\n')) if (line !== '') logs.push(JSON.parse(line) as LogLine)
-      callback()
-    }
-  })
-  const app = await buildChatApp({ room, pollTimeout, fastify: { logger: { level: 'debug', stream }, ...fastify } })
-  t.teardown(() => app.close())
-  const url = await app.listen({ port: 0, host: '127.0.0.1' })
-  return { app, room, url, logs }
-}
-
-async function post (url: string, body: string): Promise<Message> {
-  const res = await request(`${url}/a/message/new`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ body })
-  })
-  if (res.statusCode !== 200) throw new Error(`post answered ${res.statusCode}: ${res.body}`)
-  return JSON.parse(res.body) as Message
-}
-
-function poll (url: string, cursor?: number, timeout = 3000): Promise<{ statusCode: number, type: string, messages: Message[] }> {
-  const query = cursor === undefined ? '' : `?cursor=${cursor}`
-  return request(`${url}/a/message/updates${query}`, { timeout }).then((res) => ({
-    statusCode: res.statusCode,
-    type: String(res.headers['content-type']),
-    messages: res.statusCode === 200 ? (JSON.parse(res.body) as { messages: Message[] }).messages : []
-  }))
-}
 
 t.test('the page, its script and its style are served', async (t) => {
   const { url } = await startChat(t)

@@ -59,7 +59,7 @@ async function consumer (name: string, devDependencies: string[] = []): Promise<
 }
 
 t.test('npm pack ships the build, its sources, the docs, the examples and the manifest, nothing else', async (t) => {
-  const allowed = /^(dist\/[\w-]+\.(js|cjs|d\.ts|d\.cts|js\.map|cjs\.map)|plugin\/[\w-]+\.c?ts|examples\/[\w/.-]+|docs\/chat\.png|README\.md|CHANGELOG\.md|LICENSE|package\.json)$/
+  const allowed = /^(dist\/[\w-]+\.(js|cjs|d\.ts|d\.cts|js\.map|cjs\.map)|plugin\/[\w-]+\.c?ts|examples\/[\w/.-]+|docs\/[\w-]+\.(md|png)|README\.md|CHANGELOG\.md|LICENSE|package\.json)$/
   t.strictSame(packedFiles.filter((file) => !allowed.test(file)), [], 'no tests, sources, configs or build info')
   // The README's links into examples/ must not be dead for a reader on npm.
   const readme = await readFile(path.join(ROOT, 'README.md'), 'utf8')

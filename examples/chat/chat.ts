@@ -28,84 +28,17 @@
 // simply polls again.
 import { readFileSync } from 'node:fs'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
-import asyncRoute, { type AsyncReply } from 'fastify-async-route'
+import asyncRoute from 'fastify-async-route'
+import { MessageBuffer, type Room } from './room.js'
 
-/** How many waiting replies are answered per turn of the event loop. */
-const WAKE_BATCH = 1_000
-
-export interface Message {
-  id: number
-  body: string
-  /** When the server received it, ms since the epoch. */
-  at: number
-}
-
-/** The last `size` messages and the replies waiting for the next one (Tornado's `MessageBuffer`). */
-export class MessageBuffer {
-  readonly cache: Message[] = []
-  /** Each waiting reply, with the cursor it waits after. */
-  #waiters = new Map<AsyncReply, number>()
-  #lastId = 0
-
-  constructor (readonly size = 200) {}
-
-  /** How many replies are waiting for a message. */
-  get waiting (): number {
-    return this.#waiters.size
-  }
-
-  /**
-   * The messages newer than `cursor` (the id of the last message the page has). A cursor newer
-   * than anything here comes from before a restart of the server: the page gets everything.
-   */
-  since (cursor: number): Message[] {
-    if (cursor > this.#lastId) cursor = 0
-    const first = this.cache.findIndex((message) => message.id > cursor)
-    return first === -1 ? [] : this.cache.slice(first)
-  }
-
-  /** Keeps `reply` open until a message newer than `cursor` exists. */
-  wait (reply: AsyncReply, cursor: number): void {
-    this.#waiters.set(reply, cursor > this.#lastId ? 0 : cursor)
-  }
-
-  leave (reply: AsyncReply): void {
-    this.#waiters.delete(reply)
-  }
-
-  /**
-   * Stores a message and answers every waiting reply with what it has missed (`notify_all()`).
-   * The replies are finished `WAKE_BATCH` at a time, one batch per turn of the event loop, so
-   * that the answers already given go out (HTTP/2 sends a session's frames between turns)
-   * while the rest are being written, and other requests are served in between.
-   */
-  add (body: string): Message {
-    const message: Message = { id: ++this.#lastId, body, at: Date.now() }
-    this.cache.push(message)
-    if (this.cache.length > this.size) this.cache.splice(0, this.cache.length - this.size)
-    const woken = this.#waiters
-    this.#waiters = new Map()
-    this.#wake(woken.entries())
-    return message
-  }
-
-  #wake (woken: MapIterator<[AsyncReply, number]>): void {
-    const answers = new Map<number, Message[]>() // most waiters share a cursor: one list for them
-    for (let n = 0; n < WAKE_BATCH; n++) {
-      const next = woken.next()
-      if (next.done === true) return
-      const [reply, cursor] = next.value
-      let messages = answers.get(cursor)
-      if (messages === undefined) answers.set(cursor, messages = this.since(cursor))
-      reply.finish({ messages }) // ignored if it ended meanwhile (browser gone, watchdog)
-    }
-    setImmediate(() => this.#wake(woken))
-  }
-}
+export { MessageBuffer, type Message, type Room } from './room.js'
 
 export interface ChatOptions {
-  /** The room; a new one by default. */
-  room?: MessageBuffer
+  /**
+   * The room: a new `MessageBuffer` (this process's memory) by default, or a `RedisRoom`
+   * shared by every process. Its owner closes it.
+   */
+  room?: Room
   /** How long a long poll may wait before it is answered with an empty list, ms. */
   pollTimeout?: number
   /** Fastify's own options (`logger`, `http2`, …). */
@@ -140,7 +73,17 @@ export async function buildChatApp (options: ChatOptions = {}): Promise<FastifyI
         properties: { body: { type: 'string', minLength: 1, maxLength: 2000 } }
       }
     }
-  }, async (request) => room.add(request.body.body))
+  }, async (request, reply) => {
+    try {
+      return await room.add(request.body.body)
+    } catch (error) {
+      // The shared room is unreachable (Redis down): say so at once; the page keeps the text
+      // to send again. The room logs the outage itself, once.
+      request.log.debug({ err: error }, 'message not stored')
+      reply.code(503)
+      return { error: 'the chat room is unavailable, try again' }
+    }
+  })
 
   // The long poll (Tornado's MessageUpdatesHandler).
   app.asyncRoute<{ Querystring: { cursor?: number } }>({

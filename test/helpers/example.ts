@@ -11,8 +11,9 @@ export interface RunningExample {
   exited: Promise<number | null>
 }
 
-export async function startExample (test: Teardown, script: string): Promise<RunningExample> {
-  const child = spawn(process.execPath, ['--import', 'tsx', script], { env: { ...process.env, PORT: '0' } })
+/** `env`: more environment variables (`REDIS_URL`, …). */
+export async function startExample (test: Teardown, script: string, env: Record<string, string> = {}): Promise<RunningExample> {
+  const child = spawn(process.execPath, ['--import', 'tsx', script], { env: { ...process.env, PORT: '0', ...env } })
   test.teardown(() => { child.kill('SIGKILL') })
   child.stderr.resume()
   const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
