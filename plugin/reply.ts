@@ -2,6 +2,7 @@
 // the one place where a reply ends. What it delegates: the error answer (error-answer.ts),
 // HTTP/1 vs HTTP/2 (raw-response.ts), reports (report.ts), upstream requests (upstream.ts,
 // through the ReplyPort it implements).
+import { AsyncResource } from 'node:async_hooks'
 import { validateHeaderName, validateHeaderValue, type OutgoingHttpHeaders, type ServerResponse } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { bodyType, byteLength, encodeBody, isBytes, JSON_TYPE, OCTET, TEXT } from './body.js'
@@ -42,6 +43,11 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   readonly raw: ServerResponse
   readonly route: RouteContext
   readonly startedAt = Date.now()
+  /**
+   * The async context the request's handler runs in (AsyncLocalStorage stores, the active
+   * span): what the plugin runs for this reply from a timer or a socket event runs in it.
+   */
+  readonly asyncContext = new AsyncResource('fastify-async-route')
   readonly #fastifyReply: FastifyReply
   #statusCode = 200
   #head: OutgoingHttpHeaders | null = null
@@ -399,6 +405,11 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     const quiet = now - this.#lastActivity
     if (quiet < ms) return
     this.#warnedIdle = true
+    // The sweep is one timer for every reply: only the warning enters the reply's context.
+    this.asyncContext.runInAsyncScope(this.#warnIdle, this, now, quiet)
+  }
+
+  #warnIdle (now: number, quiet: number): void {
     this.request.log.warn({ report: hangReport(this, now) }, describeIdle(quiet))
   }
 
@@ -548,10 +559,13 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     for (const fn of listeners) this.#runListener(fn, outcome, 'onEnd')
   }
 
-  /** Runs a user's onClose/onEnd callback: a throw is logged, never raised. */
+  /**
+   * Runs a user's onClose/onEnd callback in the reply's context (the end may come from a
+   * socket event or another request's handler): a throw is logged, never raised.
+   */
   #runListener (fn: (outcome: Outcome) => void, outcome: Outcome | undefined, name: string): void {
     try {
-      fn(outcome as Outcome)
+      this.asyncContext.runInAsyncScope(fn, undefined, outcome)
     } catch (error) {
       this.request.log.error({ err: error }, `reply.${name}() callback threw`)
     }
@@ -565,12 +579,14 @@ function outcomeOf (state: EndState, timedOut: boolean): Outcome {
   return 'failed'
 }
 
+// A reply's own timers may have been armed from another request's context (`setTimeout(ms)`
+// called by another request's handler): they too run in the reply's context.
 function fireWatchdog (reply: AsyncReplyImpl): void {
-  reply.timeOut()
+  reply.asyncContext.runInAsyncScope(reply.timeOut, reply)
 }
 
 function checkIdleTimeout (reply: AsyncReplyImpl): void {
-  reply.checkIdleTimeout()
+  reply.asyncContext.runInAsyncScope(reply.checkIdleTimeout, reply)
 }
 
 function onRawClose (this: RawWithReply): void {
