@@ -448,11 +448,12 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
    * The watchdog or the idle timeout fired: the warning with the hang report, the diagnostics
    * message, the route's `onWatchdog` (or the plugin's `onTimeout`), then the default answer.
    */
-  #timeOut (report: HangReport, message: string, error: Error): void {
+  #timeOut (report: HangReport, message: string, error: Error & { code: string }): void {
     this.#timedOut = error
     const log = this.request.log
     log.warn({ report }, message)
-    if (timeoutChannel.hasSubscribers) timeoutChannel.publish({ request: this.request, report })
+    // `code` tells the watchdog (FST_ASYNC_ROUTE_TIMEOUT) from idleTimeout (…_IDLE_TIMEOUT).
+    if (timeoutChannel.hasSubscribers) timeoutChannel.publish({ request: this.request, report, code: error.code })
     const onWatchdog = this.route.onWatchdog
     if (onWatchdog !== null) {
       try {
