@@ -39,12 +39,12 @@ export class WatchdogQueue {
 
   delete (reply: Watched): void {
     this.#waiting.delete(reply)
-    if (this.#waiting.size === 0) this.#timer?.unref()
+    // (A reply was waiting, so there is a timer: the one that is firing, if this runs from fire().)
+    if (this.#waiting.size === 0) (this.#timer as NodeJS.Timeout).unref()
   }
 
   /** Fires every reply that is due, then waits for the next one. */
   fire (): void {
-    this.#timer = null
     const now = Date.now()
     for (const reply of this.#waiting) {
       if (reply.deadline > now) {
@@ -54,6 +54,7 @@ export class WatchdogQueue {
       this.#waiting.delete(reply)
       reply.asyncContext.runInAsyncScope(reply.timeOut, reply)
     }
+    this.#timer = null
   }
 }
 
