@@ -360,7 +360,9 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
 
   /** Ends the reply for a failure the handler did not report itself (throw, upstream error). */
   failByPlugin (error: unknown): void {
-    this.#failWith(error, FAILED_BY_PLUGIN)
+    // An upstream failure is reported from undici's callbacks, in the context of whichever
+    // request opened the socket: the error answer, its log line and onEnd run in the reply's.
+    this.asyncContext.runInAsyncScope(this.#failWith, this, error, FAILED_BY_PLUGIN)
   }
 
   endForClose (): void {
@@ -594,5 +596,9 @@ function onRawClose (this: RawWithReply): void {
   // `close` after a complete response is the normal end of the exchange, not a client abort.
   // (`writableEnded`, not `writableFinished`: an HTTP/2 stream the client cancelled reports
   // itself finished.)
-  if (!this.writableEnded) this[kReply]?.clientGone()
+  if (this.writableEnded) return
+  // A socket event runs in the connection's context: the abort (its log line, the abort
+  // message, onClose and onEnd) runs in the request's. (Set before this listener was added.)
+  const reply = this[kReply] as AsyncReplyImpl
+  reply.asyncContext.runInAsyncScope(reply.clientGone, reply)
 }

@@ -252,3 +252,38 @@ t.test('replies ended by the close grace run their onEnd in their own context', 
   t.same((await Promise.all(answers)).map((res) => res.statusCode), [503, 503, 503])
   for (const id of seen.ids()) t.same(seen.of(id, 'onEnd'), seen.of(id, 'handler'), `${id}: onEnd in its own context`)
 })
+
+t.test('failures reported from another request\'s socket are logged, and end the reply, in their own request\'s context', async (t) => {
+  // The first request of each id opens the keep-alive socket; every later one is cut mid-way,
+  // so that undici reports its failure from a socket another request opened.
+  let served = 0
+  const up = await startUpstream((req, res) => {
+    if (++served === 1) return res.end('ok')
+    req.socket.destroy()
+  })
+  t.teardown(up.close)
+  const seen = new Sightings()
+  const { url, logs } = await startTracedApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/pipe',
+      handler (request, reply) {
+        seen.note(request, 'handler')
+        reply.onEnd(() => seen.note(request, 'onEnd'))
+        return reply.pipe(`${up.origin}/x`)
+      }
+    })
+  })
+  const first = await request(`${url}/pipe`)
+  t.equal(first.statusCode, 200)
+  for (let i = 0; i < 3; i++) t.equal((await request(`${url}/pipe`)).statusCode, 502)
+  const ids = seen.ids()
+  t.equal(ids.length, 4)
+  for (const id of ids.slice(1)) {
+    const server = seen.of(id, 'handler') as SpanIds
+    t.same(seen.of(id, 'onEnd'), server, `${id}: onEnd in its own context`)
+    const errors = logs.filter((line) => line.reqId === id && line.level === 50)
+    t.equal(errors.length, 1, `${id}: the 502 was logged`)
+    t.equal(errors[0]?.traceId, server.traceId, `${id}: in its own trace`)
+  }
+})
