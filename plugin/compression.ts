@@ -86,10 +86,10 @@ export function compressible (statusCode: number, headers: OutgoingHttpHeaders):
 }
 
 /** The encoding for this client, or null when it accepts none of ours. */
-export function negotiate (policy: CompressPolicy, acceptEncoding: string | string[] | undefined): Encoding | null {
+export function negotiate (policy: CompressPolicy, acceptEncoding: string | undefined): Encoding | null {
+  // (Node joins repeated `accept-encoding` headers into one value.)
   if (acceptEncoding === undefined) return null
-  const header = (Array.isArray(acceptEncoding) ? acceptEncoding.join(',') : acceptEncoding).toLowerCase()
-  return policy.negotiator.negotiate(header) as Encoding | null
+  return policy.negotiator.negotiate(acceptEncoding.toLowerCase()) as Encoding | null
 }
 
 /** Adds `accept-encoding` to `vary` (merged with what is there, `Origin` from a CORS plugin say). */

@@ -162,13 +162,12 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
   #backOff (): void {
     const retry = this.retry as RetryState<DispatchOptions>
     this.#state = BACKOFF
-    retry.timer = setTimeout(retryPipe, Math.max(0, retry.due - Date.now()), this)
+    retry.wait(Math.max(0, retry.due - Date.now()), retryPipe, this)
   }
 
   /** The wait is over. */
   retryNow (): void {
     const retry = this.retry as RetryState<DispatchOptions>
-    retry.start()
     this.#state = WAITING
     this.send(refreshDeadline(this.reply.plugin.deadlineHeader, this.reply.deadline, retry.options))
   }

@@ -1,5 +1,6 @@
 // The replies of one plugin registration that are still open, the counts of how the others
 // ended, the diagnostics channels, and the graceful close.
+import type { AsyncResource } from 'node:async_hooks'
 import diagnostics from 'node:diagnostics_channel'
 import type { FastifyRequest } from 'fastify'
 import type { AsyncRouteStats, HangReport, PendingReply, ReplyOutcome } from './types.js'
@@ -14,11 +15,16 @@ export type Outcome = ReplyOutcome
 /** What the registry needs of a reply. */
 export interface Tracked {
   readonly request: FastifyRequest
+  /** The async context of the request: what a shared timer does for the reply runs in it. */
+  readonly asyncContext: AsyncResource
   pendingEntry (now: number): PendingReply
   hangReport (now: number): HangReport
   /** Ends the reply because the close grace ran out. */
   endForClose (): void
-  /** Logs the "did you forget finish()?" warning if the reply has been idle for its route's delay. */
+  /**
+   * Logs the "did you forget finish()?" warning if the reply has been idle for its route's
+   * delay (in the reply's own context: the sweep runs for every reply, most of which log nothing).
+   */
   checkIdle (now: number): void
 }
 
@@ -133,7 +139,7 @@ export class Registry {
     }
     const graceTimer = setTimeout(() => {
       this.#inGrace = false
-      for (const reply of [...this.#open]) reply.endForClose()
+      for (const reply of [...this.#open]) reply.asyncContext.runInAsyncScope(reply.endForClose, reply)
     }, grace)
     if (hookBudget < grace) hookTimer = setTimeout(release, hookBudget)
     this.#onDrained = () => {

@@ -2,6 +2,7 @@
 // the one place where a reply ends. What it delegates: the error answer (error-answer.ts),
 // HTTP/1 vs HTTP/2 (raw-response.ts), reports (report.ts), upstream requests (upstream.ts,
 // through the ReplyPort it implements).
+import { AsyncResource } from 'node:async_hooks'
 import { validateHeaderName, validateHeaderValue, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerResponse } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { bodyType, byteLength, encodeBody, isBytes, JSON_TYPE, OCTET, TEXT } from './body.js'
@@ -44,6 +45,11 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   readonly raw: ServerResponse
   readonly route: RouteContext
   readonly startedAt = Date.now()
+  /**
+   * The async context the request's handler runs in (AsyncLocalStorage stores, the active
+   * span): what the plugin runs for this reply from a timer or a socket event runs in it.
+   */
+  readonly asyncContext = new AsyncResource('fastify-async-route')
   readonly #fastifyReply: FastifyReply
   /**
    * An HTTP/2 stream (no socket of its own, no connection-specific headers). Per request: an
@@ -382,7 +388,9 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
 
   /** Ends the reply for a failure the handler did not report itself (throw, upstream error). */
   failByPlugin (error: unknown): void {
-    this.#failWith(error, FAILED_BY_PLUGIN)
+    // An upstream failure is reported from undici's callbacks, in the context of whichever
+    // request opened the socket: the error answer, its log line and onEnd run in the reply's.
+    this.asyncContext.runInAsyncScope(this.#failWith, this, error, FAILED_BY_PLUGIN)
   }
 
   endForClose (): void {
@@ -427,6 +435,11 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     const quiet = now - this.#lastActivity
     if (quiet < ms) return
     this.#warnedIdle = true
+    // The sweep is one timer for every reply: only the warning enters the reply's context.
+    this.asyncContext.runInAsyncScope(this.#warnIdle, this, now, quiet)
+  }
+
+  #warnIdle (now: number, quiet: number): void {
     this.request.log.warn({ report: hangReport(this, now) }, describeIdle(quiet))
   }
 
@@ -443,9 +456,10 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
       let relayed = forwardableHeaders(upstreamHeaders)
       if (rewrite !== null) {
         try {
-          relayed = rewrittenHeaders(rewrite, relayed, this.request)
+          // The app's callback, in its request's context (undici calls back in another's).
+          relayed = this.asyncContext.runInAsyncScope(rewrittenHeaders, null, rewrite, relayed, this.request)
         } catch (error) {
-          this.#failWith(new RewriteHeadersError({ cause: error }), FAILED_BY_PLUGIN)
+          this.failByPlugin(new RewriteHeadersError({ cause: error }))
           return false
         }
       }
@@ -456,7 +470,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
         // Node's HTTP/2 response keeps what a failed writeHead stored (`:status` included),
         // which would break the error answer's head too: start from a clean head.
         for (const name of raw.getHeaderNames()) raw.removeHeader(name)
-        this.#failWith(new UpstreamError({ cause: error }), FAILED_BY_PLUGIN)
+        this.failByPlugin(new UpstreamError({ cause: error }))
         return false
       }
     }
@@ -567,11 +581,12 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
    * The watchdog or the idle timeout fired: the warning with the hang report, the diagnostics
    * message, the route's `onWatchdog` (or the plugin's `onTimeout`), then the default answer.
    */
-  #timeOut (report: HangReport, message: string, error: Error): void {
+  #timeOut (report: HangReport, message: string, error: Error & { code: string }): void {
     this.#timedOut = error
     const log = this.request.log
     log.warn({ report }, message)
-    if (timeoutChannel.hasSubscribers) timeoutChannel.publish({ request: this.request, report })
+    // `code` tells the watchdog (FST_ASYNC_ROUTE_TIMEOUT) from idleTimeout (…_IDLE_TIMEOUT).
+    if (timeoutChannel.hasSubscribers) timeoutChannel.publish({ request: this.request, report, code: error.code })
     const onWatchdog = this.route.onWatchdog
     if (onWatchdog !== null) {
       try {
@@ -690,10 +705,13 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     for (const fn of listeners) this.#runListener(fn, outcome, 'onEnd')
   }
 
-  /** Runs a user's onClose/onEnd callback: a throw is logged, never raised. */
+  /**
+   * Runs a user's onClose/onEnd callback in the reply's context (the end may come from a
+   * socket event or another request's handler): a throw is logged, never raised.
+   */
   #runListener (fn: (outcome: Outcome) => void, outcome: Outcome | undefined, name: string): void {
     try {
-      fn(outcome as Outcome)
+      this.asyncContext.runInAsyncScope(fn, undefined, outcome)
     } catch (error) {
       this.request.log.error({ err: error }, `reply.${name}() callback threw`)
     }
@@ -707,17 +725,23 @@ function outcomeOf (state: EndState, timedOut: boolean): Outcome {
   return 'failed'
 }
 
+// A reply's own timers may have been armed from another request's context (`setTimeout(ms)`
+// called by another request's handler): they too run in the reply's context.
 function fireWatchdog (reply: AsyncReplyImpl): void {
-  reply.timeOut()
+  reply.asyncContext.runInAsyncScope(reply.timeOut, reply)
 }
 
 function checkIdleTimeout (reply: AsyncReplyImpl): void {
-  reply.checkIdleTimeout()
+  reply.asyncContext.runInAsyncScope(reply.checkIdleTimeout, reply)
 }
 
 function onRawClose (this: RawWithReply): void {
   // `close` after a complete response is the normal end of the exchange, not a client abort.
   // (`writableEnded`, not `writableFinished`: an HTTP/2 stream the client cancelled reports
   // itself finished.)
-  if (!this.writableEnded) this[kReply]?.clientGone()
+  if (this.writableEnded) return
+  // A socket event runs in the connection's context: the abort (its log line, the abort
+  // message, onClose and onEnd) runs in the request's. (Set before this listener was added.)
+  const reply = this[kReply] as AsyncReplyImpl
+  reply.asyncContext.runInAsyncScope(reply.clientGone, reply)
 }

@@ -17,6 +17,7 @@
 //   `maxTimeout`; the contract wants full jitter, and `retry-after` on 429 and 503 only,
 //   honoured when longer, bounded by the watchdog alone;
 // - it would have to wrap the user's dispatcher, which may be of another undici major.
+import { AsyncResource } from 'node:async_hooks'
 import { MAX_TIMER_MS } from './durations.js'
 import { codeOf } from './error-mapping.js'
 import { InvalidArgumentError } from './errors.js'
@@ -167,6 +168,11 @@ export class RetryState<Options> {
   readonly policy: ResolvedRetry
   /** What is sent again on each try (the body is a string, bytes or nothing). */
   readonly options: Options
+  /**
+   * The async context the request was made in. A try fails in undici's callbacks, which run in
+   * the context of whichever request opened the socket: the next try must not start there.
+   */
+  readonly asyncContext = new AsyncResource('fastify-async-route.retry')
   /** Tries made so far. */
   tries = 1
   /** The wait before the next try; the request stays tracked (in flight) meanwhile. */
@@ -189,10 +195,12 @@ export class RetryState<Options> {
     return delay
   }
 
-  /** The wait is over: the next try starts. */
-  start (): void {
-    this.timer = null
-    this.tries++
+  /**
+   * Waits `delay` ms, then counts the try and calls `retry(request)` in the context the request
+   * was made in. The timer keeps the process alive (a reply waits on it).
+   */
+  wait<Request> (delay: number, retry: (request: Request) => void, request: Request): void {
+    this.timer = setTimeout(startTry, delay, this, retry, request)
   }
 
   /** The reply ended (or the caller gave up) during the wait. True when there was one. */
@@ -202,4 +210,10 @@ export class RetryState<Options> {
     this.timer = null
     return true
   }
+}
+
+function startTry<Request> (state: RetryState<unknown>, retry: (request: Request) => void, request: Request): void {
+  state.timer = null
+  state.tries++
+  state.asyncContext.runInAsyncScope(retry, null, request)
 }

@@ -111,7 +111,7 @@ export class FetchCall extends RequestSignal implements UpstreamCall {
   #retryAfter (delay: number): boolean {
     const retry = this.retry as RetryState<DispatchOptions>
     if (this.cancelled || this.callerSignal?.aborted === true || retry.next(delay, this.reply.deadline) < 0) return false
-    retry.timer = setTimeout(retryFetch, delay, this)
+    retry.wait(delay, retryFetch, this)
     return true
   }
 
@@ -169,7 +169,6 @@ function pushNotingLife (this: TrackedBody, chunk: unknown, encoding?: BufferEnc
 
 function retryFetch (call: FetchCall): void {
   const retry = call.retry as RetryState<DispatchOptions>
-  retry.start()
   call.send(refreshDeadline(call.reply.plugin.deadlineHeader, call.reply.deadline, retry.options))
 }
 

@@ -3,14 +3,20 @@
 // were armed in is the order they are due in: the timer only ever waits for the oldest.
 // (A reply re-armed with `setTimeout(ms)`, or shortened by `deadlineHeader`, has its own timer.)
 // The timer is not cleared when the queue empties: a reply finished at once (the common case)
-// would otherwise cost a setTimeout and a clearTimeout each. It is unref'd, so a timer with
-// nothing left to watch holds neither the process nor `app.close()`; it fires once, finds the
-// queue empty and stops.
+// would otherwise cost a setTimeout and a clearTimeout each. It holds the process open only
+// while replies wait on it (ref'd then, unref'd when the queue empties), so `app.inject()` of a
+// long poll gets its answer, and a timer with nothing left to watch holds neither the process
+// nor `app.close()`; it fires once, finds the queue empty and stops.
+// The timer was created in the async context of whichever reply armed it first: each reply's
+// watchdog runs in that reply's own context (`asyncContext`), never in the timer's.
+import type { AsyncResource } from 'node:async_hooks'
 
 /** A reply as the queue sees it. */
 export interface Watched {
   /** When its watchdog fires (epoch ms). */
   readonly deadline: number
+  /** The async context of the request the reply answers. */
+  readonly asyncContext: AsyncResource
   /** Its watchdog fired; it left the queue. */
   timeOut (): void
 }
@@ -27,25 +33,28 @@ export class WatchdogQueue {
 
   add (reply: Watched): void {
     this.#waiting.add(reply)
-    if (this.#timer === null) this.#timer = setTimeout(fire, this.ms, this).unref()
+    if (this.#timer === null) this.#timer = setTimeout(fire, this.ms, this)
+    else if (this.#waiting.size === 1) this.#timer.ref()
   }
 
   delete (reply: Watched): void {
     this.#waiting.delete(reply)
+    // (A reply was waiting, so there is a timer: the one that is firing, if this runs from fire().)
+    if (this.#waiting.size === 0) (this.#timer as NodeJS.Timeout).unref()
   }
 
   /** Fires every reply that is due, then waits for the next one. */
   fire (): void {
-    this.#timer = null
     const now = Date.now()
     for (const reply of this.#waiting) {
       if (reply.deadline > now) {
-        this.#timer = setTimeout(fire, reply.deadline - now, this).unref()
+        this.#timer = setTimeout(fire, reply.deadline - now, this)
         return
       }
       this.#waiting.delete(reply)
-      reply.timeOut()
+      reply.asyncContext.runInAsyncScope(reply.timeOut, reply)
     }
+    this.#timer = null
   }
 }
 

@@ -39,6 +39,7 @@ t.test('idleTimeout: a silent reply ends with 504 FST_ASYNC_ROUTE_IDLE_TIMEOUT, 
   t.ok(elapsed >= 90 && elapsed < 1500, `after about idleTimeout (${elapsed} ms)`)
   t.match(app.asyncRoute.stats(), { timedOut: 1, pending: 0 })
   t.equal(published.length, 1, 'the timeout channel published it')
+  t.match(published[0], { code: 'FST_ASYNC_ROUTE_IDLE_TIMEOUT' }, 'as an idle timeout')
   const [warning] = logsAt(logs, LEVEL.warn, 'idleTimeout')
   t.match(warning, { report: { method: 'GET', url: '/', headersSent: false, inflight: [] } })
   t.match(aborted, { code: 'FST_ASYNC_ROUTE_IDLE_TIMEOUT' }, 'signal aborted')

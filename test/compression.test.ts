@@ -8,6 +8,7 @@ import zlib from 'node:zlib'
 import Fastify from 'fastify'
 import t from 'tap'
 import asyncRoute from '../plugin/index.js'
+import { negotiate, resolveCompress } from '../plugin/compression.js'
 import { startApp } from './helpers/app.js'
 import { waitFor } from './helpers/client.js'
 import { upstreamFor } from './helpers/upstream.js'
@@ -211,4 +212,38 @@ t.test('compress options are checked at register and at asyncRoute(); a route ov
   const off = await app.inject({ url: '/off', headers: { 'accept-encoding': 'gzip' } })
   t.equal(off.headers['content-encoding'], undefined, 'the plugin default: off')
   await app.close()
+})
+
+t.test('vary is merged once, an array included; a compressed stream cut by fail() ends truncated; the negotiation cache stays bounded', async (t) => {
+  const { url } = await startApp(t, { compress: { threshold: 0 } }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/already', handler: (_request, reply) => reply.header('vary', 'Origin, Accept-Encoding').finish('text') })
+    app.asyncRoute({ method: 'GET', url: '/array', handler: (_request, reply) => reply.header('vary', ['Origin', 'Cookie']).finish('text') })
+    app.asyncRoute({
+      method: 'GET',
+      url: '/cut',
+      async handler (_request, reply) {
+        reply.header('content-type', 'text/plain')
+        reply.write('x'.repeat(10_000))
+        await reply.flush()
+        reply.fail(new Error('broken mid-stream'))
+      }
+    })
+  })
+  const accept = { 'accept-encoding': 'gzip' }
+  t.equal((await get(`${url}/already`, accept)).headers.vary, 'Origin, Accept-Encoding', 'not added twice')
+  t.equal((await get(`${url}/array`, accept)).headers.vary, 'Origin, Cookie, accept-encoding')
+  const cut = await new Promise<{ complete: boolean }>((resolve) => {
+    http.get(`${url}/cut`, { headers: accept, agent: false }, (res) => {
+      res.on('data', () => {})
+      res.on('error', () => {})
+      res.on('close', () => resolve({ complete: res.complete }))
+    })
+  })
+  t.equal(cut.complete, false, 'the client sees a truncated answer, never a clean end')
+  // A client invents accept-encoding values: the negotiation cache forgets rather than grows.
+  const policy = resolveCompress(true, () => { throw new Error('valid') }) as NonNullable<ReturnType<typeof resolveCompress>>
+  for (let i = 0; i < 1000; i++) negotiate(policy, `gzip;q=0.${i % 10}, x-${i}`)
+  t.equal(negotiate(policy, 'gzip'), 'gzip')
+  const cache = (policy.negotiator as unknown as { cache: Map<string, unknown> }).cache
+  t.ok(cache === undefined || cache.size <= 256, `at most 256 remembered (${String(cache?.size)})`)
 })

@@ -170,6 +170,7 @@ t.test('diagnostics_channel publishes timeout, abort and finish with the request
 
   t.equal(seen.finish?.length, 1, 'one finish message')
   t.equal(seen.timeout?.length, 1, 'one timeout message')
+  t.match(seen.timeout?.[0], { code: 'FST_ASYNC_ROUTE_TIMEOUT' }, 'the watchdog fired (not idleTimeout)')
   t.equal(seen.abort?.length, 1, 'one abort message, and none for fail()')
 
   const finish = seen.finish?.[0]

@@ -771,3 +771,24 @@ t.test('pipe(res) of a response fetched without the plugin, then cut short by fi
   t.match(app.asyncRoute.stats(), { started: 1, finished: 1, failed: 0, rejected: 0, pending: 0 })
   t.same(logs.filter((line) => line.level >= 40), [], 'nothing was logged as a warning or an error')
 })
+
+t.test('pipe(url) through a dispatcher that reports a failure twice: one 502, the second report ignored', async (t) => {
+  // undici reports exactly one end per request; a dispatcher of one's own may not.
+  const dispatcher = {
+    dispatch (_options: unknown, handler: { onResponseError: (controller: unknown, error: Error) => void }) {
+      setImmediate(() => {
+        handler.onResponseError(null, Object.assign(new Error('refused'), { code: 'ECONNREFUSED' }))
+        handler.onResponseError(null, new Error('reported again'))
+      })
+      return true
+    }
+  } as unknown as Agent
+  const { url, app, logs } = await startRoute(t, { dispatcher }, (_request, reply) => reply.pipe('http://127.0.0.1:1/'))
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 502)
+  t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
+  await sleep(20)
+  t.match(app.asyncRoute.stats(), { started: 1, failed: 1, pending: 0 })
+  t.equal(logs.filter((line) => line.level >= LEVEL.error).length, 1, 'one error answer logged')
+  t.equal(logsAt(logs, LEVEL.debug, 'already ended').length, 0, 'the second report never reached the reply')
+})
