@@ -6,7 +6,7 @@ import type { Registry } from './registry.js'
 import type { WatchdogQueue } from './watchdog-queue.js'
 import type { ResolvedRetry } from './retry-policy.js'
 import type { CompressPolicy } from './compression.js'
-import type { AsyncReply, HangReport, UpstreamRequest, UpstreamResponse } from './types.js'
+import type { AsyncReply, HangReport, RenderError, UpstreamRequest, UpstreamResponse } from './types.js'
 
 export interface PluginContext {
   readonly dispatcher: Dispatcher
@@ -26,6 +26,8 @@ export interface PluginContext {
   readonly retry: ResolvedRetry
   /** `null`: answers go out as they are. */
   readonly compress: CompressPolicy | null
+  /** `null`: error answers in Fastify's default shape. */
+  readonly renderError: RenderError | null
   readonly registry: Registry
 }
 
@@ -56,6 +58,8 @@ export interface RouteContext {
   readonly retry: ResolvedRetry
   /** The plugin's `compress`, or the route's own; `null`: off. */
   readonly compress: CompressPolicy | null
+  /** The route's `renderError`, else the plugin's. */
+  readonly renderError: RenderError | null
   /** `null` when the route has no `upstream` step. */
   readonly upstream: UpstreamTarget | ((request: FastifyRequest) => UpstreamTarget | Promise<UpstreamTarget>) | null
   readonly onUpstreamError: UserFunction | null

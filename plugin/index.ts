@@ -35,6 +35,7 @@ function plugin (fastify: FastifyInstance, options: AsyncRoutePluginOptions, don
     allowedOrigins: resolved.allowedOrigins,
     retry: resolved.retry,
     compress: resolved.compress,
+    renderError: resolved.renderError,
     registry
   }
   const asyncRoute = createAsyncRoute(context, fastify) as unknown as AsyncRouteDecorator

@@ -1,7 +1,7 @@
 // Checks the plugin options once, at `register`, so that nothing fails later at request time.
 import { validateHeaderName } from 'node:http'
 import type { Dispatcher } from 'undici'
-import type { AsyncRoutePluginOptions } from './types.js'
+import type { AsyncRoutePluginOptions, RenderError } from './types.js'
 import { isDuration, MAX_TIMER_MS } from './durations.js'
 import { InvalidOptionError } from './errors.js'
 import { NO_RETRY, resolveRetry, type ResolvedRetry } from './retry-policy.js'
@@ -23,6 +23,7 @@ export interface ResolvedOptions {
   maxPending: number
   retry: ResolvedRetry
   compress: CompressPolicy | null
+  renderError: RenderError | null
 }
 
 /**
@@ -40,7 +41,8 @@ const PLUGIN_OPTIONS = [
   'deadlineHeader',
   'maxPending',
   'retry',
-  'compress'
+  'compress',
+  'renderError'
 ] as const satisfies ReadonlyArray<keyof AsyncRoutePluginOptions>
 // Fails to compile while an option of AsyncRoutePluginOptions is missing from the list.
 const everyOptionListed: Exclude<keyof AsyncRoutePluginOptions, typeof PLUGIN_OPTIONS[number]> extends never ? true : never = true
@@ -103,6 +105,12 @@ function isHeaderName (value: unknown): value is string {
   }
 }
 
+function optionalFunction<F> (value: F | undefined, name: string, expected: string): F | null {
+  if (value === undefined) return null
+  if (typeof value !== 'function') fail(name, expected, value)
+  return value
+}
+
 export function resolveOptions (options: AsyncRoutePluginOptions): ResolvedOptions {
   for (const key of Object.keys(options)) {
     if (!KNOWN_KEYS.has(key)) {
@@ -136,6 +144,7 @@ export function resolveOptions (options: AsyncRoutePluginOptions): ResolvedOptio
     onTimeout: onTimeout ?? null,
     allowedOrigins: origins,
     retry: options.retry === undefined ? NO_RETRY : resolveRetry(options.retry, NO_RETRY, fail),
-    compress: resolveCompress(options.compress, fail)
+    compress: resolveCompress(options.compress, fail),
+    renderError: optionalFunction(options.renderError, 'renderError', 'a function (error, request, reply)')
   }
 }

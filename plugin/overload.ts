@@ -4,7 +4,7 @@ import type { OutgoingHttpHeaders } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { JSON_TYPE } from './body.js'
 import type { RouteContext } from './context.js'
-import { errorAnswer } from './error-answer.js'
+import { errorAnswer, type ErrorAnswer } from './error-answer.js'
 import { OverloadedError } from './errors.js'
 import { bodyUnread } from './raw-response.js'
 
@@ -19,11 +19,19 @@ export function overloaded (route: RouteContext): boolean {
     (route.maxPending > 0 && route.open >= route.maxPending)
 }
 
-/** `503 FST_ASYNC_ROUTE_OVERLOADED` with `retry-after: 1`, on a hijacked reply, logged at warn. */
-export function answerOverloaded (route: RouteContext, request: FastifyRequest, fastifyReply: FastifyReply): void {
+/**
+ * `503 FST_ASYNC_ROUTE_OVERLOADED` with `retry-after: 1`, on a hijacked reply, logged at warn.
+ * `rendered` is the app's `renderError` (true when it answered), or null.
+ */
+export function answerOverloaded (route: RouteContext, request: FastifyRequest, fastifyReply: FastifyReply, rendered: ((answer: ErrorAnswer) => boolean) | null): void {
   const { plugin } = route
   plugin.registry.reject()
   request.log.warn({ pending: plugin.registry.size, routePending: route.open }, 'async route overloaded (maxPending): answered 503')
+  if (rendered !== null) {
+    // Its retry-after stays, whatever format the app renders the answer in.
+    fastifyReply.header('retry-after', '1')
+    if (rendered(ANSWER)) return
+  }
   // Headers set by hooks (CORS, request ids) are the base, as for every answer of the plugin.
   const headers = fastifyReply.getHeaders()
   headers['content-type'] = JSON_TYPE

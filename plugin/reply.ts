@@ -8,7 +8,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { bodyType, byteLength, encodeBody, isBytes, JSON_TYPE, OCTET, TEXT } from './body.js'
 import type { PluginContext, RouteContext } from './context.js'
 import { checkDuration } from './durations.js'
-import { errorAnswer, logAnswer } from './error-answer.js'
+import { errorAnswer, logAnswer, type ErrorAnswer } from './error-answer.js'
 import { incomingBudget } from './deadline.js'
 import { ClientGoneError, ClosingError, IdleTimeoutError, InvalidArgumentError, RewriteHeadersError, TimeoutError, UpstreamError } from './errors.js'
 import { forwardableHeaders, isRelayableStatus, rewrittenHeaders } from './headers.js'
@@ -78,6 +78,8 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   #warnedIdle = false
   /** What every pending `flush()` waits for when the socket buffer is full. */
   #drained: Promise<void> | null = null
+  /** `renderError` is answering: `finish()` writes its answer, the reply's end stays as it was. */
+  #rendering = false
   /** `compress`: the body goes through this on its way to `raw` (chosen with the head). */
   #compressor: Compressor | null = null
   #handlerSettled = false
@@ -261,7 +263,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   }
 
   finish (body?: unknown): void {
-    if (this.#state !== OPEN) return this.#late('finish')
+    if (this.#state !== OPEN && !this.#rendering) return this.#late('finish')
     let payload
     try {
       payload = encodeBody(body)
@@ -282,7 +284,8 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
       this.#bytesWritten += length
       sink.end(payload)
     }
-    this.#end(FINISHED, undefined)
+    // A renderError answer: the reply ended already (or, for the overload 503, never started).
+    if (!this.#rendering) this.#end(FINISHED, undefined)
   }
 
   fail (error: unknown): void {
@@ -616,6 +619,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
       cut(raw, http2)
       return
     }
+    if (this.route.renderError !== null && this.renderedAnswer(answer)) return
     try {
       // The answer is JSON whatever content type the handler had set for its own body.
       this.#writeHead(answer.status, JSON_TYPE, Buffer.byteLength(answer.body), undefined, true)
@@ -626,6 +630,46 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
       this.request.log.error({ err: headError }, 'async reply: the error answer could not be sent')
       cut(raw, http2)
     }
+  }
+
+  /**
+   * `renderError`: the app renders an error answer before the head (its own format,
+   * `application/problem+json` say), synchronously, in the request's context; `error` carries
+   * `code` and `statusCode`. True when it finished the reply; false when the default answer is
+   * to go out (it threw or did not finish; what it set on the head is dropped). The reply has
+   * ended already (see `renderOverload` for the one that never started).
+   */
+  renderedAnswer (answer: ErrorAnswer): boolean {
+    const render = this.route.renderError as NonNullable<RouteContext['renderError']>
+    const error = answer.error as Error & { statusCode?: unknown }
+    if (error.statusCode === undefined) error.statusCode = answer.status
+    const { raw } = this
+    const head = this.#head === null ? null : { ...this.#head }
+    const statusCode = this.#statusCode
+    this.#statusCode = answer.status
+    this.#rendering = true
+    let threw = false
+    try {
+      this.asyncContext.runInAsyncScope(render, null, error, this.request, this)
+    } catch (thrown) {
+      threw = true
+      this.request.log.error({ err: thrown }, 'renderError threw; the default error answer is sent')
+    } finally {
+      this.#rendering = false
+    }
+    // (Only finish() answers while rendering: the reply has ended, write(), flush() and the rest
+    // are ignored as on any ended reply.)
+    if (raw.writableEnded) return true
+    if (!threw) this.request.log.warn('renderError did not finish the reply; the default error answer is sent')
+    this.#head = head
+    this.#statusCode = statusCode
+    return false
+  }
+
+  /** `renderedAnswer` for the `maxPending` 503: a reply that never started, ended as refused. */
+  renderOverload (answer: ErrorAnswer): boolean {
+    this.#state = FAILED_BY_PLUGIN
+    return this.renderedAnswer(answer)
   }
 
   #headIsOut (method: string): boolean {
@@ -645,7 +689,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     if (length !== undefined) headers['content-length'] = length
     if (this.#endsConnection) headers.connection = 'close'
     const compress = this.route.compress
-    if (compress !== null && !isError) this.#chooseEncoding(compress, statusCode, headers as OutgoingHttpHeaders)
+    if (compress !== null && !isError && !this.#rendering) this.#chooseEncoding(compress, statusCode, headers as OutgoingHttpHeaders)
     this.raw.writeHead(statusCode, headers as OutgoingHttpHeaders)
     // What getHeader() reads from now on: the head as sent.
     this.#head = headers as OutgoingHttpHeaders

@@ -28,7 +28,7 @@ export function resolveRouteOptions (
   if (options === null || typeof options !== 'object') {
     throw new InvalidOptionError('asyncRoute() takes a route options object')
   }
-  const { handler, timeout, upstream, onUpstreamError, onWatchdog, warnUnfinished, idleTimeout, maxPending, retry, compress, ...fastifyOptions } = options
+  const { handler, timeout, upstream, onUpstreamError, onWatchdog, warnUnfinished, idleTimeout, maxPending, retry, compress, renderError, ...fastifyOptions } = options
   if (typeof handler !== 'function') {
     throw new InvalidOptionError(`asyncRoute(): "handler" must be a function (${String(options.method)} ${String(options.url)})`)
   }
@@ -40,6 +40,9 @@ export function resolveRouteOptions (
   }
   if (onWatchdog !== undefined && typeof onWatchdog !== 'function') {
     throw new InvalidOptionError('asyncRoute(): "onWatchdog" must be a function (request, reply, report)')
+  }
+  if (renderError !== undefined && typeof renderError !== 'function') {
+    throw new InvalidOptionError(`asyncRoute(): "renderError" must be a function (error, request, reply), got ${showValue(renderError)}`)
   }
   const watchdog = timeout === undefined ? plugin.timeout : duration('timeout', timeout)
   const route: RouteContext = {
@@ -57,6 +60,7 @@ export function resolveRouteOptions (
     open: 0,
     retry: retry === undefined ? plugin.retry : resolveRetry(retry, plugin.retry, refuseRouteOption),
     compress: compress === undefined ? plugin.compress : resolveCompress(compress, refuseRouteOption),
+    renderError: renderError ?? plugin.renderError,
     upstream: upstream ?? null,
     onUpstreamError: (onUpstreamError as UserFunction | undefined) ?? null,
     warnedReturn: false

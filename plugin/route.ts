@@ -3,6 +3,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { PluginContext, RouteContext, UpstreamTarget, UserFunction } from './context.js'
 import { answerOverloaded, overloaded } from './overload.js'
+import type { ErrorAnswer } from './error-answer.js'
 import { AsyncReplyImpl } from './reply.js'
 import { resolveRouteOptions } from './route-options.js'
 import type { AsyncRouteOptions, UpstreamResponse } from './types.js'
@@ -33,7 +34,12 @@ export function createAsyncRoute (plugin: PluginContext, owner: FastifyInstance)
 
 function startReply (route: RouteContext, request: FastifyRequest, fastifyReply: FastifyReply): void {
   fastifyReply.hijack()
-  if (overloaded(route)) return answerOverloaded(route, request, fastifyReply)
+  if (overloaded(route)) {
+    const rendered = route.renderError === null
+      ? null
+      : (answer: ErrorAnswer) => new AsyncReplyImpl(route, request, fastifyReply).renderOverload(answer)
+    return answerOverloaded(route, request, fastifyReply, rendered)
+  }
   const reply = new AsyncReplyImpl(route, request, fastifyReply)
   reply.start()
   if (!reply.open) return

@@ -301,6 +301,8 @@ export interface AsyncRouteOptionsBase<
   retry?: RetryPolicy
   /** The plugin's `compress` for this route; `false` turns it off. */
   compress?: boolean | CompressOptions
+  /** The plugin's `renderError` for this route (not Fastify's route `errorHandler`). */
+  renderError?: RenderError
   /**
    * The plugin's `onTimeout` for this route only, replacing it. (A route's `onTimeout` is
    * Fastify's own socket-timeout hook.)
@@ -395,7 +397,17 @@ export interface AsyncRoutePluginOptions {
    * `true` for the defaults, or the options. Default `false`.
    */
   compress?: boolean | CompressOptions
+  /**
+   * Renders every error answer the plugin sends before the head (handler throw or `fail()`,
+   * 504s, upstream 502/504, 500s, 400, 413, the close and `maxPending` 503s): set the status and
+   * headers on `reply` and call `reply.finish(body)` before returning. If it throws or has not
+   * finished, the default JSON answer is sent.
+   */
+  renderError?: RenderError
 }
+
+/** `renderError(error, request, reply)`: `error` carries `code` and `statusCode`. */
+export type RenderError = (error: AsyncRouteError, request: FastifyRequest, reply: AsyncReply) => void
 
 /** The `compress` option's fields. */
 export interface CompressOptions {

@@ -89,6 +89,9 @@ t.test('finish(): br, gzip and deflate decode to the same bytes; vary, no conten
     t.equal(plain.headers['content-length'], String(BIG.length))
     t.equal(plain.headers.vary, 'accept-encoding', 'varies all the same')
   }
+  const none = await get(`${url}/big`)
+  t.equal(none.headers['content-encoding'], undefined, 'no accept-encoding: as it is')
+  t.equal(none.headers.vary, 'accept-encoding')
   const small = await get(`${url}/small`, { 'accept-encoding': 'gzip' })
   t.equal(small.headers['content-encoding'], undefined, 'below the threshold')
   t.equal(small.text, '{"small":true}')

@@ -11,7 +11,12 @@ import asyncRoute, {
   asyncRoute as namedAsyncRoute,
   TimeoutError,
   BadPathError,
+  BodyTooLargeError,
+  RewriteHeadersError,
   type AsyncReply,
+  type CompressOptions,
+  type RenderError,
+  type RewriteHeaders,
   type ForwardOptions,
   type RetryPolicy,
   type AsyncRouteError,
@@ -465,4 +470,48 @@ h2.asyncRoute({
     }
   })
   expectTypeOf(new BadPathError()).toHaveProperty('code')
+}
+
+// ---------------------------------------------------------------------------------------------
+// The app's own error format, compression, the headers the app keeps, upload limits.
+
+{
+  const problem: RenderError = (error, request, reply) => {
+    expectTypeOf(error).toEqualTypeOf<AsyncRouteError>()
+    expectTypeOf(error.statusCode).toEqualTypeOf<number>()
+    expectTypeOf(request).toEqualTypeOf<FastifyRequest>()
+    reply.status(error.statusCode).type('application/problem+json').finish({ type: error.code, status: error.statusCode })
+  }
+  void app.register(asyncRoute, { renderError: problem, compress: true })
+  void app.register(asyncRoute, { compress: { threshold: 0, encodings: ['gzip', 'br'], brotliQuality: 5, level: 9 } })
+  const compress: CompressOptions = { encodings: ['deflate'] }
+  void app.register(asyncRoute, { compress })
+  // @ts-expect-error no such encoding
+  void app.register(asyncRoute, { compress: { encodings: ['zstd'] } })
+  // @ts-expect-error renderError is a function
+  void app.register(asyncRoute, { renderError: 'problem+json' })
+  const keepOurs: RewriteHeaders = (headers, request) => {
+    expectTypeOf(headers.server).toEqualTypeOf<string | string[] | undefined>()
+    expectTypeOf(request).toEqualTypeOf<FastifyRequest>()
+    const { server, ...rest } = headers
+    return { ...rest, 'x-powered-by': null, location: undefined }
+  }
+  app.asyncRoute({
+    method: 'POST',
+    url: '/gateway/*',
+    compress: false,
+    renderError: problem,
+    async handler (request, reply) {
+      await reply.forward('http://127.0.0.1:8080' + request.url, { rewriteHeaders: keepOurs, bodyLimit: 1024 * 1024 })
+      await reply.pipe('http://127.0.0.1:8080/', { rewriteHeaders: keepOurs })
+      await reply.pipe(await reply.fetch('http://127.0.0.1:8080/'), { rewriteHeaders: keepOurs })
+      // @ts-expect-error fetch relays nothing: no rewriteHeaders
+      await reply.fetch('http://127.0.0.1:8080/', { rewriteHeaders: keepOurs })
+    }
+  })
+  // @ts-expect-error bodyLimit is a number of bytes
+  const limited: ForwardOptions = { bodyLimit: '1mb' }
+  void limited
+  expectTypeOf(new BodyTooLargeError()).toHaveProperty('statusCode')
+  expectTypeOf(new RewriteHeadersError()).toHaveProperty('code')
 }
