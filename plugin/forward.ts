@@ -11,6 +11,7 @@ import type { ReplyPort } from './reply-port.js'
 import type { ForwardOptions, PipeOptions } from './types.js'
 import { callPolicy } from './retry-policy.js'
 import { checkRewrite, pipeRequest } from './upstream.js'
+import { kFailByPlugin, kRetry } from './symbols.js'
 
 /** Request headers never forwarded besides the hop-by-hop ones: undici refuses `expect`, and sends the URL's `host`. */
 const DROPPED = new Set(['expect', 'host'])
@@ -20,7 +21,7 @@ const FORWARD_OPTIONS = new Set(['headers', 'xForwarded', 'retry', 'rewriteHeade
 export function forwardRequest (reply: ReplyPort, url: string | URL, options: ForwardOptions | undefined): Promise<void> {
   if (options !== undefined) checkOptions(options)
   // A bad `retry` is a programming error: thrown now, whatever the path.
-  const policy = callPolicy(reply.retry, options?.retry, 'reply.forward()')
+  const policy = callPolicy(reply[kRetry], options?.retry, 'reply.forward()')
   const request = reply.request
   const method = request.method
   const pipeOptions: PipeOptions = { method }
@@ -88,7 +89,7 @@ function capped (reply: ReplyPort, body: Readable, limit: number): Readable {
       received += chunk.length
       if (received <= limit) return callback(null, chunk)
       const error = new BodyTooLargeError()
-      reply.failByPlugin(error)
+      reply[kFailByPlugin](error)
       callback(error)
     }
   })

@@ -11,6 +11,7 @@ import type { UpstreamCall } from './report.js'
 import { errorDelay, mayRetry, RetryState, statusDelay, type ResolvedRetry } from './retry-policy.js'
 import type { PipeOptions, RewriteHeaders } from './types.js'
 import { StreamingRequest, type Dispatcher, type DispatchOptions } from './undici-adapter.js'
+import { kDeadline, kEndReason, kFailByPlugin, kPlugin, kRelayChunk, kRelayEnd, kRelayHead, kTrack, kUntrack } from './symbols.js'
 
 /**
  * Request options the direct path passes to `dispatch` as they are (`dispatcher` is the
@@ -76,7 +77,7 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
       (this.retry as RetryState<DispatchOptions>).cancelWait()
       this.#done()
       // As a request cancelled before its head: a late error, at debug level.
-      if (abnormal) this.reply.failByPlugin(new CancelledError({ cause: this.reply.endReason }))
+      if (abnormal) this.reply[kFailByPlugin](new CancelledError({ cause: this.reply[kEndReason] }))
       return
     }
     if (!abnormal && this.#state !== WAITING) {
@@ -90,7 +91,7 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
 
   protected received (statusCode: number, headers: IncomingHttpHeaders): void {
     const retry = this.retry
-    if (retry !== null && retry.next(statusDelay(retry.policy, retry.tries, statusCode, headers['retry-after']), this.reply.deadline) >= 0) {
+    if (retry !== null && retry.next(statusDelay(retry.policy, retry.tries, statusCode, headers['retry-after']), this.reply[kDeadline]) >= 0) {
       // Retried: nothing of this answer reaches the client. Read it for the pool, then try again.
       this.#state = DISCARDING
       this.#discarded = 0
@@ -99,7 +100,7 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
     // Until the head is relayed, nothing of the body is wanted: a HEAD answered or a head
     // refused (502) leaves the rest to be read and dropped.
     this.#state = DETACHED
-    if (this.reply.relayHead(statusCode, headers, this.#rewrite)) this.#state = STREAMING
+    if (this.reply[kRelayHead](statusCode, headers, this.#rewrite)) this.#state = STREAMING
   }
 
   protected chunk (chunk: Buffer): boolean {
@@ -114,14 +115,14 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
     }
     // Backpressure: resumed once the client's socket drained (one bound function per pipe).
     this.#resumeOnDrain ??= () => this.resume()
-    return this.reply.relayChunk(chunk, this.#resumeOnDrain)
+    return this.reply[kRelayChunk](chunk, this.#resumeOnDrain)
   }
 
   protected completed (): void {
     if (this.#state === DISCARDING) return this.#backOff()
     const streaming = this.#state === STREAMING
     this.#done()
-    if (streaming) this.reply.relayEnd()
+    if (streaming) this.reply[kRelayEnd]()
   }
 
   protected failed (error: Error): void {
@@ -135,7 +136,7 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
       // The answer of a retried try broke while being dropped: the next try is due all the same.
       if (state === DISCARDING) return this.#backOff()
       const retry = this.retry
-      if (state === WAITING && retry !== null && retry.next(errorDelay(retry.policy, retry.tries, error), this.reply.deadline) >= 0) {
+      if (state === WAITING && retry !== null && retry.next(errorDelay(retry.policy, retry.tries, error), this.reply[kDeadline]) >= 0) {
         return this.#backOff()
       }
     }
@@ -144,17 +145,17 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
     if (this.#cancelled) {
       // Cancelled before the head because the reply ended: like the fetch that pipe(res) would
       // have made, this is a late error, logged at debug level by failByPlugin.
-      if (state === WAITING) this.reply.failByPlugin(new CancelledError({ cause: this.reply.endReason }))
+      if (state === WAITING) this.reply[kFailByPlugin](new CancelledError({ cause: this.reply[kEndReason] }))
       return
     }
     // Before the head: the contract's 502/504. After it: the client connection is cut.
-    this.reply.failByPlugin(state === WAITING ? toUpstreamError(error) : error)
+    this.reply[kFailByPlugin](state === WAITING ? toUpstreamError(error) : error)
   }
 
   /** Dispatches the request (again, for a retry). */
   send (options: DispatchOptions): void {
     this.#dispatching = true
-    this.dispatchOn(this.reply.plugin.dispatcher, options)
+    this.dispatchOn(this.reply[kPlugin].dispatcher, options)
     this.#dispatching = false
   }
 
@@ -169,7 +170,7 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
   retryNow (): void {
     const retry = this.retry as RetryState<DispatchOptions>
     this.#state = WAITING
-    this.send(refreshDeadline(this.reply.plugin.deadlineHeader, this.reply.deadline, retry.options))
+    this.send(refreshDeadline(this.reply[kPlugin].deadlineHeader, this.reply[kDeadline], retry.options))
   }
 
   #stop (): void {
@@ -180,7 +181,7 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
   /** undici reports exactly one of the end and an error. */
   #done (): void {
     this.#state = DONE
-    this.reply.untrack(this)
+    this.reply[kUntrack](this)
     this.#resolve()
   }
 }
@@ -198,11 +199,11 @@ export function pipeDirect (reply: ReplyPort, url: string | URL, options: PipeOp
   let resolve!: () => void
   const done = new Promise<void>((_resolve) => { resolve = _resolve })
   const pipe = new DirectPipe(reply, method, url, resolve, options?.rewriteHeaders ?? null)
-  reply.track(pipe)
+  reply[kTrack](pipe)
   // A literal of one shape (not a spread): undici reads a dozen options off it per request.
   const dispatchOptions: DispatchOptions = { origin, path, method: method as Dispatcher.HttpMethod }
-  const deadlineHeader = reply.plugin.deadlineHeader
-  if (deadlineHeader !== null) dispatchOptions.headers = withDeadline(deadlineHeader, reply.deadline, options?.headers) as DispatchOptions['headers']
+  const deadlineHeader = reply[kPlugin].deadlineHeader
+  if (deadlineHeader !== null) dispatchOptions.headers = withDeadline(deadlineHeader, reply[kDeadline], options?.headers) as DispatchOptions['headers']
   if (options !== undefined) {
     if (options.headers !== undefined && deadlineHeader === null) dispatchOptions.headers = options.headers
     if (options.body !== undefined) dispatchOptions.body = options.body
@@ -211,7 +212,7 @@ export function pipeDirect (reply: ReplyPort, url: string | URL, options: PipeOp
     if (options.bodyTimeout !== undefined) dispatchOptions.bodyTimeout = options.bodyTimeout
   }
   // allowedOrigins holds for every hop: no redirect is followed; the 3xx is relayed.
-  if (reply.plugin.allowedOrigins !== null) dispatchOptions.maxRedirections = 0
+  if (reply[kPlugin].allowedOrigins !== null) dispatchOptions.maxRedirections = 0
   if (policy.attempts > 1 && mayRetry(policy, method, dispatchOptions.body)) pipe.retry = new RetryState(policy, dispatchOptions)
   pipe.send(dispatchOptions)
   return done
@@ -220,5 +221,5 @@ export function pipeDirect (reply: ReplyPort, url: string | URL, options: PipeOp
 /** A failure found before anything was sent: reported after the caller's synchronous code, as an awaited fetch would. */
 export async function failLater (reply: ReplyPort, error: Error): Promise<void> {
   await undefined
-  reply.failByPlugin(error)
+  reply[kFailByPlugin](error)
 }

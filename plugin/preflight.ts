@@ -6,6 +6,7 @@ import { BadPathError, BadUpstreamRequestError, CancelledError, OriginDeniedErro
 import type { ReplyPort } from './reply-port.js'
 import { safeUrl } from './report.js'
 import { hasDotSegment, upstreamTarget, type Target } from './target.js'
+import { kEndReason, kOpen, kPlugin } from './symbols.js'
 
 /**
  * Where a request for `url` goes, or the error it fails with: `BAD_UPSTREAM_REQUEST` for
@@ -32,9 +33,9 @@ export function targetOf (url: unknown): Target | Error {
  * `target` is `targetOf(url)`: a URL refused as such is refused before the origin is checked.
  */
 export function refusal (reply: ReplyPort, url: string | URL, target: Target | Error): Error | null {
-  if (!reply.open) return new CancelledError({ cause: reply.endReason })
+  if (!reply[kOpen]) return new CancelledError({ cause: reply[kEndReason] })
   if (target instanceof Error) return target
-  const allowed = reply.plugin.allowedOrigins
+  const allowed = reply[kPlugin].allowedOrigins
   if (allowed !== null && !allowed.has(target.origin)) {
     reply.request.log.warn({ upstream: safeUrl(url) }, 'upstream origin is not in allowedOrigins')
     return new OriginDeniedError()

@@ -4,6 +4,7 @@ import type { AsyncResource } from 'node:async_hooks'
 import diagnostics from 'node:diagnostics_channel'
 import type { FastifyRequest } from 'fastify'
 import type { AsyncRouteStats, HangReport, PendingReply, ReplyOutcome } from './types.js'
+import { kAsyncContext, kCheckIdle, kEndForClose, kHangReport, kPendingEntry } from './symbols.js'
 
 export const timeoutChannel = diagnostics.channel('fastify-async-route:timeout')
 export const abortChannel = diagnostics.channel('fastify-async-route:abort')
@@ -16,16 +17,16 @@ export type Outcome = ReplyOutcome
 export interface Tracked {
   readonly request: FastifyRequest
   /** The async context of the request: what a shared timer does for the reply runs in it. */
-  readonly asyncContext: AsyncResource
-  pendingEntry (now: number): PendingReply
-  hangReport (now: number): HangReport
+  readonly [kAsyncContext]: AsyncResource
+  [kPendingEntry] (now: number): PendingReply
+  [kHangReport] (now: number): HangReport
   /** Ends the reply because the close grace ran out. */
-  endForClose (): void
+  [kEndForClose] (): void
   /**
    * Logs the "did you forget finish()?" warning if the reply has been idle for its route's
    * delay (in the reply's own context: the sweep runs for every reply, most of which log nothing).
    */
-  checkIdle (now: number): void
+  [kCheckIdle] (now: number): void
 }
 
 export class Registry {
@@ -75,9 +76,9 @@ export class Registry {
       default: this.#failed++
     }
     if (outcome === 'finished' && finishChannel.hasSubscribers) {
-      finishChannel.publish({ request: reply.request, report: reply.hangReport(Date.now()) })
+      finishChannel.publish({ request: reply.request, report: reply[kHangReport](Date.now()) })
     } else if (outcome === 'aborted' && abortChannel.hasSubscribers) {
-      abortChannel.publish({ request: reply.request, report: reply.hangReport(Date.now()) })
+      abortChannel.publish({ request: reply.request, report: reply[kHangReport](Date.now()) })
     }
     if (this.#onDrained !== null && this.#open.size === 0) this.#onDrained()
   }
@@ -85,7 +86,7 @@ export class Registry {
   pending (): PendingReply[] {
     const now = Date.now()
     const list: PendingReply[] = []
-    for (const reply of this.#open) list.push(reply.pendingEntry(now))
+    for (const reply of this.#open) list.push(reply[kPendingEntry](now))
     return list
   }
 
@@ -112,7 +113,7 @@ export class Registry {
     if (this.#idleSweep !== null) clearInterval(this.#idleSweep)
     this.#idleSweep = setInterval(() => {
       const now = Date.now()
-      for (const reply of this.#open) reply.checkIdle(now)
+      for (const reply of this.#open) reply[kCheckIdle](now)
     }, every)
     this.#idleSweep.unref()
   }
@@ -139,7 +140,7 @@ export class Registry {
     }
     const graceTimer = setTimeout(() => {
       this.#inGrace = false
-      for (const reply of [...this.#open]) reply.asyncContext.runInAsyncScope(reply.endForClose, reply)
+      for (const reply of [...this.#open]) reply[kAsyncContext].runInAsyncScope(reply[kEndForClose], reply)
     }, grace)
     if (hookBudget < grace) hookTimer = setTimeout(release, hookBudget)
     this.#onDrained = () => {

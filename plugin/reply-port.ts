@@ -7,33 +7,34 @@ import type { PluginContext } from './context.js'
 import type { UpstreamCall } from './report.js'
 import type { ResolvedRetry } from './retry-policy.js'
 import type { RewriteHeaders } from './types.js'
+import { kDeadline, kEndReason, kFailByPlugin, kNoteSignOfLife, kOpen, kPlugin, kRelayChunk, kRelayEnd, kRelayHead, kRetry, kTrack, kUntrack, kWatchesIdle } from './symbols.js'
 
 export interface ReplyPort {
   readonly request: FastifyRequest
-  readonly plugin: PluginContext
+  readonly [kPlugin]: PluginContext
   /** Not ended in any way yet. */
-  readonly open: boolean
+  readonly [kOpen]: boolean
   /** Epoch ms when the watchdog fires; `Infinity` while it is disarmed. A retry never starts after it. */
-  readonly deadline: number
+  readonly [kDeadline]: number
   /** The route's retry policy (the plugin's with the route's laid over it). */
-  readonly retry: ResolvedRetry
+  readonly [kRetry]: ResolvedRetry
   /** How the reply ended, for a request it cancelled. */
-  readonly endReason: unknown
+  readonly [kEndReason]: unknown
   /** Counts the call as in flight until `untrack` (or releases it when the reply ends). */
-  track (call: UpstreamCall): void
+  [kTrack] (call: UpstreamCall): void
   /** The call is over (its body read, released or failed): a sign of life too. */
-  untrack (call: UpstreamCall): void
+  [kUntrack] (call: UpstreamCall): void
   /** An upstream head or body chunk arrived (for `fetch`): a sign of life for `idleTimeout`. */
-  noteSignOfLife (): void
+  [kNoteSignOfLife] (): void
   /** `idleTimeout` is on for this reply: only then are upstream chunks worth a timestamp. */
-  readonly watchesIdle: boolean
+  readonly [kWatchesIdle]: boolean
   // The reply writes the response; the upstream side hands it what to relay.
   /** Relays an upstream head; false when no body is to follow (HEAD answered, or a bad head answered 502). */
-  relayHead (statusCode: number, upstreamHeaders: IncomingHttpHeaders, rewrite: RewriteHeaders | null): boolean
+  [kRelayHead] (statusCode: number, upstreamHeaders: IncomingHttpHeaders, rewrite: RewriteHeaders | null): boolean
   /** Relays a body chunk (counted, a sign of life); false: paused until `resume` is called. */
-  relayChunk (chunk: Buffer, resume: () => void): boolean
+  [kRelayChunk] (chunk: Buffer, resume: () => void): boolean
   /** The relayed body ended: the response is complete. */
-  relayEnd (): void
+  [kRelayEnd] (): void
   /** Ends the reply for a failure of the plugin's own (an upstream error): the error answer, or a cut. */
-  failByPlugin (error: unknown): void
+  [kFailByPlugin] (error: unknown): void
 }

@@ -22,6 +22,7 @@ import type { ResolvedRetry } from './retry-policy.js'
 import type { Watched } from './watchdog-queue.js'
 import type { AsyncReply, RewriteHeaders, FetchCallback, FetchOptions, ForwardOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
 import { fetchUpstream, fetchWithCallback, pipeUpstream, type ErrorFirstCallback } from './upstream.js'
+import { kAsyncContext, kBytesWritten, kCalls, kCheckIdle, kCheckIdleTimeout, kClientGone, kDeadline, kEndForClose, kEndReason, kFailByPlugin, kHandlerSettled, kHangReport, kNoteSignOfLife, kOpen, kPendingEntry, kPlugin, kRelayChunk, kRelayEnd, kRelayHead, kRenderOverload, kRenderedAnswer, kRetry, kRoute, kSettle, kStart, kStartedAt, kTimeOut, kTrack, kUntrack, kWatchesIdle } from './symbols.js'
 
 // How a reply ended. The handler's own finish()/fail() are told apart from the plugin's ends,
 // because a second call after the former is a bug worth a warning, after the latter it is not.
@@ -43,13 +44,13 @@ type RawWithReply = ServerResponse & { [kReply]?: AsyncReplyImpl }
 export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFacts, Watched {
   readonly request: FastifyRequest
   readonly raw: ServerResponse
-  readonly route: RouteContext
-  readonly startedAt = Date.now()
+  readonly [kRoute]: RouteContext
+  readonly [kStartedAt] = Date.now()
   /**
    * The async context the request's handler runs in (AsyncLocalStorage stores, the active
    * span): what the plugin runs for this reply from a timer or a socket event runs in it.
    */
-  readonly asyncContext = new AsyncResource('fastify-async-route')
+  readonly [kAsyncContext] = new AsyncResource('fastify-async-route')
   readonly #fastifyReply: FastifyReply
   /**
    * An HTTP/2 stream (no socket of its own, no connection-specific headers). Per request: an
@@ -93,23 +94,23 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   #lastActivity: number
 
   constructor (route: RouteContext, request: FastifyRequest, fastifyReply: FastifyReply) {
-    this.route = route
+    this[kRoute] = route
     this.request = request
     this.#fastifyReply = fastifyReply
     this.raw = fastifyReply.raw
     this.#http2 = request.raw.httpVersionMajor === 2
-    this.#lastActivity = this.startedAt
-    this.#lastSign = this.startedAt
+    this.#lastActivity = this[kStartedAt]
+    this.#lastSign = this[kStartedAt]
   }
 
   /** Called once by the route: registers the reply, arms the watchdog, listens for the client. */
-  start (): void {
-    const route = this.route
+  [kStart] (): void {
+    const route = this[kRoute]
     route.plugin.registry.add(this)
     if (route.maxPending > 0) route.open++
     const timeout = route.plugin.deadlineHeader === null ? route.timeout : incomingBudget(route, this.request)
     if (timeout === route.timeout && route.watchdogs !== null) {
-      this.#dueAt = this.startedAt + timeout
+      this.#dueAt = this[kStartedAt] + timeout
       this.#queued = true
       route.watchdogs.add(this)
     } else if (timeout > 0) {
@@ -119,13 +120,13 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     const raw = this.raw as RawWithReply
     raw[kReply] = this
     raw.on('close', onRawClose)
-    const registry = this.route.plugin.registry
+    const registry = this[kRoute].plugin.registry
     if (isGone(raw, this.#http2)) {
       // The client left while hooks or body parsing ran.
-      this.clientGone()
+      this[kClientGone]()
     } else if (registry.closing && !registry.inGrace) {
       // Its hooks were still running when close() began, and the grace is already over.
-      this.endForClose()
+      this[kEndForClose]()
     }
   }
 
@@ -137,23 +138,23 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     return this.raw.headersSent
   }
 
-  get open (): boolean {
+  get [kOpen] (): boolean {
     return this.#state === OPEN
   }
 
-  get plugin (): PluginContext {
-    return this.route.plugin
+  get [kPlugin] (): PluginContext {
+    return this[kRoute].plugin
   }
 
-  get handlerSettled (): boolean {
+  get [kHandlerSettled] (): boolean {
     return this.#handlerSettled
   }
 
-  get bytesWritten (): number {
+  get [kBytesWritten] (): number {
     return this.#bytesWritten
   }
 
-  get calls (): readonly UpstreamCall[] | null {
+  get [kCalls] (): readonly UpstreamCall[] | null {
     return this.#calls
   }
 
@@ -169,7 +170,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   }
 
   /** How the reply ended, for a fetch that it cancelled. */
-  get endReason (): unknown {
+  get [kEndReason] (): unknown {
     return this.#reason
   }
 
@@ -311,8 +312,8 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   }
 
   /** The route's retry policy. */
-  get retry (): ResolvedRetry {
-    return this.route.retry
+  get [kRetry] (): ResolvedRetry {
+    return this[kRoute].retry
   }
 
   setTimeout (ms: number): this {
@@ -348,37 +349,37 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   // ---- used by the route, the upstream side (ReplyPort) and the registry (Tracked) ----
 
   /** The handler (or `onUpstreamError`) returned or settled: a sign of life. */
-  settle (): void {
+  [kSettle] (): void {
     this.#handlerSettled = true
     this.#lastActivity = Date.now()
   }
 
-  track (call: UpstreamCall): void {
+  [kTrack] (call: UpstreamCall): void {
     if (this.#calls === null) this.#calls = [call]
     else this.#calls.push(call)
   }
 
-  untrack (call: UpstreamCall): void {
+  [kUntrack] (call: UpstreamCall): void {
     const calls = this.#calls
     // (A call that is not there, -1, becomes an index past the end: nothing is removed.)
     if (calls !== null) calls.splice(calls.indexOf(call) >>> 0, 1)
     this.#lastActivity = Date.now()
   }
 
-  noteSignOfLife (): void {
+  [kNoteSignOfLife] (): void {
     this.#lastSign = Date.now()
   }
 
-  get watchesIdle (): boolean {
+  get [kWatchesIdle] (): boolean {
     return this.#idleTimer !== null
   }
 
-  get deadline (): number {
+  get [kDeadline] (): number {
     return this.#dueAt
   }
 
   /** The client left before the reply was finished. */
-  clientGone (): void {
+  [kClientGone] (): void {
     if (this.#state !== OPEN) return
     // nginx's 499: worth a line, not an alarm.
     this.request.log.info('the client closed the connection before the reply was finished')
@@ -390,18 +391,18 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   }
 
   /** Ends the reply for a failure the handler did not report itself (throw, upstream error). */
-  failByPlugin (error: unknown): void {
+  [kFailByPlugin] (error: unknown): void {
     // An upstream failure is reported from undici's callbacks, in the context of whichever
     // request opened the socket: the error answer, its log line and onEnd run in the reply's.
-    this.asyncContext.runInAsyncScope(this.#failWith, this, error, FAILED_BY_PLUGIN)
+    this[kAsyncContext].runInAsyncScope(this.#failWith, this, error, FAILED_BY_PLUGIN)
   }
 
-  endForClose (): void {
+  [kEndForClose] (): void {
     this.#failWith(new ClosingError(), CLOSED)
   }
 
   /** The watchdog fired. */
-  timeOut (): void {
+  [kTimeOut] (): void {
     this.#timer = null
     this.#queued = false
     this.#dueAt = Infinity
@@ -411,9 +412,9 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   }
 
   /** The `idleTimeout` timer fired: ends the reply if it stayed silent that long, else re-arms. */
-  checkIdleTimeout (): void {
+  [kCheckIdleTimeout] (): void {
     const now = Date.now()
-    const idle = this.route.idleTimeout
+    const idle = this[kRoute].idleTimeout
     const quiet = now - this.#lastSign
     if (quiet < idle) {
       this.#idleTimer = setTimeout(checkIdleTimeout, idle - quiet, this)
@@ -424,22 +425,22 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     this.#timeOut(report, describeSilence(report, quiet), new IdleTimeoutError(quiet))
   }
 
-  hangReport (now: number): HangReport {
+  [kHangReport] (now: number): HangReport {
     return hangReport(this, now)
   }
 
-  pendingEntry (now: number): PendingReply {
+  [kPendingEntry] (now: number): PendingReply {
     return pendingEntry(this, now)
   }
 
-  checkIdle (now: number): void {
-    const ms = this.route.warnUnfinished
+  [kCheckIdle] (now: number): void {
+    const ms = this[kRoute].warnUnfinished
     if (ms === 0 || this.#warnedIdle || !this.#handlerSettled || (this.#calls !== null && this.#calls.length > 0)) return
     const quiet = now - this.#lastActivity
     if (quiet < ms) return
     this.#warnedIdle = true
     // The sweep is one timer for every reply: only the warning enters the reply's context.
-    this.asyncContext.runInAsyncScope(this.#warnIdle, this, now, quiet)
+    this[kAsyncContext].runInAsyncScope(this.#warnIdle, this, now, quiet)
   }
 
   #warnIdle (now: number, quiet: number): void {
@@ -452,7 +453,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
    * false when the reply is done with this answer: a HEAD request (answered now), or a head
    * the client's protocol cannot carry (answered 502, a bad upstream response).
    */
-  relayHead (statusCode: number, upstreamHeaders: IncomingHttpHeaders, rewrite: RewriteHeaders | null): boolean {
+  [kRelayHead] (statusCode: number, upstreamHeaders: IncomingHttpHeaders, rewrite: RewriteHeaders | null): boolean {
     if (this.#idleTimer !== null) this.#lastSign = Date.now()
     const raw = this.raw
     if (!raw.headersSent) {
@@ -460,9 +461,9 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
       if (rewrite !== null) {
         try {
           // The app's callback, in its request's context (undici calls back in another's).
-          relayed = this.asyncContext.runInAsyncScope(rewrittenHeaders, null, rewrite, relayed, this.request)
+          relayed = this[kAsyncContext].runInAsyncScope(rewrittenHeaders, null, rewrite, relayed, this.request)
         } catch (error) {
-          this.failByPlugin(new RewriteHeadersError({ cause: error }))
+          this[kFailByPlugin](new RewriteHeadersError({ cause: error }))
           return false
         }
       }
@@ -473,12 +474,12 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
         // Node's HTTP/2 response keeps what a failed writeHead stored (`:status` included),
         // which would break the error answer's head too: start from a clean head.
         for (const name of raw.getHeaderNames()) raw.removeHeader(name)
-        this.failByPlugin(new UpstreamError({ cause: error }))
+        this[kFailByPlugin](new UpstreamError({ cause: error }))
         return false
       }
     }
     if (this.request.method === 'HEAD') {
-      this.relayEnd()
+      this[kRelayEnd]()
       return false
     }
     return true
@@ -489,7 +490,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
    * `resume` is called once it drained (or the response closed). A chunk that arrives after
    * the reply was finished (`finish()` while piping) is dropped.
    */
-  relayChunk (chunk: Buffer, resume: () => void): boolean {
+  [kRelayChunk] (chunk: Buffer, resume: () => void): boolean {
     const compressor = this.#compressor
     const body = compressor ?? this.raw
     if (body.writableEnded) return true
@@ -504,7 +505,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   }
 
   /** The relayed body ended: the response is complete. */
-  relayEnd (): void {
+  [kRelayEnd] (): void {
     if (this.#state !== OPEN) return
     if (this.#endsConnection) closeConnectionAfter(this.raw)
     ;(this.#compressor ?? this.raw).end()
@@ -567,7 +568,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   #disarm (): void {
     if (this.#queued) {
       this.#queued = false
-      this.route.watchdogs?.delete(this)
+      this[kRoute].watchdogs?.delete(this)
     } else if (this.#timer !== null) {
       clearTimeout(this.#timer)
       this.#timer = null
@@ -590,7 +591,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     log.warn({ report }, message)
     // `code` tells the watchdog (FST_ASYNC_ROUTE_TIMEOUT) from idleTimeout (…_IDLE_TIMEOUT).
     if (timeoutChannel.hasSubscribers) timeoutChannel.publish({ request: this.request, report, code: error.code })
-    const onWatchdog = this.route.onWatchdog
+    const onWatchdog = this[kRoute].onWatchdog
     if (onWatchdog !== null) {
       try {
         onWatchdog(this.request, this, report)
@@ -619,7 +620,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
       cut(raw, http2)
       return
     }
-    if (this.route.renderError !== null && this.renderedAnswer(answer)) return
+    if (this[kRoute].renderError !== null && this[kRenderedAnswer](answer)) return
     try {
       // The answer is JSON whatever content type the handler had set for its own body.
       this.#writeHead(answer.status, JSON_TYPE, Buffer.byteLength(answer.body), undefined, true)
@@ -639,8 +640,8 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
    * to go out (it threw or did not finish; what it set on the head is dropped). The reply has
    * ended already (see `renderOverload` for the one that never started).
    */
-  renderedAnswer (answer: ErrorAnswer): boolean {
-    const render = this.route.renderError as NonNullable<RouteContext['renderError']>
+  [kRenderedAnswer] (answer: ErrorAnswer): boolean {
+    const render = this[kRoute].renderError as NonNullable<RouteContext['renderError']>
     const error = answer.error as Error & { statusCode?: unknown }
     if (error.statusCode === undefined) error.statusCode = answer.status
     const { raw } = this
@@ -650,7 +651,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     this.#rendering = true
     let threw = false
     try {
-      this.asyncContext.runInAsyncScope(render, null, error, this.request, this)
+      this[kAsyncContext].runInAsyncScope(render, null, error, this.request, this)
     } catch (thrown) {
       threw = true
       this.request.log.error({ err: thrown }, 'renderError threw; the default error answer is sent')
@@ -667,9 +668,9 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   }
 
   /** `renderedAnswer` for the `maxPending` 503: a reply that never started, ended as refused. */
-  renderOverload (answer: ErrorAnswer): boolean {
+  [kRenderOverload] (answer: ErrorAnswer): boolean {
     this.#state = FAILED_BY_PLUGIN
-    return this.renderedAnswer(answer)
+    return this[kRenderedAnswer](answer)
   }
 
   #headIsOut (method: string): boolean {
@@ -688,7 +689,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     if (contentType !== undefined && (isError || headers['content-type'] === undefined)) headers['content-type'] = contentType
     if (length !== undefined) headers['content-length'] = length
     if (this.#endsConnection) headers.connection = 'close'
-    const compress = this.route.compress
+    const compress = this[kRoute].compress
     if (compress !== null && !isError && !this.#rendering) this.#chooseEncoding(compress, statusCode, headers as OutgoingHttpHeaders)
     this.raw.writeHead(statusCode, headers as OutgoingHttpHeaders)
     // What getHeader() reads from now on: the head as sent.
@@ -703,7 +704,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
    * of an HTTP/2 answer sent before its request body was read.)
    */
   get #endsConnection (): boolean {
-    return !this.#http2 && (this.route.plugin.registry.closing || bodyUnread(this.request.raw))
+    return !this.#http2 && (this[kRoute].plugin.registry.closing || bodyUnread(this.request.raw))
   }
 
   /** A late call of a public method: a warning if the handler itself had ended the reply. */
@@ -732,7 +733,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
       clearTimeout(this.#idleTimer)
       this.#idleTimer = null
     }
-    if (this.route.maxPending > 0) this.route.open--
+    if (this[kRoute].maxPending > 0) this[kRoute].open--
     const abnormal = this.#abnormal()
     if (abnormal && this.#controller !== null) this.#controller.abort(reason)
     // What the compressor still holds of a cut answer is never sent.
@@ -742,7 +743,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
       for (const call of this.#calls.slice()) call.release(abnormal)
     }
     const outcome = outcomeOf(state, this.#timedOut !== null)
-    this.route.plugin.registry.end(this, outcome)
+    this[kRoute].plugin.registry.end(this, outcome)
     const listeners = this.#endListeners
     if (listeners === null) return
     this.#endListeners = null
@@ -755,7 +756,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
    */
   #runListener (fn: (outcome: Outcome) => void, outcome: Outcome | undefined, name: string): void {
     try {
-      this.asyncContext.runInAsyncScope(fn, undefined, outcome)
+      this[kAsyncContext].runInAsyncScope(fn, undefined, outcome)
     } catch (error) {
       this.request.log.error({ err: error }, `reply.${name}() callback threw`)
     }
@@ -772,11 +773,11 @@ function outcomeOf (state: EndState, timedOut: boolean): Outcome {
 // A reply's own timers may have been armed from another request's context (`setTimeout(ms)`
 // called by another request's handler): they too run in the reply's context.
 function fireWatchdog (reply: AsyncReplyImpl): void {
-  reply.asyncContext.runInAsyncScope(reply.timeOut, reply)
+  reply[kAsyncContext].runInAsyncScope(reply[kTimeOut], reply)
 }
 
 function checkIdleTimeout (reply: AsyncReplyImpl): void {
-  reply.asyncContext.runInAsyncScope(reply.checkIdleTimeout, reply)
+  reply[kAsyncContext].runInAsyncScope(reply[kCheckIdleTimeout], reply)
 }
 
 function onRawClose (this: RawWithReply): void {
@@ -787,5 +788,5 @@ function onRawClose (this: RawWithReply): void {
   // A socket event runs in the connection's context: the abort (its log line, the abort
   // message, onClose and onEnd) runs in the request's. (Set before this listener was added.)
   const reply = this[kReply] as AsyncReplyImpl
-  reply.asyncContext.runInAsyncScope(reply.clientGone, reply)
+  reply[kAsyncContext].runInAsyncScope(reply[kClientGone], reply)
 }

@@ -2,6 +2,7 @@
 // and the one-line description a person reads in the log. One builder for all of them.
 import type { FastifyRequest } from 'fastify'
 import type { HangReport, InflightReport, PendingReply } from './types.js'
+import { kBytesWritten, kCalls, kHandlerSettled, kStartedAt } from './symbols.js'
 
 /**
  * An upstream request a reply is waiting on, from the call until its body was read or
@@ -18,11 +19,11 @@ export interface UpstreamCall {
 /** What a report is made of; the reply fills it in. */
 export interface ReplyFacts {
   readonly request: FastifyRequest
-  readonly startedAt: number
-  readonly handlerSettled: boolean
+  readonly [kStartedAt]: number
+  readonly [kHandlerSettled]: boolean
   readonly headersSent: boolean
-  readonly bytesWritten: number
-  readonly calls: readonly UpstreamCall[] | null
+  readonly [kBytesWritten]: number
+  readonly [kCalls]: readonly UpstreamCall[] | null
 }
 
 /** The upstream URL as it may appear in logs and reports: without user:password. */
@@ -55,11 +56,11 @@ export function hangReport (facts: ReplyFacts, now: number): HangReport {
     id: request.id,
     method: request.method,
     url: request.url,
-    elapsedMs: now - facts.startedAt,
-    handlerSettled: facts.handlerSettled,
+    elapsedMs: now - facts[kStartedAt],
+    handlerSettled: facts[kHandlerSettled],
     headersSent: facts.headersSent,
-    bytesWritten: facts.bytesWritten,
-    inflight: describeCalls(facts.calls, now)
+    bytesWritten: facts[kBytesWritten],
+    inflight: describeCalls(facts[kCalls], now)
   }
 }
 

@@ -8,6 +8,7 @@ import { AsyncReplyImpl } from './reply.js'
 import { resolveRouteOptions } from './route-options.js'
 import type { AsyncRouteOptions, UpstreamResponse } from './types.js'
 import { fetchUpstream, isPromise, splitRequest } from './upstream.js'
+import { kFailByPlugin, kOpen, kRenderOverload, kRoute, kSettle, kStart } from './symbols.js'
 
 export function createAsyncRoute (plugin: PluginContext, owner: FastifyInstance) {
   return function asyncRoute (this: FastifyInstance | undefined, options: AsyncRouteOptions<any>): FastifyInstance {
@@ -37,12 +38,12 @@ function startReply (route: RouteContext, request: FastifyRequest, fastifyReply:
   if (overloaded(route)) {
     const rendered = route.renderError === null
       ? null
-      : (answer: ErrorAnswer) => new AsyncReplyImpl(route, request, fastifyReply).renderOverload(answer)
+      : (answer: ErrorAnswer) => new AsyncReplyImpl(route, request, fastifyReply)[kRenderOverload](answer)
     return answerOverloaded(route, request, fastifyReply, rendered)
   }
   const reply = new AsyncReplyImpl(route, request, fastifyReply)
-  reply.start()
-  if (!reply.open) return
+  reply[kStart]()
+  if (!reply[kOpen]) return
   if (route.upstream === null) {
     invoke(reply, route.handler, request, reply, undefined)
   } else {
@@ -63,8 +64,8 @@ async function runUpstreamStep (reply: AsyncReplyImpl, route: RouteContext): Pro
       : await fetchUpstream(reply, target as string, undefined)
   } catch (error) {
     // Cancelled because the reply already ended (watchdog, client gone, close): nothing to do.
-    if (!reply.open) return
-    if (route.onUpstreamError === null) return reply.failByPlugin(error)
+    if (!reply[kOpen]) return
+    if (route.onUpstreamError === null) return reply[kFailByPlugin](error)
     return invoke(reply, route.onUpstreamError, error, reply.request, reply)
   }
   invoke(reply, route.handler, reply.request, reply, response)
@@ -78,7 +79,7 @@ async function runUpstreamStep (reply: AsyncReplyImpl, route: RouteContext): Pro
 function invoke (reply: AsyncReplyImpl, fn: UserFunction, a: unknown, b: unknown, c: unknown): void {
   let result: unknown
   try {
-    result = fn.call(reply.route.instance, a, b, c)
+    result = fn.call(reply[kRoute].instance, a, b, c)
   } catch (error) {
     settled(reply)
     return handlerError(reply, error)
@@ -99,8 +100,8 @@ function invoke (reply: AsyncReplyImpl, fn: UserFunction, a: unknown, b: unknown
 
 /** `return { … }`, a Fastify habit, sends nothing from an async route: said once per route. */
 function returned (reply: AsyncReplyImpl, fn: UserFunction, value: unknown): void {
-  const route = reply.route
-  if (value === undefined || value === reply || !reply.open || fn !== route.handler || route.warnedReturn) return
+  const route = reply[kRoute]
+  if (value === undefined || value === reply || !reply[kOpen] || fn !== route.handler || route.warnedReturn) return
   route.warnedReturn = true
   const { method, url } = reply.request.routeOptions
   reply.request.log.warn({ method, url },
@@ -108,10 +109,10 @@ function returned (reply: AsyncReplyImpl, fn: UserFunction, value: unknown): voi
 }
 
 function settled (reply: AsyncReplyImpl): void {
-  reply.settle()
+  reply[kSettle]()
 }
 
 function handlerError (reply: AsyncReplyImpl, error: unknown): void {
-  if (reply.open) return reply.failByPlugin(error)
+  if (reply[kOpen]) return reply[kFailByPlugin](error)
   reply.request.log.debug({ err: error }, 'async route handler threw after its reply ended')
 }

@@ -12,6 +12,7 @@ import { callPolicy, errorDelay, mayRetry, RetryState, statusDelay, type Resolve
 import type { AsyncRouteError, FetchCallback, FetchOptions, PipeOptions, RewriteHeaders, UpstreamRequest, UpstreamResponse } from './types.js'
 import { refreshDeadline, withDeadline } from './deadline.js'
 import { RequestSignal, sendRequest, type DispatchOptions } from './undici-adapter.js'
+import { kDeadline, kEndReason, kFailByPlugin, kNoteSignOfLife, kOpen, kPlugin, kRelayChunk, kRelayEnd, kRelayHead, kRetry, kTrack, kUntrack, kWatchesIdle } from './symbols.js'
 
 const CANCELLED_CODE = new CancelledError().code
 
@@ -91,7 +92,7 @@ export class FetchCall extends RequestSignal implements UpstreamCall {
   /** undici's callback: the head arrived, or the request failed. */
   onResponse (error: Error | null, response: UpstreamResponse | undefined): void {
     if (error === null) {
-      if (this.reply.watchesIdle) this.reply.noteSignOfLife()
+      if (this.reply[kWatchesIdle]) this.reply[kNoteSignOfLife]()
       // undici calls back from inside its handler: what comes after it (a dispatcher's own
       // hooks) runs before the response is taken, as with an awaited promise.
       queueMicrotask(() => this.#accept(response as UpstreamResponse))
@@ -104,13 +105,13 @@ export class FetchCall extends RequestSignal implements UpstreamCall {
 
   /** Sends the request (again, for a retry). */
   send (options: DispatchOptions): void {
-    sendRequest(this.reply.plugin.dispatcher, options, (error, response) => this.onResponse(error, response))
+    sendRequest(this.reply[kPlugin].dispatcher, options, (error, response) => this.onResponse(error, response))
   }
 
   /** Waits `delay` ms (if a next try may be made) and tries again; false when no try is left. */
   #retryAfter (delay: number): boolean {
     const retry = this.retry as RetryState<DispatchOptions>
-    if (this.cancelled || this.callerSignal?.aborted === true || retry.next(delay, this.reply.deadline) < 0) return false
+    if (this.cancelled || this.callerSignal?.aborted === true || retry.next(delay, this.reply[kDeadline]) < 0) return false
     retry.wait(delay, retryFetch, this)
     return true
   }
@@ -137,7 +138,7 @@ export class FetchCall extends RequestSignal implements UpstreamCall {
     body.on('close', onBodyClose)
     // idleTimeout: each chunk undici hands the body is a sign of life, whoever reads it (a
     // 'data' listener here would start the flow the handler controls).
-    if (this.reply.watchesIdle) body.push = pushNotingLife
+    if (this.reply[kWatchesIdle]) body.push = pushNotingLife
     // Errors of a body nobody reads must not crash the process; readers still see them.
     body.on('error', noop)
     this.resolve(response)
@@ -150,7 +151,7 @@ export class FetchCall extends RequestSignal implements UpstreamCall {
       // Rejected only because the reply ended: never an unhandled rejection (a handler that
       // fired and forgot this fetch must not crash the process); awaiting it still throws.
       this.promise?.catch(noop)
-      this.reject(new CancelledError({ cause: this.reply.endReason }))
+      this.reject(new CancelledError({ cause: this.reply[kEndReason] }))
     } else {
       this.reject(toUpstreamError(error))
     }
@@ -158,18 +159,18 @@ export class FetchCall extends RequestSignal implements UpstreamCall {
 
   done (): void {
     this.callerSignal?.removeEventListener('abort', this)
-    this.reply.untrack(this)
+    this.reply[kUntrack](this)
   }
 }
 
 function pushNotingLife (this: TrackedBody, chunk: unknown, encoding?: BufferEncoding): boolean {
-  this[kCall]?.reply.noteSignOfLife()
+  this[kCall]?.reply[kNoteSignOfLife]()
   return Object.getPrototypeOf(this).push.call(this, chunk, encoding)
 }
 
 function retryFetch (call: FetchCall): void {
   const retry = call.retry as RetryState<DispatchOptions>
-  call.send(refreshDeadline(call.reply.plugin.deadlineHeader, call.reply.deadline, retry.options))
+  call.send(refreshDeadline(call.reply[kPlugin].deadlineHeader, call.reply[kDeadline], retry.options))
 }
 
 function onBodyClose (this: TrackedBody & Partial<PipedBody>): void {
@@ -183,7 +184,7 @@ export function fetchUpstream (
   reply: ReplyPort,
   url: string | URL,
   options: FetchOptions | undefined,
-  policy: ResolvedRetry = callPolicy(reply.retry, options?.retry, 'reply.fetch()')
+  policy: ResolvedRetry = callPolicy(reply[kRetry], options?.retry, 'reply.fetch()')
 ): Promise<UpstreamResponse> {
   const target = targetOf(url)
   const refused = refusal(reply, url, target)
@@ -193,16 +194,16 @@ export function fetchUpstream (
   const { origin, path } = target as Target
   const method = options?.method ?? 'GET'
   const call = new FetchCall(reply, method, url)
-  reply.track(call)
+  reply[kTrack](call)
   // A literal of one shape when there are no options: undici reads a dozen options off it.
   const dispatchOptions: DispatchOptions = options === undefined
     ? { origin, path, method: method as DispatchOptions['method'], signal: call }
     : { ...options as object, origin, path, method: method as DispatchOptions['method'], signal: call }
-  const deadlineHeader = reply.plugin.deadlineHeader
-  if (deadlineHeader !== null) dispatchOptions.headers = withDeadline(deadlineHeader, reply.deadline, options?.headers) as DispatchOptions['headers']
+  const deadlineHeader = reply[kPlugin].deadlineHeader
+  if (deadlineHeader !== null) dispatchOptions.headers = withDeadline(deadlineHeader, reply[kDeadline], options?.headers) as DispatchOptions['headers']
   // allowedOrigins holds for every hop: no redirect is followed (a composed redirect
   // interceptor included); the 3xx is what fetch returns.
-  if (reply.plugin.allowedOrigins !== null) dispatchOptions.maxRedirections = 0
+  if (reply[kPlugin].allowedOrigins !== null) dispatchOptions.maxRedirections = 0
   // (Not `delete`: that would turn the options into a slow dictionary-mode object.)
   if (options?.retry !== undefined) dispatchOptions.retry = undefined
   if (policy.attempts > 1 && mayRetry(policy, method, options?.body)) call.retry = new RetryState(policy, dispatchOptions)
@@ -236,9 +237,9 @@ export function fetchWithCallback (reply: ReplyPort, url: string | URL, options:
   const run = (error: Error | null, res: UpstreamResponse | undefined): void => {
     try {
       const result = call(error, res)
-      if (isPromise(result)) result.then(undefined, (thrown: unknown) => reply.failByPlugin(thrown))
+      if (isPromise(result)) result.then(undefined, (thrown: unknown) => reply[kFailByPlugin](thrown))
     } catch (thrown) {
-      reply.failByPlugin(thrown)
+      reply[kFailByPlugin](thrown)
     }
   }
   fetchUpstream(reply, url, options).then((res) => run(null, res), (error: Error) => run(error, undefined))
@@ -258,12 +259,12 @@ export function pipeUpstream (reply: ReplyPort, source: UpstreamResponse | strin
   if (typeof source === 'string' || source instanceof URL || source === null || typeof source !== 'object') {
     // (Anything that is not an object is refused as a URL would be: 500 BAD_UPSTREAM_REQUEST.)
     checkRewrite(options?.rewriteHeaders, 'reply.pipe()')
-    return pipeRequest(reply, source as string | URL, options, callPolicy(reply.retry, options?.retry, 'reply.pipe()'))
+    return pipeRequest(reply, source as string | URL, options, callPolicy(reply[kRetry], options?.retry, 'reply.pipe()'))
   }
   if (isResponse(source)) return streamResponse(reply, source, checkRewrite(options?.rewriteHeaders, 'reply.pipe()'))
   const [url, requestOptions] = splitRequest(source)
   checkRewrite(requestOptions.rewriteHeaders, 'reply.pipe()')
-  return pipeRequest(reply, url, requestOptions, callPolicy(reply.retry, requestOptions.retry, 'reply.pipe()'))
+  return pipeRequest(reply, url, requestOptions, callPolicy(reply[kRetry], requestOptions.retry, 'reply.pipe()'))
 }
 
 /** A `rewriteHeaders` option, checked: a function, or null when none was given. */
@@ -288,7 +289,7 @@ async function pipeFetched (reply: ReplyPort, url: string | URL, options: PipeOp
   try {
     response = await fetchUpstream(reply, url, fetchOptions, policy)
   } catch (error) {
-    reply.failByPlugin(error)
+    reply[kFailByPlugin](error)
     return
   }
   return await streamResponse(reply, response, rewriteHeaders ?? null)
@@ -301,17 +302,17 @@ export function splitRequest (request: UpstreamRequest): [string | URL, PipeOpti
 
 function streamResponse (reply: ReplyPort, response: UpstreamResponse, rewrite: RewriteHeaders | null): Promise<void> {
   const body = response.body
-  if (!reply.open) {
+  if (!reply[kOpen]) {
     body.destroy()
     return Promise.resolve()
   }
   if (body.destroyed || body.readableEnded) {
     // Nothing more will come from this body (its upstream failed before pipe() was called, or
     // it was already read): none of the events below would fire, and the reply would hang.
-    reply.failByPlugin(body.errored ?? new Error('reply.pipe(): the upstream response body was already read or destroyed'))
+    reply[kFailByPlugin](body.errored ?? new Error('reply.pipe(): the upstream response body was already read or destroyed'))
     return Promise.resolve()
   }
-  if (!reply.relayHead(response.statusCode, response.headers, rewrite)) {
+  if (!reply[kRelayHead](response.statusCode, response.headers, rewrite)) {
     // A HEAD answered, or a head refused (502): the rest is read for the pool.
     body.dump().catch(noop)
     return Promise.resolve()
@@ -335,13 +336,13 @@ function streamResponse (reply: ReplyPort, response: UpstreamResponse, rewrite: 
 function onPipedData (this: PipedBody, chunk: Buffer): void {
   const piped = this[kPiped]
   // Backpressure: paused until the client's socket drained.
-  if (!piped.reply.relayChunk(chunk, piped.resume)) this.pause()
+  if (!piped.reply[kRelayChunk](chunk, piped.resume)) this.pause()
 }
 
 function onPipedEnd (this: PipedBody): void {
-  this[kPiped].reply.relayEnd()
+  this[kPiped].reply[kRelayEnd]()
 }
 
 function onPipedError (this: PipedBody, error: Error): void {
-  this[kPiped].reply.failByPlugin(error)
+  this[kPiped].reply[kFailByPlugin](error)
 }

@@ -10,15 +10,16 @@
 // The timer was created in the async context of whichever reply armed it first: each reply's
 // watchdog runs in that reply's own context (`asyncContext`), never in the timer's.
 import type { AsyncResource } from 'node:async_hooks'
+import { kAsyncContext, kDeadline, kTimeOut } from './symbols.js'
 
 /** A reply as the queue sees it. */
 export interface Watched {
   /** When its watchdog fires (epoch ms). */
-  readonly deadline: number
+  readonly [kDeadline]: number
   /** The async context of the request the reply answers. */
-  readonly asyncContext: AsyncResource
+  readonly [kAsyncContext]: AsyncResource
   /** Its watchdog fired; it left the queue. */
-  timeOut (): void
+  [kTimeOut] (): void
 }
 
 export class WatchdogQueue {
@@ -47,12 +48,12 @@ export class WatchdogQueue {
   fire (): void {
     const now = Date.now()
     for (const reply of this.#waiting) {
-      if (reply.deadline > now) {
-        this.#timer = setTimeout(fire, reply.deadline - now, this)
+      if (reply[kDeadline] > now) {
+        this.#timer = setTimeout(fire, reply[kDeadline] - now, this)
         return
       }
       this.#waiting.delete(reply)
-      reply.asyncContext.runInAsyncScope(reply.timeOut, reply)
+      reply[kAsyncContext].runInAsyncScope(reply[kTimeOut], reply)
     }
     this.#timer = null
   }

@@ -887,3 +887,23 @@ t.test('redirect() on an ended reply is ignored like finish(); a bad status thro
   t.equal(res.body, 'first')
   t.equal(logsAt(logs, LEVEL.warn, 'reply.redirect() called after the reply was already ended').length, 1)
 })
+
+t.test('the reply a handler gets shows the contract and nothing more: internals are symbol-keyed', async (t) => {
+  const CONTRACT = [
+    'status', 'code', 'header', 'headers', 'type', 'getHeader', 'hasHeader', 'removeHeader', 'redirect',
+    'write', 'flush', 'finish', 'fail', 'fetch', 'pipe', 'forward', 'setTimeout', 'onClose', 'onEnd',
+    'finished', 'headersSent', 'signal', 'request', 'raw'
+  ]
+  let seen: string[] = []
+  const { url } = await startRoute(t, {}, (_request, reply) => {
+    const names = new Set<string>()
+    for (let object: object | null = reply; object !== null && object !== Object.prototype; object = Object.getPrototypeOf(object)) {
+      for (const name of Object.getOwnPropertyNames(object)) if (name !== 'constructor') names.add(name)
+    }
+    seen = [...names]
+    reply.finish('ok')
+  })
+  t.equal((await request(`${url}/`)).body, 'ok')
+  t.same(seen.filter((name) => !CONTRACT.includes(name)), [], 'no member outside the contract')
+  t.same(CONTRACT.filter((name) => !seen.includes(name)), [], 'every member of the contract')
+})
