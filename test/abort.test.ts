@@ -205,3 +205,13 @@ t.test('a client that left while hooks ran ends the reply as aborted before the 
   t.equal(handlerCalled, false, 'the handler is not called for a client already gone')
   t.same(app.asyncRoute.stats(), { started: 1, finished: 0, timedOut: 0, aborted: 1, failed: 0, rejected: 0, pending: 0 })
 })
+
+t.test('a client that leaves first is logged once at info level, nothing above', async (t) => {
+  const { url, logs, app } = await startRoute(t, {}, () => {})
+  const req = await sendOnly(`${url}/`)
+  await waitFor(() => app.asyncRoute.stats().pending === 1, 2000, 'the reply to be pending')
+  req.destroy()
+  await waitFor(() => app.asyncRoute.stats().aborted === 1, 2000, 'the abort')
+  t.equal(logsAt(logs, LEVEL.info, 'client closed the connection').length, 1)
+  t.equal(logs.filter((line) => line.level > LEVEL.info).length, 0)
+})

@@ -5,7 +5,7 @@
 import t from 'tap'
 import { Agent, DecoratorHandler, type Dispatcher } from 'undici'
 import { LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
-import { request, sendOnly, waitFor } from './helpers/client.js'
+import { request, sendOnly, sleep, waitFor } from './helpers/client.js'
 import type { Test } from './helpers/context.js'
 import { echo, refusedOrigin, upstreamFor, type UpstreamHandler } from './helpers/upstream.js'
 
@@ -639,4 +639,97 @@ t.test('an upstream body that fails while the handler is busy elsewhere does not
   t.equal(res.statusCode, 200)
   t.equal(res.body, 'carried on')
   t.same(logsAt(logs, LEVEL.error), [])
+})
+
+t.test('a fire-and-forget fetch whose reply ended first is not an unhandled rejection; awaiting one still throws', async (t) => {
+  const up = await upstreamFor(t, (_req, res) => setTimeout(() => res.end('late'), 100))
+  let awaited: unknown
+  const { url } = await startApp(t, { timeout: 50 }, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/forget',
+      handler (_request, reply) {
+        void reply.fetch(up.url)
+        reply.finish('done')
+      }
+    })
+    app.asyncRoute({ method: 'GET', url: '/watchdog', handler (_request, reply) { void reply.fetch(up.url) } })
+    app.asyncRoute({
+      method: 'GET',
+      url: '/after',
+      handler (_request, reply) {
+        reply.finish('first')
+        // A fetch on an ended reply is refused at once: the same "your reply ended" rejection.
+        void reply.fetch(up.url)
+      }
+    })
+    app.asyncRoute({
+      method: 'GET',
+      url: '/awaited',
+      async handler (_request, reply) {
+        const pending = reply.fetch(up.url)
+        reply.finish('done')
+        try {
+          await pending
+        } catch (error) {
+          awaited = error
+        }
+      }
+    })
+  })
+  t.equal((await request(`${url}/forget`)).body, 'done')
+  t.equal((await request(`${url}/watchdog`)).statusCode, 504)
+  t.equal((await request(`${url}/after`)).body, 'first')
+  t.equal((await request(`${url}/awaited`)).body, 'done')
+  await waitFor(() => awaited !== undefined, 2000, 'the awaited fetch to settle')
+  t.equal((awaited as { code?: string }).code, 'FST_ASYNC_ROUTE_CANCELLED')
+  // Give any unhandled rejection time to surface: the helpers' listener fails the test.
+  await sleep(200)
+})
+
+t.test('an upstream request undici refuses before connecting answers 500 FST_ASYNC_ROUTE_BAD_UPSTREAM_REQUEST, logged with the reason', async (t) => {
+  const up = await upstreamFor(t)
+  const refusedHeaders: Array<Record<string, string>> = [
+    { 'transfer-encoding': 'chunked' },
+    { expect: '100-continue' },
+    { 'keep-alive': 'timeout=5' },
+    { upgrade: 'websocket' }
+  ]
+  const { url, logs } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'POST',
+      url: '/fetch/:i',
+      async handler (request, reply) {
+        const headers = refusedHeaders[Number((request.params as { i: string }).i)]
+        const res = await reply.fetch(up.url, { method: 'POST', headers, body: 'x' })
+        reply.finish(await res.body.text())
+      }
+    })
+    app.asyncRoute({
+      method: 'POST',
+      url: '/pipe/:i',
+      handler (request, reply) {
+        const headers = refusedHeaders[Number((request.params as { i: string }).i)]
+        return reply.pipe(up.url, { method: 'POST', headers, body: 'x' })
+      }
+    })
+  })
+  for (const path of ['fetch', 'pipe']) {
+    for (let i = 0; i < refusedHeaders.length; i++) {
+      const res = await request(`${url}/${path}/${i}`, { method: 'POST' })
+      const name = `${path} with ${Object.keys(refusedHeaders[i] as object)[0]}`
+      t.equal(res.statusCode, 500, name)
+      t.same(JSON.parse(res.body), {
+        statusCode: 500,
+        code: 'FST_ASYNC_ROUTE_BAD_UPSTREAM_REQUEST',
+        error: 'Internal Server Error',
+        message: 'The upstream request is invalid'
+      }, `${name}: the contract's answer`)
+    }
+  }
+  t.equal(up.connections(), 0, 'nothing reached the upstream')
+  const errors = logsAt(logs, LEVEL.error, 'The upstream request is invalid')
+  t.equal(errors.length, 8, 'each logged at error level')
+  t.match(JSON.stringify(errors[0]), /transfer-encoding|invalid/i, "with undici's reason")
+  t.equal(logsAt(logs, LEVEL.error, 'upstream request failed').length, 0, 'never as an upstream failure')
 })

@@ -2,7 +2,8 @@
 // session, and every other stream on it, carry on.
 import http2 from 'node:http2'
 import t from 'tap'
-import { startApp } from './helpers/app.js'
+import { startApp, startRoute } from './helpers/app.js'
+import { sleep, waitFor } from './helpers/client.js'
 import { H2C, h2get, h2session, type H2Response } from './helpers/h2.js'
 
 t.test('HTTP/2: a watchdog firing after the head resets only that stream', async (t) => {
@@ -94,4 +95,45 @@ t.test('HTTP/2: a client cancelling its stream aborts that reply only', async (t
   t.ok(aborted, 'signal aborted')
   const ok = await h2get(session, '/ok')
   t.equal(ok.body, 'still here', 'the session carries on')
+})
+
+t.test('HTTP/2: flush() waits for the stream to drain', async (t) => {
+  let flushed = false
+  const { url } = await startRoute(t, { timeout: 5000 }, (_request, reply) => {
+    reply.write(Buffer.alloc(4 * 1024 * 1024))
+    void reply.flush().then(() => {
+      flushed = true
+      reply.finish()
+    })
+  }, H2C)
+  const session = h2session(t, url)
+  const req = session.request({ ':path': '/' })
+  req.on('error', () => {})
+  req.pause()
+  await new Promise((resolve) => req.once('response', resolve))
+  await sleep(200)
+  t.notOk(flushed, 'flush() still waits while the client reads nothing')
+  let bytes = 0
+  req.on('data', (chunk: Buffer) => { bytes += chunk.length })
+  req.resume()
+  await new Promise((resolve) => req.on('end', resolve))
+  t.ok(flushed)
+  t.equal(bytes, 4 * 1024 * 1024)
+})
+
+t.test('HTTP/2: a stream cancelled while hooks ran counts as a client abort', async (t) => {
+  const client = { cancel: () => {} }
+  const { url, app } = await startRoute(t, { timeout: 0, closeGrace: 200 }, {
+    async onRequest () {
+      client.cancel()
+      await sleep(100)
+    },
+    handler () {}
+  }, H2C)
+  const session = h2session(t, url)
+  const req = session.request({ ':path': '/' })
+  req.on('error', () => {})
+  client.cancel = () => req.close(http2.constants.NGHTTP2_CANCEL)
+  await waitFor(() => app.asyncRoute.stats().aborted === 1, 2000, 'the abort to be counted')
+  t.same(app.asyncRoute.pending(), [])
 })

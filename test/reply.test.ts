@@ -887,3 +887,22 @@ t.test('redirect() on an ended reply is ignored like finish(); a bad status thro
   t.equal(res.body, 'first')
   t.equal(logsAt(logs, LEVEL.warn, 'reply.redirect() called after the reply was already ended').length, 1)
 })
+
+t.test('many flush() calls waiting on one full buffer share one drain listener', async (t) => {
+  let listeners = -1
+  let settled = 0
+  const { url } = await startRoute(t, { timeout: 3000 }, (_request, reply) => {
+    reply.write(Buffer.alloc(32 * 1024 * 1024))
+    const before = reply.raw.listenerCount('drain')
+    const waits = Array.from({ length: 20 }, () => reply.flush().then(() => { settled++ }))
+    listeners = reply.raw.listenerCount('drain') - before
+    void Promise.all(waits).then(() => reply.finish())
+  })
+  const { res } = await openRequest(`${url}/`)
+  await waitFor(() => listeners >= 0, 2000, 'the handler')
+  t.equal(listeners, 1, 'one drain listener for twenty waiting flush() calls')
+  t.equal(settled, 0, 'nothing resolved while the client does not read')
+  res.resume()
+  await new Promise((resolve) => res.on('end', resolve))
+  t.equal(settled, 20, 'all resolved once drained')
+})

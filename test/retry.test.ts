@@ -2,12 +2,12 @@
 // methods, replayable bodies, retryable statuses and errors, never once any of the answer
 // reached the handler or the client), the last answer relayed when tries run out, waits bounded
 // by the watchdog and ended with the reply, and shown in flight meanwhile. Real upstreams and
-// clients; the key cases with the plugin's own agent and with undici 7 and 8 dispatchers.
+// clients; the key cases with the plugin's own agent and with undici 7 and 8 dispatchers. The
+// delays' arithmetic alone is in test/unit/retry-policy.test.ts.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import Fastify from 'fastify'
 import t from 'tap'
 import asyncRoute, { type AsyncReply, type RetryPolicy, type UpstreamResponse } from '../plugin/index.js'
-import { NO_RETRY, resolveRetry, retryAfterMs, statusDelay, errorDelay } from '../plugin/retry-policy.js'
 import { LEVEL, logsAt, startApp } from './helpers/app.js'
 import { openRequest, request, sendOnly, sleep, waitFor } from './helpers/client.js'
 import { dispatcherKinds } from './helpers/dispatchers.js'
@@ -217,30 +217,6 @@ t.test('levels replace field by field: plugin, route, call, and the upstream req
   upstream.times.length = 0
   t.equal((await request(`${url}/upstream`)).statusCode, 500)
   t.equal(upstream.times.length, 2)
-})
-
-t.test('delays: exponential from minDelay, capped at maxDelay, with jitter; retry-after on 429/503 when longer', async (t) => {
-  const policy = resolveRetry({ attempts: 10, minDelay: 20, maxDelay: 100, statusCodes: [429, 502, 503] }, NO_RETRY, () => { throw new Error('bad') })
-  const seen = new Set<number>()
-  for (let i = 0; i < 200; i++) {
-    for (let tries = 1; tries < 6; tries++) {
-      const delay = errorDelay(policy, tries, { code: 'ECONNRESET' })
-      t.ok(delay >= 20 && delay <= Math.min(100, 20 * 2 ** tries), `try ${tries}: ${delay}`)
-      seen.add(delay)
-    }
-  }
-  t.ok(seen.size > 10, 'jittered')
-  t.equal(errorDelay(policy, 10, { code: 'ECONNRESET' }), -1, 'tries used up')
-  t.equal(errorDelay(policy, 1, new Error('no code')), -1)
-  t.equal(statusDelay(policy, 1, 503, '2'), 2000, 'retry-after in seconds')
-  t.equal(statusDelay(policy, 1, 429, ['1']), 1000)
-  t.ok(statusDelay(policy, 1, 502, '2') <= 40, 'only on 429 and 503')
-  t.ok(statusDelay(policy, 1, 503, '0') <= 40, 'only when longer')
-  const date = statusDelay(policy, 1, 503, new Date(Date.now() + 5000).toUTCString())
-  t.ok(date > 3000 && date <= 5000, `an HTTP date: ${date}`)
-  t.ok(statusDelay(policy, 1, 503, 'soon') <= 40, 'unreadable: ignored')
-  t.equal(retryAfterMs(new Date(Date.now() - 5000).toUTCString()), 0, 'a date in the past')
-  t.equal(statusDelay(policy, 1, 404, undefined), -1)
 })
 
 t.test('retry-after is honoured over real sockets', async (t) => {

@@ -544,3 +544,27 @@ t.test('a watchdog 504 and an idleTimeout 504 are each logged once: a warning wi
   t.equal(logsAt(logs, LEVEL.warn).length, 4, 'no other warning')
   t.strictSame(logs.filter((line) => line.level >= LEVEL.error), [], 'nothing at error level, no stack trace')
 })
+
+t.test('an error answer whose head Node refuses cuts the connection instead of crashing', async (t) => {
+  const { url, app, logs } = await startRoute(t, { timeout: 100 }, {
+    onRequest (_request, reply, done) {
+      // Fastify does not check header values: Node refuses this one at writeHead().
+      reply.header('x-broken', 'line\nbreak')
+      done()
+    },
+    handler () {}
+  })
+  const res = await request(`${url}/`).catch((error: Error) => error)
+  t.ok(res instanceof Error, 'the connection was cut before any head')
+  t.equal(logsAt(logs, LEVEL.error, 'the error answer could not be sent').length, 1)
+  t.equal(app.asyncRoute.stats().timedOut, 1)
+})
+
+t.test('the hang report of a streaming reply says it was streaming, not that finish() was forgotten', async (t) => {
+  const { url, logs } = await startRoute(t, { timeout: 150 }, (_request, reply) => { reply.write('x'.repeat(208)) })
+  const res = await request(`${url}/`)
+  t.equal(res.complete, false, 'the stream was cut')
+  const [line] = logsAt(logs, LEVEL.warn, 'not finished')
+  t.match(String(line?.msg), /streaming: 208 bytes written, the last \d+ ms ago/)
+  t.notMatch(String(line?.msg), /forgotten/)
+})
