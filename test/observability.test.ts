@@ -2,12 +2,11 @@
 // its own request's server span (and the upstream gets that trace's `traceparent`), and every
 // callback the plugin runs from a timer or a socket event sees its own request's active span,
 // also when many replies of one route wait on one shared timer.
-import { Writable } from 'node:stream'
 import t from 'tap'
 import { activeSpanIds, parseTraceparent, upstreamSpans } from './helpers/tracing.js'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { AsyncRoutePluginOptions } from '../plugin/index.js'
-import type { LogLine } from './helpers/app.js'
+import { captureLogs, type LogLine } from './helpers/logs.js'
 import type { Teardown } from './helpers/context.js'
 
 // Loaded after the instrumentations were registered (see helpers/tracing.ts).
@@ -46,14 +45,8 @@ interface TracedApp {
 
 /** A Fastify app whose log lines carry the active span's ids (a pino mixin), as a traced app's do. */
 async function startTracedApp (test: Teardown, options: AsyncRoutePluginOptions, setup: (app: FastifyInstance) => void): Promise<TracedApp> {
-  const logs: LogLine[] = []
-  const stream = new Writable({
-    write (chunk: Buffer, _encoding, callback) {
-      for (const line of chunk.toString().split('\n')) if (line !== '') logs.push(JSON.parse(line) as LogLine)
-      callback()
-    }
-  })
-  const app = Fastify({ logger: { level: 'info', stream, mixin: activeSpanIds } })
+  const { logs, logger } = captureLogs('info')
+  const app = Fastify({ logger: { ...logger, mixin: activeSpanIds } })
   await app.register(asyncRoute, options)
   setup(app)
   const url = await app.listen({ port: 0, host: '127.0.0.1' })

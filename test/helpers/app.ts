@@ -1,7 +1,6 @@
 // A Fastify app with the plugin, listening on 127.0.0.1 port 0, whose log lines are kept for
 // assertions; closed when the test ends. Importing this module also makes any unhandled
 // rejection or uncaught exception fail the run.
-import { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import t from 'tap'
 import asyncRoute, {
@@ -11,6 +10,9 @@ import asyncRoute, {
   type AsyncRoutePluginOptions
 } from '../../plugin/index.js'
 import type { Teardown } from './context.js'
+import { captureLogs, type LogLine } from './logs.js'
+
+export { LEVEL, logsAt, type LogLine } from './logs.js'
 
 process.on('unhandledRejection', (reason) => {
   t.fail(`unhandled rejection: ${String((reason as Error)?.stack ?? reason)}`)
@@ -18,15 +20,6 @@ process.on('unhandledRejection', (reason) => {
 process.on('uncaughtException', (error) => {
   t.fail(`uncaught exception: ${String(error?.stack ?? error)}`)
 })
-
-export interface LogLine {
-  level: number
-  msg: string
-  reqId?: string
-  [key: string]: unknown
-}
-
-export const LEVEL = { debug: 20, info: 30, warn: 40, error: 50 } as const
 
 export interface TestApp {
   app: FastifyInstance
@@ -45,16 +38,8 @@ export async function startApp (
   setup: (app: FastifyInstance) => void | Promise<void>,
   fastifyOptions: FastifyServerOptions = {}
 ): Promise<TestApp> {
-  const logs: LogLine[] = []
-  const stream = new Writable({
-    write (chunk: Buffer, _encoding, callback) {
-      for (const line of chunk.toString().split('\n')) {
-        if (line !== '') logs.push(JSON.parse(line) as LogLine)
-      }
-      callback()
-    }
-  })
-  const app = Fastify({ logger: { level: 'debug', stream }, ...fastifyOptions })
+  const { logs, logger } = captureLogs('debug')
+  const app = Fastify({ logger, ...fastifyOptions })
   await app.register(asyncRoute, pluginOptions)
   await setup(app)
   const url = await app.listen({ port: 0, host: '127.0.0.1' })
@@ -82,9 +67,4 @@ export function startRoute (
   return startApp(test, pluginOptions, (app) => {
     app.asyncRoute({ method: 'GET', url: '/', ...options } as AsyncRouteOptions)
   }, fastifyOptions)
-}
-
-/** Log lines at exactly this level whose message includes `text`. */
-export function logsAt (logs: LogLine[], level: number, text = ''): LogLine[] {
-  return logs.filter((line) => line.level === level && String(line.msg).includes(text))
 }
