@@ -3,7 +3,7 @@
 import type { IncomingMessage } from 'node:http'
 import t from 'tap'
 import type { AsyncReply } from '../plugin/index.js'
-import { LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
+import { asyncGet, LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
 import { openRequest, request, sendOnly, sleep, waitFor } from './helpers/client.js'
 import { socketClosed, startUpstream } from './helpers/upstream.js'
 
@@ -97,9 +97,7 @@ t.test('a client leaving after finish() was called, during a large body, trigger
   let onCloseRan = false
   let rawClosed = false
   const { url, app, logs } = await startApp(t, { timeout: 5000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/big',
+    asyncGet(app, '/big', {
       handler (request, reply) {
         signal = reply.signal
         reply.onClose(() => { onCloseRan = true })

@@ -3,9 +3,10 @@
 import http, { type IncomingMessage } from 'node:http'
 import Fastify from 'fastify'
 import t from 'tap'
-import type { AsyncReply } from '../plugin/index.js'
-import { LEVEL, logsAt, startApp, startRoute } from './helpers/app.js'
-import { request, sendOnly, sleep, waitFor } from './helpers/client.js'
+import type { AsyncReply, AsyncRoutePluginOptions } from '../plugin/index.js'
+import { CLOSING } from './helpers/answers.js'
+import { asyncGet, LEVEL, logsAt, startApp, startRoute, type TestApp } from './helpers/app.js'
+import { request, sendOnly, sleep, waitFor, type ClientResponse } from './helpers/client.js'
 import type { Teardown } from './helpers/context.js'
 import { startUpstream } from './helpers/upstream.js'
 
@@ -37,14 +38,20 @@ function keepAliveAgent (test: Teardown): http.Agent {
   return agent
 }
 
+/** `GET /` requested once, resolved when its handler holds the reply (which it never finishes). */
+async function heldReply (test: Teardown, options: AsyncRoutePluginOptions): Promise<TestApp & { response: Promise<ClientResponse>, reply: AsyncReply }> {
+  let theReply: AsyncReply | undefined
+  const started = await startRoute(test, options, (request, reply) => { theReply = reply })
+  const response = request(`${started.url}/`)
+  await waitFor(() => theReply !== undefined, 2000, 'the handler')
+  return { ...started, response, reply: theReply as AsyncReply }
+}
+
 // Lets Fastify start its close sequence (preClose) before the test acts during the grace.
 const CLOSE_STARTS = 100
 
 t.test('a pending reply that finishes within closeGrace sends its real answer, and close resolves soon after', async (t) => {
-  let theReply: AsyncReply | undefined
-  const { url, app } = await startRoute(t, { closeGrace: 3000, timeout: 10_000 }, (request, reply) => { theReply = reply })
-  const response = request(`${url}/`)
-  await waitFor(() => theReply !== undefined, 2000, 'the handler')
+  const { app, response, reply: theReply } = await heldReply(t, { closeGrace: 3000, timeout: 10_000 })
   const close = timedClose(app)
   await sleep(CLOSE_STARTS + 100)
   t.equal(close.settled(), false, 'close waits for the pending reply')
@@ -69,12 +76,7 @@ t.test('a reply that never finishes gets 503 FST_ASYNC_ROUTE_CLOSING when closeG
   const close = timedClose(app)
   const res = await response
   t.equal(res.statusCode, 503)
-  t.same(JSON.parse(res.body), {
-    statusCode: 503,
-    code: 'FST_ASYNC_ROUTE_CLOSING',
-    error: 'Service Unavailable',
-    message: 'The server is closing'
-  })
+  t.same(JSON.parse(res.body), CLOSING)
   t.equal(res.headers.connection, 'close')
   const elapsed = await close.done
   t.ok(elapsed >= 190, `close waited for the grace (${elapsed} ms)`)
@@ -178,10 +180,7 @@ t.test('a piped response completing during the grace on a keep-alive connection 
 })
 
 t.test('new requests during close are refused as Fastify does', async (t) => {
-  let theReply: AsyncReply | undefined
-  const { url, app } = await startRoute(t, { closeGrace: 5000, timeout: 0 }, (request, reply) => { theReply = reply })
-  const pending = request(`${url}/`)
-  await waitFor(() => theReply !== undefined, 2000, 'the handler')
+  const { url, app, response: pending, reply: theReply } = await heldReply(t, { closeGrace: 5000, timeout: 0 })
   const close = timedClose(app)
   await sleep(CLOSE_STARTS)
   // The listener stays open during the grace (preClose), so Fastify itself answers.
@@ -305,9 +304,7 @@ t.test('a reply whose hooks were still running when close() began shares the gra
   const inHook = new Promise<void>((resolve) => { hookEntered = resolve })
   const { url, app } = await startApp(t, { timeout: 0, closeGrace: 2000 }, (app) => {
     app.asyncRoute({ method: 'GET', url: '/held', handler (_request, reply) { setTimeout(() => reply.finish('held'), 400) } })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/late',
+    asyncGet(app, '/late', {
       async onRequest () {
         hookEntered()
         await sleep(100)
@@ -332,9 +329,7 @@ t.test('close() resolves, never rejects, when pluginTimeout is far below closeGr
   let answered = false
   const { app, url } = await startApp(t, { closeGrace: 3000, timeout: 0 }, (app) => {
     app.asyncRoute({ method: 'GET', url: '/', handler () {} })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/late',
+    asyncGet(app, '/late', {
       handler (request, reply) { setTimeout(() => { answered = true; reply.finish('late but whole') }, 1500) }
     })
   }, { pluginTimeout: 1000 })

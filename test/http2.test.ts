@@ -2,22 +2,18 @@
 // session, and every other stream on it, carry on.
 import http2 from 'node:http2'
 import t from 'tap'
-import { startApp, startRoute } from './helpers/app.js'
+import { asyncGet, startApp, startRoute } from './helpers/app.js'
 import { sleep, waitFor } from './helpers/client.js'
 import { H2C, h2get, h2session, type H2Response } from './helpers/h2.js'
 
 t.test('HTTP/2: a watchdog firing after the head resets only that stream', async (t) => {
   const { url } = await startApp(t, { timeout: 100 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/stuck',
+    asyncGet(app, '/stuck', {
       handler (_request, reply) {
         reply.write('partial')
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/slow',
+    asyncGet(app, '/slow', {
       handler (_request, reply) {
         setTimeout(() => reply.finish('whole'), 250)
       }
@@ -38,16 +34,12 @@ t.test('HTTP/2: a watchdog firing after the head resets only that stream', async
 
 t.test('HTTP/2: finish() and fail() answer over a stream like over HTTP/1', async (t) => {
   const { url } = await startApp(t, { timeout: 1000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/ok',
+    asyncGet(app, '/ok', {
       handler (_request, reply) {
         setTimeout(() => reply.finish({ ok: true }), 10)
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/fail',
+    asyncGet(app, '/fail', {
       handler (_request, reply) {
         setTimeout(() => reply.fail(Object.assign(new Error('gone'), { statusCode: 410 })), 10)
       }
@@ -66,18 +58,14 @@ t.test('HTTP/2: a client cancelling its stream aborts that reply only', async (t
   let closed = 0
   let aborted = false
   const { url, app } = await startApp(t, { timeout: 2000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/held',
+    asyncGet(app, '/held', {
       handler (_request, reply) {
         reply.onClose(() => { closed++ })
         reply.signal.addEventListener('abort', () => { aborted = true })
         void reply.flush()
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/ok',
+    asyncGet(app, '/ok', {
       handler (_request, reply) {
         setTimeout(() => reply.finish('still here'), 10)
       }

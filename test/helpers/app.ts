@@ -3,16 +3,13 @@
 // rejection or uncaught exception fail the run.
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import t from 'tap'
-import asyncRoute, {
-  type AsyncRouteHandler,
-  type AsyncRouteOptions,
-  type AsyncRouteOptionsWithUpstream,
-  type AsyncRoutePluginOptions
-} from '../../plugin/index.js'
+import asyncRoute, { type AsyncRouteHandler, type AsyncRoutePluginOptions } from '../../plugin/index.js'
 import type { Teardown } from './context.js'
 import { captureLogs, type LogLine } from './logs.js'
+import { asyncGet, type RouteOptions, type RouteOptionsWithUpstream } from './routes.js'
 
 export { LEVEL, logsAt, type LogLine } from './logs.js'
+export { asyncGet, type RouteOptions, type RouteOptionsWithUpstream } from './routes.js'
 
 process.on('unhandledRejection', (reason) => {
   t.fail(`unhandled rejection: ${String((reason as Error)?.stack ?? reason)}`)
@@ -47,10 +44,6 @@ export async function startApp (
   return { app, logs, url }
 }
 
-/** `GET /`'s options: a handler alone, or any route options less the method and url. */
-export type RouteOptions = Omit<AsyncRouteOptions, 'method' | 'url'>
-export type RouteOptionsWithUpstream = Omit<AsyncRouteOptionsWithUpstream, 'method' | 'url'>
-
 /**
  * `startApp` with one route, `GET /` (what most tests need): `route` is its handler, or its
  * options without `method` and `url`.
@@ -63,8 +56,5 @@ export function startRoute (
   route: AsyncRouteHandler | RouteOptions | RouteOptionsWithUpstream,
   fastifyOptions: FastifyServerOptions = {}
 ): Promise<TestApp> {
-  const options = typeof route === 'function' ? { handler: route } : route
-  return startApp(test, pluginOptions, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', ...options } as AsyncRouteOptions)
-  }, fastifyOptions)
+  return startApp(test, pluginOptions, (app) => { asyncGet(app, '/', route as RouteOptions) }, fastifyOptions)
 }
