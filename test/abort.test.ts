@@ -3,7 +3,7 @@
 import type { IncomingMessage } from 'node:http'
 import t from 'tap'
 import type { AsyncReply } from '../plugin/index.js'
-import { LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
+import { asyncGet, LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
 import { openRequest, request, sendOnly, sleep, waitFor } from './helpers/client.js'
 import { socketClosed, startUpstream } from './helpers/upstream.js'
 
@@ -97,9 +97,7 @@ t.test('a client leaving after finish() was called, during a large body, trigger
   let onCloseRan = false
   let rawClosed = false
   const { url, app, logs } = await startApp(t, { timeout: 5000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/big',
+    asyncGet(app, '/big', {
       handler (request, reply) {
         signal = reply.signal
         reply.onClose(() => { onCloseRan = true })
@@ -204,4 +202,14 @@ t.test('a client that left while hooks ran ends the reply as aborted before the 
   await waitFor(() => app.asyncRoute.stats().started === 1, 2000, 'the route to start')
   t.equal(handlerCalled, false, 'the handler is not called for a client already gone')
   t.same(app.asyncRoute.stats(), { started: 1, finished: 0, timedOut: 0, aborted: 1, failed: 0, rejected: 0, pending: 0 })
+})
+
+t.test('a client that leaves first is logged once at info level, nothing above', async (t) => {
+  const { url, logs, app } = await startRoute(t, {}, () => {})
+  const req = await sendOnly(`${url}/`)
+  await waitFor(() => app.asyncRoute.stats().pending === 1, 2000, 'the reply to be pending')
+  req.destroy()
+  await waitFor(() => app.asyncRoute.stats().aborted === 1, 2000, 'the abort')
+  t.equal(logsAt(logs, LEVEL.info, 'client closed the connection').length, 1)
+  t.equal(logs.filter((line) => line.level > LEVEL.info).length, 0)
 })

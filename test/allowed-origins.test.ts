@@ -1,7 +1,9 @@
 // The `allowedOrigins` plugin option at work: fetch, pipe(url) and the upstream option reach
 // only the origins listed (its validation is in options.test.ts).
 import t from 'tap'
-import { LEVEL, logsAt, startApp } from './helpers/app.js'
+import { ORIGIN_DENIED } from './helpers/answers.js'
+import { asyncGet, LEVEL, logsAt, startApp } from './helpers/app.js'
+import { fetchText, pipeTo } from './helpers/routes.js'
 import { request } from './helpers/client.js'
 import { upstreamFor } from './helpers/upstream.js'
 
@@ -10,33 +12,16 @@ t.test('allowedOrigins: fetch, pipe(url) and upstream to a denied origin give 50
   const denied = await upstreamFor(t)
   let called = 0
   const { url, logs } = await startApp(t, { allowedOrigins: [allowed.origin] }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/fetch',
-      async handler (_request, reply) {
-        const res = await reply.fetch(`${denied.origin}/x`)
-        reply.finish(await res.body.text())
-      }
-    })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/pipe',
-      handler (_request, reply) {
-        return reply.pipe(`${denied.origin}/x`)
-      }
-    })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/upstream',
+    asyncGet(app, '/fetch', fetchText(`${denied.origin}/x`))
+    asyncGet(app, '/pipe', pipeTo(`${denied.origin}/x`))
+    asyncGet(app, '/upstream', {
       upstream: `${denied.origin}/x`,
       handler (_request, reply) {
         called++
         reply.finish('handler')
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/invalid',
+    asyncGet(app, '/invalid', {
       async handler (_request, reply) {
         await reply.fetch('not a url at all')
         reply.finish('unexpected')
@@ -46,12 +31,7 @@ t.test('allowedOrigins: fetch, pipe(url) and upstream to a denied origin give 50
   for (const path of ['/fetch', '/pipe', '/upstream']) {
     const res = await request(`${url}${path}`)
     t.equal(res.statusCode, 500, `${path}: 500`)
-    t.same(JSON.parse(res.body), {
-      statusCode: 500,
-      code: 'FST_ASYNC_ROUTE_ORIGIN_DENIED',
-      error: 'Internal Server Error',
-      message: 'The upstream origin is not allowed'
-    }, `${path}: origin denied`)
+    t.same(JSON.parse(res.body), ORIGIN_DENIED, `${path}: origin denied`)
     t.notOk(res.body.includes(new URL(denied.origin).port), `${path}: the answer does not name the denied origin`)
   }
   // A URL that does not parse is refused as such, before the origin check.
@@ -69,24 +49,9 @@ t.test('allowedOrigins: fetch, pipe(url) and upstream to a denied origin give 50
 t.test('allowedOrigins: an allowed origin (given with a trailing slash) works for fetch, pipe and upstream', async (t) => {
   const up = await upstreamFor(t, (req, res) => res.end(`allowed ${req.url}`))
   const { url } = await startApp(t, { allowedOrigins: ['http://192.0.2.1:1', `${up.origin}/`] }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/fetch',
-      async handler (_request, reply) {
-        const res = await reply.fetch(`${up.origin}/f`)
-        reply.finish(await res.body.text())
-      }
-    })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/pipe',
-      handler (_request, reply) {
-        return reply.pipe(new URL('/p', up.origin))
-      }
-    })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/upstream',
+    asyncGet(app, '/fetch', fetchText(`${up.origin}/f`))
+    asyncGet(app, '/pipe', pipeTo(new URL('/p', up.origin)))
+    asyncGet(app, '/upstream', {
       upstream: () => ({ url: `${up.origin}/u` }),
       handler (_request, reply, res) {
         return reply.pipe(res!)

@@ -4,13 +4,26 @@ import diagnostics from 'node:diagnostics_channel'
 import Fastify from 'fastify'
 import t from 'tap'
 import asyncRoute, { type AsyncReply } from '../plugin/index.js'
-import { LEVEL, logsAt, startApp } from './helpers/app.js'
+import { OVERLOADED } from './helpers/answers.js'
+import { asyncGet, LEVEL, logsAt, startApp } from './helpers/app.js'
+import { fetchText } from './helpers/routes.js'
 import { request, sendOnly, sleep, waitFor } from './helpers/client.js'
 import { H2C, h2get, h2session } from './helpers/h2.js'
-import { upstreamFor } from './helpers/upstream.js'
+import type { Teardown } from './helpers/context.js'
+import { upstreamFor, type Upstream } from './helpers/upstream.js'
 
 function codeOf (body: string): unknown {
   return (JSON.parse(body) as { code?: unknown }).code
+}
+
+/** An upstream answering `ok` that keeps the x-request-timeout-ms header of each request. */
+async function deadlineUpstream (t: Teardown): Promise<{ up: Upstream, seen: Array<string | string[] | undefined> }> {
+  const seen: Array<string | string[] | undefined> = []
+  const up = await upstreamFor(t, (req, res) => {
+    seen.push(req.headers['x-request-timeout-ms'])
+    res.end('ok')
+  })
+  return { up, seen }
 }
 
 t.test('idleTimeout: a silent reply ends with 504 FST_ASYNC_ROUTE_IDLE_TIMEOUT, counted timedOut, published, with a hang report', async (t) => {
@@ -20,9 +33,7 @@ t.test('idleTimeout: a silent reply ends with 504 FST_ASYNC_ROUTE_IDLE_TIMEOUT, 
   t.teardown(() => diagnostics.unsubscribe('fastify-async-route:timeout', listener))
   let aborted: unknown
   const { url, app, logs } = await startApp(t, { idleTimeout: 100, timeout: 0 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    asyncGet(app, '/', {
       handler (_request, reply) { reply.signal.addEventListener('abort', () => { aborted = reply.signal.reason }) }
     })
   })
@@ -47,14 +58,10 @@ t.test('idleTimeout: a silent reply ends with 504 FST_ASYNC_ROUTE_IDLE_TIMEOUT, 
 
 t.test('idleTimeout after the head was sent cuts the stream; writes and flushes keep it alive', async (t) => {
   const { url } = await startApp(t, { idleTimeout: 120, timeout: 0 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/silent',
+    asyncGet(app, '/silent', {
       handler (_request, reply) { reply.write('first chunk') }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/alive',
+    asyncGet(app, '/alive', {
       handler (_request, reply) {
         let n = 0
         const timer = setInterval(() => {
@@ -108,14 +115,7 @@ t.test('idleTimeout: upstream heads and chunks are signs of life, a request mere
   })
   const { url } = await startApp(t, { idleTimeout: 150, timeout: 5000 }, (app) => {
     app.asyncRoute({ method: 'GET', url: '/pipe', handler (_request, reply) { return reply.pipe(`${up.origin}/trickle`) } })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/fetch',
-      async handler (_request, reply) {
-        const res = await reply.fetch(`${up.origin}/trickle`)
-        reply.finish(await res.body.text())
-      }
-    })
+    asyncGet(app, '/fetch', fetchText(`${up.origin}/trickle`))
     app.asyncRoute({ method: 'GET', url: '/never', async handler (_request, reply) { await reply.fetch(`${up.origin}/never`) } })
   })
   const piped = await request(`${url}/pipe`)
@@ -144,9 +144,7 @@ t.test("a route's idleTimeout overrides the plugin's (0 turns it off); setTimeou
 t.test("idleTimeout runs the route's onWatchdog, which may answer; signal still aborts", async (t) => {
   let reason: unknown
   const { url, app } = await startApp(t, { idleTimeout: 60, timeout: 0 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    asyncGet(app, '/', {
       onWatchdog (_request, reply, report) { reply.finish({ quiet: report.elapsedMs >= 50 }) },
       handler (_request, reply) { reply.signal.addEventListener('abort', () => { reason = reply.signal.reason }) }
     })
@@ -158,15 +156,9 @@ t.test("idleTimeout runs the route's onWatchdog, which may answer; signal still 
 })
 
 t.test('deadlineHeader: every upstream request carries the remaining watchdog time, replacing a header of that name', async (t) => {
-  const seen: Array<string | string[] | undefined> = []
-  const up = await upstreamFor(t, (req, res) => {
-    seen.push(req.headers['x-request-timeout-ms'])
-    res.end('ok')
-  })
+  const { up, seen } = await deadlineUpstream(t)
   const { url } = await startApp(t, { timeout: 1000, deadlineHeader: 'X-Request-Timeout-Ms' }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    asyncGet(app, '/', {
       upstream: up.url,
       async handler (_request, reply, first) {
         await first.body.dump()
@@ -214,11 +206,7 @@ t.test('deadlineHeader: forward() with a streamed body carries the time left of 
 })
 
 t.test('deadlineHeader: an incoming value shortens the watchdog, never lengthens it; other values are ignored', async (t) => {
-  const seen: Array<string | string[] | undefined> = []
-  const up = await upstreamFor(t, (req, res) => {
-    seen.push(req.headers['x-request-timeout-ms'])
-    res.end('ok')
-  })
+  const { up, seen } = await deadlineUpstream(t)
   const { url } = await startApp(t, { timeout: 3000, deadlineHeader: 'x-request-timeout-ms' }, (app) => {
     app.asyncRoute({ method: 'GET', url: '/hang', handler () {} })
     app.asyncRoute({ method: 'GET', url: '/short', timeout: 100, handler () {} })
@@ -264,12 +252,7 @@ t.test('maxPending: beyond the limit, 503 FST_ASYNC_ROUTE_OVERLOADED at once wit
   t.equal(third.statusCode, 503)
   t.equal(third.headers['retry-after'], '1')
   t.equal(third.headers['x-request-id'], 'abc', 'its hooks ran; their headers are kept')
-  t.same(JSON.parse(third.body), {
-    statusCode: 503,
-    code: 'FST_ASYNC_ROUTE_OVERLOADED',
-    error: 'Service Unavailable',
-    message: 'Too many pending requests; retry shortly'
-  })
+  t.same(JSON.parse(third.body), OVERLOADED)
   t.equal(calls, 2, 'its handler never ran')
   t.equal(app.asyncRoute.pending().length, 2, 'never in pending()')
   t.match(app.asyncRoute.stats(), { started: 2, rejected: 1, pending: 2 })
@@ -365,9 +348,7 @@ t.test('deadlineHeader with headers given as a list of pairs or a flat list with
     res.end('ok')
   })
   const { url } = await startApp(t, { timeout: 1000, deadlineHeader: 'x-deadline' }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    asyncGet(app, '/', {
       async handler (_request, reply) {
         await (await reply.fetch(up.url, { headers: new Map([['x-a', '1'], ['X-Deadline', '5']]) as unknown as Record<string, string> })).body.dump()
         await reply.pipe(up.url, { headers: ['x-a', '1', 'x-a', '2'] })
@@ -408,14 +389,7 @@ t.test('deadlineHeader: a retried request carries the time left at its own start
   })
   const { url } = await startApp(t, { timeout: 2000, deadlineHeader: 'x-deadline', retry: { attempts: 2, minDelay: 150, maxDelay: 150 } }, (app) => {
     app.asyncRoute({ method: 'GET', url: '/pipe', handler (_request, reply) { return reply.pipe(up.url) } })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/fetch',
-      async handler (_request, reply) {
-        const res = await reply.fetch(up.url)
-        reply.finish(await res.body.text())
-      }
-    })
+    asyncGet(app, '/fetch', fetchText(up.url))
   })
   t.equal((await request(`${url}/pipe`)).body, 'ok')
   t.equal((await request(`${url}/fetch`)).body, 'ok')

@@ -3,9 +3,10 @@
 import http, { type IncomingMessage } from 'node:http'
 import Fastify from 'fastify'
 import t from 'tap'
-import type { AsyncReply } from '../plugin/index.js'
-import { LEVEL, logsAt, startRoute } from './helpers/app.js'
-import { request, sendOnly, sleep, waitFor } from './helpers/client.js'
+import type { AsyncReply, AsyncRoutePluginOptions } from '../plugin/index.js'
+import { CLOSING } from './helpers/answers.js'
+import { asyncGet, LEVEL, logsAt, startApp, startRoute, type TestApp } from './helpers/app.js'
+import { request, sendOnly, sleep, waitFor, type ClientResponse } from './helpers/client.js'
 import type { Teardown } from './helpers/context.js'
 import { startUpstream } from './helpers/upstream.js'
 
@@ -37,14 +38,20 @@ function keepAliveAgent (test: Teardown): http.Agent {
   return agent
 }
 
+/** `GET /` requested once, resolved when its handler holds the reply (which it never finishes). */
+async function heldReply (test: Teardown, options: AsyncRoutePluginOptions): Promise<TestApp & { response: Promise<ClientResponse>, reply: AsyncReply }> {
+  let theReply: AsyncReply | undefined
+  const started = await startRoute(test, options, (request, reply) => { theReply = reply })
+  const response = request(`${started.url}/`)
+  await waitFor(() => theReply !== undefined, 2000, 'the handler')
+  return { ...started, response, reply: theReply as AsyncReply }
+}
+
 // Lets Fastify start its close sequence (preClose) before the test acts during the grace.
 const CLOSE_STARTS = 100
 
 t.test('a pending reply that finishes within closeGrace sends its real answer, and close resolves soon after', async (t) => {
-  let theReply: AsyncReply | undefined
-  const { url, app } = await startRoute(t, { closeGrace: 3000, timeout: 10_000 }, (request, reply) => { theReply = reply })
-  const response = request(`${url}/`)
-  await waitFor(() => theReply !== undefined, 2000, 'the handler')
+  const { app, response, reply: theReply } = await heldReply(t, { closeGrace: 3000, timeout: 10_000 })
   const close = timedClose(app)
   await sleep(CLOSE_STARTS + 100)
   t.equal(close.settled(), false, 'close waits for the pending reply')
@@ -69,12 +76,7 @@ t.test('a reply that never finishes gets 503 FST_ASYNC_ROUTE_CLOSING when closeG
   const close = timedClose(app)
   const res = await response
   t.equal(res.statusCode, 503)
-  t.same(JSON.parse(res.body), {
-    statusCode: 503,
-    code: 'FST_ASYNC_ROUTE_CLOSING',
-    error: 'Service Unavailable',
-    message: 'The server is closing'
-  })
+  t.same(JSON.parse(res.body), CLOSING)
   t.equal(res.headers.connection, 'close')
   const elapsed = await close.done
   t.ok(elapsed >= 190, `close waited for the grace (${elapsed} ms)`)
@@ -178,10 +180,7 @@ t.test('a piped response completing during the grace on a keep-alive connection 
 })
 
 t.test('new requests during close are refused as Fastify does', async (t) => {
-  let theReply: AsyncReply | undefined
-  const { url, app } = await startRoute(t, { closeGrace: 5000, timeout: 0 }, (request, reply) => { theReply = reply })
-  const pending = request(`${url}/`)
-  await waitFor(() => theReply !== undefined, 2000, 'the handler')
+  const { url, app, response: pending, reply: theReply } = await heldReply(t, { closeGrace: 5000, timeout: 0 })
   const close = timedClose(app)
   await sleep(CLOSE_STARTS)
   // The listener stays open during the grace (preClose), so Fastify itself answers.
@@ -273,4 +272,85 @@ t.test('with forceCloseConnections, replies ended by the close grace still get t
     t.equal(answer.statusCode, 503)
     t.equal(JSON.parse(answer.body).code, 'FST_ASYNC_ROUTE_CLOSING')
   }
+})
+
+t.test('a reply whose hooks were still running when close() began with nothing pending gets 503, and close does not wait for it', async (t) => {
+  let hookEntered!: () => void
+  const inHook = new Promise<void>((resolve) => { hookEntered = resolve })
+  const { url, app } = await startRoute(t, { timeout: 0, closeGrace: 5000 }, {
+    async onRequest () {
+      hookEntered()
+      await sleep(150)
+    },
+    handler () {
+      // Never finishes: only close() can end it.
+    }
+  })
+  const answer = request(`${url}/`)
+  await inHook
+  const started = Date.now()
+  const closed = app.close()
+  const res = await answer
+  await closed
+  t.equal(res.statusCode, 503)
+  t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_CLOSING')
+  t.equal(res.headers.connection, 'close')
+  t.ok(Date.now() - started < 2000, 'close() resolved without the grace or a watchdog')
+  t.equal(app.asyncRoute.stats().failed, 1)
+})
+
+t.test('a reply whose hooks were still running when close() began shares the grace of the others', async (t) => {
+  let hookEntered!: () => void
+  const inHook = new Promise<void>((resolve) => { hookEntered = resolve })
+  const { url, app } = await startApp(t, { timeout: 0, closeGrace: 2000 }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/held', handler (_request, reply) { setTimeout(() => reply.finish('held'), 400) } })
+    asyncGet(app, '/late', {
+      async onRequest () {
+        hookEntered()
+        await sleep(100)
+      },
+      handler (_request, reply) {
+        setTimeout(() => reply.finish('late but in time'), 100)
+      }
+    })
+  })
+  const held = request(`${url}/held`)
+  await waitFor(() => app.asyncRoute.pending().length === 1, 2000, 'the held reply')
+  const late = request(`${url}/late`)
+  await inHook
+  const closed = app.close()
+  t.equal((await late).body, 'late but in time')
+  t.equal((await held).body, 'held')
+  await closed
+  t.same(app.asyncRoute.stats(), { started: 2, finished: 2, timedOut: 0, aborted: 0, failed: 0, rejected: 0, pending: 0 })
+})
+
+t.test('close() resolves, never rejects, when pluginTimeout is far below closeGrace', async (t) => {
+  let answered = false
+  const { app, url } = await startApp(t, { closeGrace: 3000, timeout: 0 }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/', handler () {} })
+    asyncGet(app, '/late', {
+      handler (request, reply) { setTimeout(() => { answered = true; reply.finish('late but whole') }, 1500) }
+    })
+  }, { pluginTimeout: 1000 })
+  const hanging = request(`${url}/`, { timeout: 6000 })
+  const late = request(`${url}/late`, { timeout: 6000 })
+  await waitFor(() => app.asyncRoute.stats().pending === 2, 2000, 'both replies pending')
+  const started = Date.now()
+  await t.resolves(app.close(), 'close() resolves')
+  const elapsed = Date.now() - started
+  t.ok(elapsed >= 2500 && elapsed < 3000 + 1500, `after the whole grace, not at pluginTimeout (${elapsed} ms)`)
+  t.ok(answered, 'a reply finishing after pluginTimeout but within the grace still answered')
+  t.equal((await late).body, 'late but whole')
+  const res = await hanging
+  t.equal(res.statusCode, 503)
+  t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_CLOSING')
+})
+
+t.test('with pluginTimeout 0 (no hook limit) the grace is waited for in preClose as before', async (t) => {
+  const { app, url } = await startRoute(t, { closeGrace: 200, timeout: 0 }, () => {}, { pluginTimeout: 0 })
+  const hanging = request(`${url}/`)
+  await waitFor(() => app.asyncRoute.stats().pending === 1, 2000, 'the reply to be pending')
+  await t.resolves(app.close())
+  t.equal((await hanging).statusCode, 503)
 })

@@ -9,7 +9,7 @@ import Fastify from 'fastify'
 import t from 'tap'
 import asyncRoute from '../plugin/index.js'
 import { negotiate, resolveCompress } from '../plugin/compression.js'
-import { startApp } from './helpers/app.js'
+import { asyncGet, startApp } from './helpers/app.js'
 import { waitFor } from './helpers/client.js'
 import { upstreamFor } from './helpers/upstream.js'
 
@@ -100,9 +100,7 @@ t.test('finish(): br, gzip and deflate decode to the same bytes; vary, no conten
 t.test('write() + flush(): each event of a compressed event stream reaches the client before the stream ends', async (t) => {
   let release = (): void => {}
   const { url } = await startApp(t, { compress: true }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/events',
+    asyncGet(app, '/events', {
       timeout: 0,
       async handler (_request, reply) {
         reply.header('content-type', 'text/event-stream')
@@ -221,9 +219,7 @@ t.test('vary is merged once, an array included; a compressed stream cut by fail(
   const { url } = await startApp(t, { compress: { threshold: 0 } }, (app) => {
     app.asyncRoute({ method: 'GET', url: '/already', handler: (_request, reply) => reply.header('vary', 'Origin, Accept-Encoding').finish('text') })
     app.asyncRoute({ method: 'GET', url: '/array', handler: (_request, reply) => reply.header('vary', ['Origin', 'Cookie']).finish('text') })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/cut',
+    asyncGet(app, '/cut', {
       async handler (_request, reply) {
         reply.header('content-type', 'text/plain')
         reply.write('x'.repeat(10_000))

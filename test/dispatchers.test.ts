@@ -12,7 +12,8 @@ import type { FastifyInstance } from 'fastify'
 import t from 'tap'
 import { Agent, request as undiciRequest, type Dispatcher } from 'undici'
 import { OriginDeniedError, type AsyncReply, type UpstreamResponse } from '../plugin/index.js'
-import { startApp, startRoute, type TestApp } from './helpers/app.js'
+import { asyncGet, startApp, startRoute, type TestApp } from './helpers/app.js'
+import { fetchText, pipeTo } from './helpers/routes.js'
 import { request, sendOnly, sleep, waitFor } from './helpers/client.js'
 import type { Test } from './helpers/context.js'
 import { dispatcherKinds, type BuiltDispatcher, type DispatcherKind, type Effect } from './helpers/dispatchers.js'
@@ -119,9 +120,7 @@ const PATHS: PathCase[] = [
     name: 'fetch (promise)',
     pipes: false,
     put: false,
-    declare: (app, target, mode, timeout) => app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    declare: (app, target, mode, timeout) => asyncGet(app, '/', {
       timeout,
       async handler (_request, reply) {
         relay(reply, await reply.fetch(target), mode)
@@ -132,9 +131,7 @@ const PATHS: PathCase[] = [
     name: 'fetch (callback)',
     pipes: false,
     put: false,
-    declare: (app, target, mode, timeout) => app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    declare: (app, target, mode, timeout) => asyncGet(app, '/', {
       timeout,
       handler (_request, reply) {
         reply.fetch(target, (err, res) => {
@@ -148,9 +145,7 @@ const PATHS: PathCase[] = [
     name: 'pipe(res) after fetch',
     pipes: true,
     put: false,
-    declare: (app, target, _mode, timeout) => app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    declare: (app, target, _mode, timeout) => asyncGet(app, '/', {
       timeout,
       async handler (_request, reply) {
         await reply.pipe(await reply.fetch(target))
@@ -161,9 +156,7 @@ const PATHS: PathCase[] = [
     name: 'pipe(url)',
     pipes: true,
     put: false,
-    declare: (app, target, _mode, timeout) => app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    declare: (app, target, _mode, timeout) => asyncGet(app, '/', {
       timeout,
       handler (_request, reply) {
         return reply.pipe(target)
@@ -174,9 +167,7 @@ const PATHS: PathCase[] = [
     name: 'pipe({ url, method, headers, body })',
     pipes: true,
     put: true,
-    declare: (app, target, _mode, timeout) => app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    declare: (app, target, _mode, timeout) => asyncGet(app, '/', {
       timeout,
       handler (_request, reply) {
         return reply.pipe({ url: target, method: 'PUT', headers: { 'x-sent': 'yes', 'content-type': 'text/plain' }, body: 'payload' })
@@ -187,9 +178,7 @@ const PATHS: PathCase[] = [
     name: 'forward',
     pipes: true,
     put: false,
-    declare: (app, target, _mode, timeout) => app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    declare: (app, target, _mode, timeout) => asyncGet(app, '/', {
       timeout,
       handler (_request, reply) {
         return reply.forward(target)
@@ -200,9 +189,7 @@ const PATHS: PathCase[] = [
     name: 'upstream option',
     pipes: false,
     put: false,
-    declare: (app, target, mode, timeout) => app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    declare: (app, target, mode, timeout) => asyncGet(app, '/', {
       timeout,
       upstream: target,
       handler (_request, reply, res) {
@@ -420,24 +407,9 @@ t.test('a user dispatcher is used by fetch, pipe and upstream, and app.close() d
   const dispatcher = new CountingAgent()
   t.teardown(() => dispatcher.destroy())
   const { url, app } = await startApp(t, { dispatcher }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/fetch',
-      async handler (_request, reply) {
-        const res = await reply.fetch(`${up.origin}/a`)
-        reply.finish(await res.body.text())
-      }
-    })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/pipe',
-      handler (_request, reply) {
-        return reply.pipe(`${up.origin}/b`)
-      }
-    })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/upstream',
+    asyncGet(app, '/fetch', fetchText(`${up.origin}/a`))
+    asyncGet(app, '/pipe', pipeTo(`${up.origin}/b`))
+    asyncGet(app, '/upstream', {
       upstream: `${up.origin}/c`,
       handler (_request, reply, res) {
         return reply.pipe(res!)
@@ -460,10 +432,7 @@ t.test('a user dispatcher is used by fetch, pipe and upstream, and app.close() d
 
 t.test('the plugin\'s own dispatcher is closed by app.close(): its upstream sockets get closed', async (t) => {
   const up = await upstreamFor(t, (_req, res) => res.end('pooled'))
-  const { url, app } = await startRoute(t, {}, async (_request, reply) => {
-    const res = await reply.fetch(up.url)
-    reply.finish(await res.body.text())
-  })
+  const { url, app } = await startRoute(t, {}, fetchText(up.url))
   t.equal((await request(`${url}/`)).body, 'pooled')
   t.equal((await request(`${url}/`)).body, 'pooled')
   t.equal(up.connections(), 1, 'one keep-alive connection, reused')

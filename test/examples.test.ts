@@ -2,7 +2,6 @@
 // user would import it ('fastify-async-route').
 import { createHash, randomBytes } from 'node:crypto'
 import http from 'node:http'
-import { Writable } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import t from 'tap'
 import { buildComposedDispatcherApp } from '../examples/composed-dispatcher.js'
@@ -13,19 +12,8 @@ import { buildProxyApp } from '../examples/proxy.js'
 import { buildStreamingApp } from '../examples/streaming.js'
 import { buildTornadoApp } from '../examples/tornado.js'
 import { startExample } from './helpers/example.js'
-import { LEVEL, type LogLine } from './helpers/app.js'
+import { captureLogs, LEVEL } from './helpers/logs.js'
 import { openRequest, request } from './helpers/client.js'
-
-function capture (): { logs: LogLine[], logger: { level: string, stream: Writable } } {
-  const logs: LogLine[] = []
-  const stream = new Writable({
-    write (chunk: Buffer, _encoding, callback) {
-      for (const line of chunk.toString().split('\n')) if (line !== '') logs.push(JSON.parse(line) as LogLine)
-      callback()
-    }
-  })
-  return { logs, logger: { level: 'info', stream } }
-}
 
 async function serve (t: { teardown: (fn: () => unknown) => void }, app: FastifyInstance): Promise<string> {
   t.teardown(() => app.close())
@@ -35,7 +23,7 @@ async function serve (t: { teardown: (fn: () => unknown) => void }, app: Fastify
 t.test('tornado: the handler returns, the callback finishes the reply later', async (t) => {
   const feed = await startFeedServer(4)
   t.teardown(feed.close)
-  const { logs, logger } = capture()
+  const { logs, logger } = captureLogs('info')
   const url = await serve(t, await buildTornadoApp(feed.url, { logger }))
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 200)
@@ -62,7 +50,7 @@ t.test('streaming: the head and the first chunks arrive before the reply is fini
 t.test('forgot-finish: the watchdog answers 504 and logs where the reply hung', async (t) => {
   const feed = await startFeedServer()
   t.teardown(feed.close)
-  const { logs, logger } = capture()
+  const { logs, logger } = captureLogs('info')
   const url = await serve(t, await buildForgetfulApp(feed.url, { logger }))
   const started = Date.now()
   const res = await request(`${url}/forgot`)

@@ -4,8 +4,10 @@
 // fetched bodies a handler never reads.
 import t from 'tap'
 import { Agent, DecoratorHandler, type Dispatcher } from 'undici'
-import { LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
-import { request, sendOnly, waitFor } from './helpers/client.js'
+import { BAD_UPSTREAM_REQUEST, UPSTREAM_ERROR, UPSTREAM_TIMEOUT } from './helpers/answers.js'
+import { asyncGet, LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
+import { fetchText } from './helpers/routes.js'
+import { request, sendOnly, sleep, waitFor } from './helpers/client.js'
 import type { Test } from './helpers/context.js'
 import { echo, refusedOrigin, upstreamFor, type UpstreamHandler } from './helpers/upstream.js'
 
@@ -124,19 +126,11 @@ t.test('a rejected fetch carries code and statusCode, and its cause keeps the un
 
 t.test('upstream refused: the client gets 502 FST_ASYNC_ROUTE_UPSTREAM_ERROR without the upstream address, the log keeps the cause', async (t) => {
   const refused = await refusedOrigin()
-  const { url, logs } = await startRoute(t, {}, async (_request, reply) => {
-    const res = await reply.fetch(`${refused}/secret-path`)
-    reply.finish(await res.body.text())
-  })
+  const { url, logs } = await startRoute(t, {}, fetchText(`${refused}/secret-path`))
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 502)
   t.match(res.headers['content-type'], /^application\/json/)
-  t.same(JSON.parse(res.body), {
-    statusCode: 502,
-    code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR',
-    error: 'Bad Gateway',
-    message: 'The upstream request failed'
-  })
+  t.same(JSON.parse(res.body), UPSTREAM_ERROR)
   assertNoUpstreamDetails(t, res.body, refused)
   t.notOk(res.body.includes('secret-path'), 'the answer does not name the upstream path')
   const lines = errorLines(logs)
@@ -148,10 +142,7 @@ t.test('upstream refused: the client gets 502 FST_ASYNC_ROUTE_UPSTREAM_ERROR wit
 
 t.test('upstream resets the socket before answering: 502', async (t) => {
   const up = await upstreamFor(t, (req) => req.socket.resetAndDestroy())
-  const { url, logs } = await startRoute(t, {}, async (_request, reply) => {
-    const res = await reply.fetch(up.url)
-    reply.finish(await res.body.text())
-  })
+  const { url, logs } = await startRoute(t, {}, fetchText(up.url))
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 502)
   t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_UPSTREAM_ERROR')
@@ -162,18 +153,10 @@ t.test('upstream resets the socket before answering: 502', async (t) => {
 
 t.test('upstream answers with non-HTTP bytes: 502', async (t) => {
   const up = await upstreamFor(t, (req) => { req.socket.end('SSH-2.0-OpenSSH_9.6 this is not http\r\n\r\n') })
-  const { url } = await startRoute(t, {}, async (_request, reply) => {
-    const res = await reply.fetch(up.url)
-    reply.finish(await res.body.text())
-  })
+  const { url } = await startRoute(t, {}, fetchText(up.url))
   const res = await request(`${url}/`)
   t.equal(res.statusCode, 502)
-  t.same(JSON.parse(res.body), {
-    statusCode: 502,
-    code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR',
-    error: 'Bad Gateway',
-    message: 'The upstream request failed'
-  })
+  t.same(JSON.parse(res.body), UPSTREAM_ERROR)
   assertNoUpstreamDetails(t, res.body, up.url)
 })
 
@@ -186,12 +169,7 @@ t.test('upstream stalls before its head past headersTimeout: 504 FST_ASYNC_ROUTE
   const started = Date.now()
   const res = await request(`${url}/`, { timeout: 5000 })
   t.equal(res.statusCode, 504)
-  t.same(JSON.parse(res.body), {
-    statusCode: 504,
-    code: 'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT',
-    error: 'Gateway Timeout',
-    message: 'The upstream request timed out'
-  })
+  t.same(JSON.parse(res.body), UPSTREAM_TIMEOUT)
   t.ok(Date.now() - started >= 90, 'not before the headers timeout')
   assertNoUpstreamDetails(t, res.body, up.url)
   const lines = errorLines(logs)
@@ -226,12 +204,7 @@ t.test('upstream stalls mid-body past bodyTimeout while the handler reads it, th
   })
   const res = await request(`${url}/`, { timeout: 5000 })
   t.equal(res.statusCode, 504)
-  t.same(JSON.parse(res.body), {
-    statusCode: 504,
-    code: 'FST_ASYNC_ROUTE_UPSTREAM_TIMEOUT',
-    error: 'Gateway Timeout',
-    message: 'The upstream request timed out'
-  })
+  t.same(JSON.parse(res.body), UPSTREAM_TIMEOUT)
   t.equal((readError as { code?: string }).code, 'UND_ERR_BODY_TIMEOUT', 'reading the body threw undici\'s body timeout')
   assertNoUpstreamDetails(t, res.body, up.url)
   const lines = errorLines(logs)
@@ -257,18 +230,10 @@ t.test('upstream stalls mid-body past bodyTimeout, the handler passes the error 
 for (const then of ['destroy', 'reset'] as const) {
   t.test(`upstream ${then === 'reset' ? 'resets (ECONNRESET)' : 'closes its socket'} mid-body while the handler reads it: 502`, async (t) => {
     const up = await upstreamFor(t, partialBody(then))
-    const { url, logs } = await startRoute(t, {}, async (_request, reply) => {
-      const res = await reply.fetch(up.url)
-      reply.finish(await res.body.text())
-    })
+    const { url, logs } = await startRoute(t, {}, fetchText(up.url))
     const res = await request(`${url}/`, { timeout: 5000 })
     t.equal(res.statusCode, 502)
-    t.same(JSON.parse(res.body), {
-      statusCode: 502,
-      code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR',
-      error: 'Bad Gateway',
-      message: 'The upstream request failed'
-    })
+    t.same(JSON.parse(res.body), UPSTREAM_ERROR)
     assertNoUpstreamDetails(t, res.body, up.url)
     const lines = errorLines(logs)
     t.equal(lines.length, 1)
@@ -474,9 +439,7 @@ t.test('an upstream host that does not resolve (DNS failure) gives 502', async (
 t.test('reply.fetch() of a URL undici cannot parse rejects with the upstream error, and the reply answers 502', async (t) => {
   let calledBack = null as { code?: string } | null
   const { url, app } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/callback',
+    asyncGet(app, '/callback', {
       handler (_request, reply) {
         reply.fetch('not a url', (err) => {
           calledBack = err as { code?: string }
@@ -484,9 +447,7 @@ t.test('reply.fetch() of a URL undici cannot parse rejects with the upstream err
         })
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/escapes',
+    asyncGet(app, '/escapes', {
       async handler (_request, reply) {
         await reply.fetch('not a url')
         reply.finish('never')
@@ -507,9 +468,7 @@ t.test('reply.fetch() of a URL that is not http: is refused before connecting (5
   const refused = (await refusedOrigin()).replace('http:', 'https:')
   const codes: Record<string, string | undefined> = {}
   const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/:which',
+    asyncGet(app, '/:which', {
       handler (request, reply) {
         const which = (request.params as { which: string }).which
         reply.fetch(which === 'ftp' ? 'ftp://127.0.0.1/file' : `${refused}/`, (err) => {
@@ -639,4 +598,86 @@ t.test('an upstream body that fails while the handler is busy elsewhere does not
   t.equal(res.statusCode, 200)
   t.equal(res.body, 'carried on')
   t.same(logsAt(logs, LEVEL.error), [])
+})
+
+t.test('a fire-and-forget fetch whose reply ended first is not an unhandled rejection; awaiting one still throws', async (t) => {
+  const up = await upstreamFor(t, (_req, res) => setTimeout(() => res.end('late'), 100))
+  let awaited: unknown
+  const { url } = await startApp(t, { timeout: 50 }, (app) => {
+    asyncGet(app, '/forget', {
+      handler (_request, reply) {
+        void reply.fetch(up.url)
+        reply.finish('done')
+      }
+    })
+    app.asyncRoute({ method: 'GET', url: '/watchdog', handler (_request, reply) { void reply.fetch(up.url) } })
+    asyncGet(app, '/after', {
+      handler (_request, reply) {
+        reply.finish('first')
+        // A fetch on an ended reply is refused at once: the same "your reply ended" rejection.
+        void reply.fetch(up.url)
+      }
+    })
+    asyncGet(app, '/awaited', {
+      async handler (_request, reply) {
+        const pending = reply.fetch(up.url)
+        reply.finish('done')
+        try {
+          await pending
+        } catch (error) {
+          awaited = error
+        }
+      }
+    })
+  })
+  t.equal((await request(`${url}/forget`)).body, 'done')
+  t.equal((await request(`${url}/watchdog`)).statusCode, 504)
+  t.equal((await request(`${url}/after`)).body, 'first')
+  t.equal((await request(`${url}/awaited`)).body, 'done')
+  await waitFor(() => awaited !== undefined, 2000, 'the awaited fetch to settle')
+  t.equal((awaited as { code?: string }).code, 'FST_ASYNC_ROUTE_CANCELLED')
+  // Give any unhandled rejection time to surface: the helpers' listener fails the test.
+  await sleep(200)
+})
+
+t.test('an upstream request undici refuses before connecting answers 500 FST_ASYNC_ROUTE_BAD_UPSTREAM_REQUEST, logged with the reason', async (t) => {
+  const up = await upstreamFor(t)
+  const refusedHeaders: Array<Record<string, string>> = [
+    { 'transfer-encoding': 'chunked' },
+    { expect: '100-continue' },
+    { 'keep-alive': 'timeout=5' },
+    { upgrade: 'websocket' }
+  ]
+  const { url, logs } = await startApp(t, {}, (app) => {
+    app.asyncRoute({
+      method: 'POST',
+      url: '/fetch/:i',
+      async handler (request, reply) {
+        const headers = refusedHeaders[Number((request.params as { i: string }).i)]
+        const res = await reply.fetch(up.url, { method: 'POST', headers, body: 'x' })
+        reply.finish(await res.body.text())
+      }
+    })
+    app.asyncRoute({
+      method: 'POST',
+      url: '/pipe/:i',
+      handler (request, reply) {
+        const headers = refusedHeaders[Number((request.params as { i: string }).i)]
+        return reply.pipe(up.url, { method: 'POST', headers, body: 'x' })
+      }
+    })
+  })
+  for (const path of ['fetch', 'pipe']) {
+    for (let i = 0; i < refusedHeaders.length; i++) {
+      const res = await request(`${url}/${path}/${i}`, { method: 'POST' })
+      const name = `${path} with ${Object.keys(refusedHeaders[i] as object)[0]}`
+      t.equal(res.statusCode, 500, name)
+      t.same(JSON.parse(res.body), BAD_UPSTREAM_REQUEST, `${name}: the contract's answer`)
+    }
+  }
+  t.equal(up.connections(), 0, 'nothing reached the upstream')
+  const errors = logsAt(logs, LEVEL.error, 'The upstream request is invalid')
+  t.equal(errors.length, 8, 'each logged at error level')
+  t.match(JSON.stringify(errors[0]), /transfer-encoding|invalid/i, "with undici's reason")
+  t.equal(logsAt(logs, LEVEL.error, 'upstream request failed').length, 0, 'never as an upstream failure')
 })

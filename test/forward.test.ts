@@ -8,7 +8,7 @@ import type { FastifyInstance } from 'fastify'
 import t from 'tap'
 import { hasDotSegment } from '../plugin/target.js'
 import type { ForwardOptions } from '../plugin/index.js'
-import { LEVEL, logsAt, startApp } from './helpers/app.js'
+import { asyncGet, LEVEL, logsAt, startApp } from './helpers/app.js'
 import { request, sendOnly, sleep, waitFor } from './helpers/client.js'
 import { dispatcherKinds } from './helpers/dispatchers.js'
 import { readBody, refusedOrigin, upstreamFor, type Upstream } from './helpers/upstream.js'
@@ -151,9 +151,7 @@ t.test('x-forwarded-for appends, -proto and -host replace; xForwarded: false add
   const upstream = await recordingUpstream(t, seen)
   const { url } = await startApp(t, {}, (app) => {
     gateway(upstream.origin)(app)
-    app.asyncRoute({
-      method: 'GET',
-      url: '/plain/*',
+    asyncGet(app, '/plain/*', {
       handler (request, reply) {
         return reply.forward(upstream.origin + request.url, { xForwarded: false })
       }
@@ -249,9 +247,7 @@ t.test('dot segments in the path: 400 FST_ASYNC_ROUTE_BAD_PATH before anything i
   const seen: Seen[] = []
   const upstream = await recordingUpstream(t, seen)
   const { url, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/raw',
+    asyncGet(app, '/raw', {
       handler (request, reply) {
         return reply.forward(`${upstream.origin}/prefix/${String((request.query as { p: string }).p)}`)
       }
@@ -280,9 +276,7 @@ t.test('a URL object is used as it is (the parser already resolved its segments)
   const seen: Seen[] = []
   const upstream = await recordingUpstream(t, seen)
   const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/u',
+    asyncGet(app, '/u', {
       handler (_request, reply) {
         return reply.forward(new URL(`${upstream.origin}/a/../b`))
       }
@@ -297,30 +291,20 @@ t.test('allowedOrigins, upstream errors, the watchdog and client aborts apply as
   const upstream = await upstreamFor(t, (req) => { stalled.push(req) })
   const refused = await refusedOrigin()
   const { url, app } = await startApp(t, { allowedOrigins: [upstream.origin, refused] }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/denied',
+    asyncGet(app, '/denied', {
       handler (_request, reply) { return reply.forward('http://127.0.0.2:1/x') }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/refused',
+    asyncGet(app, '/refused', {
       handler (_request, reply) { return reply.forward(`${refused}/x`) }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/stall',
+    asyncGet(app, '/stall', {
       timeout: 150,
       handler (_request, reply) { return reply.forward(`${upstream.origin}/stall`) }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/headers-timeout',
+    asyncGet(app, '/headers-timeout', {
       handler (_request, reply) { return reply.forward(`${upstream.origin}/ht`, { headersTimeout: 100, bodyTimeout: 5000 }) }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/invalid',
+    asyncGet(app, '/invalid', {
       handler (_request, reply) { return reply.forward('not a url') }
     })
   })
@@ -353,16 +337,12 @@ t.test('forward resolves when the answer is relayed, and never rejects', async (
   const refused = await refusedOrigin()
   const settled: string[] = []
   const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    asyncGet(app, '/', {
       handler (_request, reply) {
         reply.forward(`${refused}/x`).then(() => settled.push('resolved'), () => settled.push('rejected'))
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/bad',
+    asyncGet(app, '/bad', {
       handler (_request, reply) {
         reply.forward(`${refused}/../x`).then(() => settled.push('resolved'), () => settled.push('rejected'))
       }
@@ -378,9 +358,7 @@ t.test('misuse: unknown options, headers that are not an object, a bad retry thr
   const upstream = await upstreamFor(t)
   const thrown: Array<{ name: string, code: string, message: string }> = []
   const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    asyncGet(app, '/', {
       handler (_request, reply) {
         for (const options of [{ header: {} }, { headers: 'x' }, null, { retry: { attempts: 0 } }, { retry: { minDelay: 10, maxDelay: 5 } }]) {
           try {

@@ -15,7 +15,7 @@ import * as undici7 from 'undici'
 import { hasDotSegment, upstreamTarget } from '../plugin/target.js'
 import asyncRoute from '../plugin/index.js'
 import type { AsyncReply, AsyncRoutePluginOptions } from '../plugin/index.js'
-import { LEVEL, logsAt, startApp } from './helpers/app.js'
+import { asyncGet, LEVEL, logsAt, startApp } from './helpers/app.js'
 import { request, waitFor } from './helpers/client.js'
 import { H2C, h2get, h2session } from './helpers/h2.js'
 import { undici8Supported } from './helpers/dispatchers.js'
@@ -61,9 +61,7 @@ function gateway (app: FastifyInstance, base: string): void {
     app.asyncRoute({ method: 'GET', url: `/${name}/*`, handler: (request, reply) => handle(target((request.params as Record<string, string>)['*']), reply) })
     app.asyncRoute({ method: 'GET', url: `/${name}-query`, handler: (request, reply) => handle(target((request.query as Record<string, string>).file), reply) })
   }
-  app.asyncRoute({
-    method: 'GET',
-    url: '/upstream/*',
+  asyncGet(app, '/upstream/*', {
     upstream: (request) => target((request.params as Record<string, string>)['*']),
     handler: (_request, reply, res) => reply.pipe(res)
   })

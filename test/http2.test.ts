@@ -2,21 +2,18 @@
 // session, and every other stream on it, carry on.
 import http2 from 'node:http2'
 import t from 'tap'
-import { startApp } from './helpers/app.js'
+import { asyncGet, startApp, startRoute } from './helpers/app.js'
+import { sleep, waitFor } from './helpers/client.js'
 import { H2C, h2get, h2session, type H2Response } from './helpers/h2.js'
 
 t.test('HTTP/2: a watchdog firing after the head resets only that stream', async (t) => {
   const { url } = await startApp(t, { timeout: 100 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/stuck',
+    asyncGet(app, '/stuck', {
       handler (_request, reply) {
         reply.write('partial')
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/slow',
+    asyncGet(app, '/slow', {
       handler (_request, reply) {
         setTimeout(() => reply.finish('whole'), 250)
       }
@@ -37,16 +34,12 @@ t.test('HTTP/2: a watchdog firing after the head resets only that stream', async
 
 t.test('HTTP/2: finish() and fail() answer over a stream like over HTTP/1', async (t) => {
   const { url } = await startApp(t, { timeout: 1000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/ok',
+    asyncGet(app, '/ok', {
       handler (_request, reply) {
         setTimeout(() => reply.finish({ ok: true }), 10)
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/fail',
+    asyncGet(app, '/fail', {
       handler (_request, reply) {
         setTimeout(() => reply.fail(Object.assign(new Error('gone'), { statusCode: 410 })), 10)
       }
@@ -65,18 +58,14 @@ t.test('HTTP/2: a client cancelling its stream aborts that reply only', async (t
   let closed = 0
   let aborted = false
   const { url, app } = await startApp(t, { timeout: 2000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/held',
+    asyncGet(app, '/held', {
       handler (_request, reply) {
         reply.onClose(() => { closed++ })
         reply.signal.addEventListener('abort', () => { aborted = true })
         void reply.flush()
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/ok',
+    asyncGet(app, '/ok', {
       handler (_request, reply) {
         setTimeout(() => reply.finish('still here'), 10)
       }
@@ -94,4 +83,45 @@ t.test('HTTP/2: a client cancelling its stream aborts that reply only', async (t
   t.ok(aborted, 'signal aborted')
   const ok = await h2get(session, '/ok')
   t.equal(ok.body, 'still here', 'the session carries on')
+})
+
+t.test('HTTP/2: flush() waits for the stream to drain', async (t) => {
+  let flushed = false
+  const { url } = await startRoute(t, { timeout: 5000 }, (_request, reply) => {
+    reply.write(Buffer.alloc(4 * 1024 * 1024))
+    void reply.flush().then(() => {
+      flushed = true
+      reply.finish()
+    })
+  }, H2C)
+  const session = h2session(t, url)
+  const req = session.request({ ':path': '/' })
+  req.on('error', () => {})
+  req.pause()
+  await new Promise((resolve) => req.once('response', resolve))
+  await sleep(200)
+  t.notOk(flushed, 'flush() still waits while the client reads nothing')
+  let bytes = 0
+  req.on('data', (chunk: Buffer) => { bytes += chunk.length })
+  req.resume()
+  await new Promise((resolve) => req.on('end', resolve))
+  t.ok(flushed)
+  t.equal(bytes, 4 * 1024 * 1024)
+})
+
+t.test('HTTP/2: a stream cancelled while hooks ran counts as a client abort', async (t) => {
+  const client = { cancel: () => {} }
+  const { url, app } = await startRoute(t, { timeout: 0, closeGrace: 200 }, {
+    async onRequest () {
+      client.cancel()
+      await sleep(100)
+    },
+    handler () {}
+  }, H2C)
+  const session = h2session(t, url)
+  const req = session.request({ ':path': '/' })
+  req.on('error', () => {})
+  client.cancel = () => req.close(http2.constants.NGHTTP2_CANCEL)
+  await waitFor(() => app.asyncRoute.stats().aborted === 1, 2000, 'the abort to be counted')
+  t.same(app.asyncRoute.pending(), [])
 })

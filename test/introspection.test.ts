@@ -4,7 +4,7 @@ import diagnostics from 'node:diagnostics_channel'
 import http from 'node:http'
 import t from 'tap'
 import type { AsyncReply, HangReport, PendingReply } from '../plugin/index.js'
-import { LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
+import { asyncGet, LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
 import { request, sendOnly, sleep, waitFor } from './helpers/client.js'
 import { startUpstream } from './helpers/upstream.js'
 
@@ -18,9 +18,7 @@ t.test('pending() lists unfinished replies with their in-flight upstream request
   t.teardown(() => upstream.close())
   const ids: string[] = []
   const { url, app } = await startApp(t, { timeout: 10_000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/proxy',
+    asyncGet(app, '/proxy', {
       handler (request, reply) {
         ids.push(request.id)
         reply.fetch(`${upstream.origin}/data?page=3`, (err, res) => {
@@ -79,9 +77,7 @@ t.test('stats() counts each reply once, by the first way it ended', async (t) =>
   let leaving: AsyncReply | undefined
   const { url, app } = await startApp(t, { timeout: 10_000, closeGrace: 200 }, (app) => {
     app.asyncRoute({ method: 'GET', url: '/finish', handler (request, reply) { reply.finish('ok') } })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/fail',
+    asyncGet(app, '/fail', {
       handler (request, reply) {
         reply.fail(Object.assign(new Error('teapot'), { statusCode: 418 }))
         reply.finish('ignored')
@@ -89,18 +85,14 @@ t.test('stats() counts each reply once, by the first way it ended', async (t) =>
     })
     app.asyncRoute({ method: 'GET', url: '/throw', handler () { throw new Error('sync throw') } })
     app.asyncRoute({ method: 'GET', url: '/reject', async handler () { throw new Error('rejected') } })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/timeout',
+    asyncGet(app, '/timeout', {
       timeout: 100,
       handler (request, reply) {
         // Finishing after the watchdog fired must not count a second time.
         setTimeout(() => reply.finish('too late'), 250)
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/abort',
+    asyncGet(app, '/abort', {
       handler (request, reply) {
         leaving = reply
         reply.onClose(() => reply.finish('after the client left'))
@@ -145,9 +137,7 @@ t.test('diagnostics_channel publishes timeout, abort and finish with the request
   const ids: Record<string, string> = {}
   let leaving = false
   const { url, app } = await startApp(t, { timeout: 150 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/:kind',
+    asyncGet(app, '/:kind', {
       handler (request, reply) {
         const kind = (request.params as { kind: string }).kind
         ids[kind] = request.id
@@ -194,9 +184,7 @@ t.test('diagnostics_channel publishes timeout, abort and finish with the request
 t.test('warnUnfinished logs one warning for a settled, idle, unfinished reply', async (t) => {
   const replies = new Map<string, AsyncReply>()
   const { url, logs } = await startApp(t, { warnUnfinished: 100, timeout: 5000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/idle',
+    asyncGet(app, '/idle', {
       handler (request, reply) { replies.set(request.id, reply) }
     })
   })
@@ -221,25 +209,19 @@ t.test('warnUnfinished stays quiet while an upstream request is in flight, a han
   t.teardown(() => upstream.close())
   const held: AsyncReply[] = []
   const { url, logs } = await startApp(t, { warnUnfinished: 100, timeout: 5000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/stalled',
+    asyncGet(app, '/stalled', {
       handler (request, reply) {
         held.push(reply)
         reply.fetch(upstream.url, () => {})
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/running',
+    asyncGet(app, '/running', {
       async handler (request, reply) {
         await sleep(450)
         reply.finish('ran long')
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/writing',
+    asyncGet(app, '/writing', {
       handler (request, reply) {
         let n = 0
         const timer = setInterval(() => {
@@ -251,9 +233,7 @@ t.test('warnUnfinished stays quiet while an upstream request is in flight, a han
         }, 50)
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/quick',
+    asyncGet(app, '/quick', {
       handler (request, reply) { setTimeout(() => reply.finish('in time'), 40) }
     })
   })

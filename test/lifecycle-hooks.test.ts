@@ -3,7 +3,7 @@
 import Fastify from 'fastify'
 import t from 'tap'
 import asyncRoute, { type AsyncReply, type ReplyOutcome } from '../plugin/index.js'
-import { LEVEL, logsAt, startApp, startRoute } from './helpers/app.js'
+import { asyncGet, LEVEL, logsAt, startApp, startRoute } from './helpers/app.js'
 import { request, sendOnly, sleep, waitFor } from './helpers/client.js'
 
 t.test('onEnd runs once with the outcome, however the reply ends', async (t) => {
@@ -59,9 +59,7 @@ t.test('onEnd rejects a non-function', async (t) => {
 t.test("a route's onWatchdog replaces the plugin's onTimeout for that route only", async (t) => {
   const plugin: string[] = []
   const { url } = await startApp(t, { timeout: 80, onTimeout: (request) => { plugin.push(request.url) } }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/poll',
+    asyncGet(app, '/poll', {
       onWatchdog (_request, reply, report) {
         // Slack: a timer may fire a millisecond early by Date.now(), which the report uses.
         reply.finish({ messages: [], waitedMs: report.elapsedMs >= 70 })
@@ -116,9 +114,7 @@ t.test('a preClose hook registered before the plugin says goodbye before the gra
     order.push(`after, ${app.asyncRoute.stats().pending} pending`)
     done()
   })
-  app.asyncRoute({
-    method: 'GET',
-    url: '/poll',
+  asyncGet(app, '/poll', {
     handler (_request, reply) {
       waiting.add(reply)
       reply.onEnd(() => waiting.delete(reply))

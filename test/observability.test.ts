@@ -2,13 +2,13 @@
 // its own request's server span (and the upstream gets that trace's `traceparent`), and every
 // callback the plugin runs from a timer or a socket event sees its own request's active span,
 // also when many replies of one route wait on one shared timer.
-import { Writable } from 'node:stream'
 import t from 'tap'
 import { activeSpanIds, parseTraceparent, upstreamSpans } from './helpers/tracing.js'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { AsyncRoutePluginOptions } from '../plugin/index.js'
-import type { LogLine } from './helpers/app.js'
+import { captureLogs, type LogLine } from './helpers/logs.js'
 import type { Teardown } from './helpers/context.js'
+import { asyncGet } from './helpers/routes.js'
 
 // Loaded after the instrumentations were registered (see helpers/tracing.ts).
 const { default: Fastify } = await import('fastify')
@@ -46,14 +46,8 @@ interface TracedApp {
 
 /** A Fastify app whose log lines carry the active span's ids (a pino mixin), as a traced app's do. */
 async function startTracedApp (test: Teardown, options: AsyncRoutePluginOptions, setup: (app: FastifyInstance) => void): Promise<TracedApp> {
-  const logs: LogLine[] = []
-  const stream = new Writable({
-    write (chunk: Buffer, _encoding, callback) {
-      for (const line of chunk.toString().split('\n')) if (line !== '') logs.push(JSON.parse(line) as LogLine)
-      callback()
-    }
-  })
-  const app = Fastify({ logger: { level: 'info', stream, mixin: activeSpanIds } })
+  const { logs, logger } = captureLogs('info')
+  const app = Fastify({ logger: { ...logger, mixin: activeSpanIds } })
   await app.register(asyncRoute, options)
   setup(app)
   const url = await app.listen({ port: 0, host: '127.0.0.1' })
@@ -82,9 +76,7 @@ t.test('each try of each upstream request is a client span under its own request
   const seen = new Sightings()
   const target = (request: FastifyRequest): string => `${up.origin}/x?id=${request.id}`
   const { url } = await startTracedApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/fetch',
+    asyncGet(app, '/fetch', {
       retry: RETRY,
       async handler (request, reply) {
         seen.note(request, 'handler')
@@ -96,9 +88,7 @@ t.test('each try of each upstream request is a client span under its own request
         })
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/pipe',
+    asyncGet(app, '/pipe', {
       retry: RETRY,
       handler (request, reply) {
         seen.note(request, 'handler')
@@ -106,9 +96,7 @@ t.test('each try of each upstream request is a client span under its own request
         return reply.pipe(target(request))
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/forward',
+    asyncGet(app, '/forward', {
       retry: RETRY,
       handler (request, reply) {
         seen.note(request, 'handler')
@@ -118,9 +106,7 @@ t.test('each try of each upstream request is a client span under its own request
         return reply.forward(target(request), { headers: { traceparent: null, tracestate: null } })
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/option',
+    asyncGet(app, '/option', {
       retry: RETRY,
       upstream (request) {
         seen.note(request, 'handler')
@@ -171,9 +157,7 @@ t.test('each try of each upstream request is a client span under its own request
 t.test('callbacks run from shared timers see their own request\'s context', async (t) => {
   const seen = new Sightings()
   const { url, logs } = await startTracedApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/poll',
+    asyncGet(app, '/poll', {
       timeout: 150,
       onWatchdog (request, reply) {
         seen.note(request, 'onWatchdog')
@@ -184,9 +168,7 @@ t.test('callbacks run from shared timers see their own request\'s context', asyn
         reply.onEnd(() => seen.note(request, 'onEnd'))
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/silent',
+    asyncGet(app, '/silent', {
       timeout: 0,
       idleTimeout: 100,
       onWatchdog (request) {
@@ -197,9 +179,7 @@ t.test('callbacks run from shared timers see their own request\'s context', asyn
         reply.onEnd(() => seen.note(request, 'onEnd'))
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/forgotten',
+    asyncGet(app, '/forgotten', {
       timeout: 250,
       warnUnfinished: 40,
       handler (request, reply) {
@@ -237,9 +217,7 @@ t.test('callbacks run from shared timers see their own request\'s context', asyn
 t.test('replies ended by the close grace run their onEnd in their own context', async (t) => {
   const seen = new Sightings()
   const { app, url } = await startTracedApp(t, { closeGrace: 100 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/wait',
+    asyncGet(app, '/wait', {
       handler (request, reply) {
         seen.note(request, 'handler')
         reply.onEnd(() => seen.note(request, 'onEnd'))
@@ -264,9 +242,7 @@ t.test('failures reported from another request\'s socket are logged, and end the
   t.teardown(up.close)
   const seen = new Sightings()
   const { url, logs } = await startTracedApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/pipe',
+    asyncGet(app, '/pipe', {
       handler (request, reply) {
         seen.note(request, 'handler')
         reply.onEnd(() => seen.note(request, 'onEnd'))

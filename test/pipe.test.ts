@@ -9,7 +9,7 @@ import { Readable } from 'node:stream'
 import t from 'tap'
 import { Agent, request as undiciRequest } from 'undici'
 import type { AsyncReply } from '../plugin/index.js'
-import { LEVEL, logsAt, startApp, startRoute } from './helpers/app.js'
+import { asyncGet, LEVEL, logsAt, startApp, startRoute } from './helpers/app.js'
 import { openRequest, request, sleep, waitFor } from './helpers/client.js'
 import type { Teardown, Test } from './helpers/context.js'
 import { H2C, h2get, h2session } from './helpers/h2.js'
@@ -122,9 +122,7 @@ bothPaths('headers set by the handler replace the upstream ones, which replace t
       reply.header('x-from-hook', 'hook')
       reply.header('x-only-hook', 'hook')
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    asyncGet(app, '/', {
       async handler (_request, reply) {
         reply.header('x-from-handler', 'handler')
         await relay(path, reply, up.url)
@@ -358,9 +356,7 @@ bothPaths('finish() while a pipe streams ends the response there, reads the rest
   let finishNow: (() => void) | undefined
   let outcome = 'pending'
   const { url, app, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    asyncGet(app, '/', {
       async handler (_request, reply) {
         const piping = relay(path, reply, `${up.origin}/part`).then(() => 'resolved', () => 'rejected')
         finishNow = () => reply.finish('!')
@@ -465,16 +461,12 @@ t.test('pipe(url) performs the GET itself and streams the answer', async (t) => 
     res.end(`path ${req.url}`)
   })
   const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/string',
+    asyncGet(app, '/string', {
       handler (_request, reply) {
         return reply.pipe(`${up.origin}/from-string?x=1`)
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/url',
+    asyncGet(app, '/url', {
       handler (_request, reply) {
         return reply.pipe(new URL('/from-url', up.origin))
       }
@@ -499,16 +491,12 @@ t.test('pipe(url, options) and pipe({ url, method, headers, body }) send what th
     })
   })
   const { url } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/object',
+    asyncGet(app, '/object', {
       handler (_request, reply) {
         return reply.pipe({ url: `${up.origin}/object`, method: 'POST', headers: { 'x-sent': 'object' }, body: 'object body' })
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/options',
+    asyncGet(app, '/options', {
       handler (_request, reply) {
         return reply.pipe(`${up.origin}/options`, { method: 'PATCH', headers: { 'x-sent': 'options' } })
       }
@@ -625,17 +613,13 @@ t.test('pipe(url) on an ended reply, or ended before the upstream answered, reso
   const up = await upstreamFor(t, (_req, res) => setTimeout(() => res.end('late'), 50))
   let piped = 0
   const { url: base, logs } = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/after',
+    asyncGet(app, '/after', {
       handler (request, reply) {
         reply.finish('first')
         void reply.pipe(up.url).then(() => { piped++ })
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/during',
+    asyncGet(app, '/during', {
       handler (request, reply) {
         void reply.pipe(up.url).then(() => { piped++ })
         reply.finish('finished first')

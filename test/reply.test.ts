@@ -4,7 +4,7 @@ import { ServerResponse, type IncomingMessage } from 'node:http'
 import type { FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import type { AsyncReply, AsyncRoutePluginOptions } from '../plugin/index.js'
-import { LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
+import { asyncGet, LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
 import { openRequest, request, sleep, waitFor } from './helpers/client.js'
 
 const TEXT = 'text/plain; charset=utf-8'
@@ -124,19 +124,13 @@ t.test('finish() sends an empty body with content-length 0; finish(null) sends J
 
 t.test('a content-type set by the handler wins over the one finish() would choose', async (t) => {
   const { url } = await startApp(t, OPTIONS, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/html',
+    asyncGet(app, '/html', {
       handler (request, reply) { reply.header('Content-Type', 'text/html; charset=utf-8').finish('<p>hi</p>') }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/json-api',
+    asyncGet(app, '/json-api', {
       handler (request, reply) { reply.headers({ 'content-type': 'application/vnd.api+json' }).finish({ data: [] }) }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/bytes',
+    asyncGet(app, '/bytes', {
       handler (request, reply) { reply.header('content-type', 'image/png').finish(Buffer.from([1, 2, 3, 4])) }
     })
   })
@@ -154,9 +148,7 @@ t.test('a content-type set by the handler wins over the one finish() would choos
 t.test('status(), code(), header() and headers() set the head and chain', async (t) => {
   const chained: boolean[] = []
   const { url } = await startApp(t, OPTIONS, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    asyncGet(app, '/', {
       handler (request, reply) {
         chained.push(reply.status(201) === reply)
         chained.push(reply.header('X-One', '1') === reply)
@@ -165,9 +157,7 @@ t.test('status(), code(), header() and headers() set the head and chain', async 
         reply.header('x-one', 'replaced').finish('chained')
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/code',
+    asyncGet(app, '/code', {
       handler (request, reply) { reply.code(418).header('set-cookie', ['a=1', 'b=2']).finish({ teapot: true }) }
     })
   })
@@ -265,17 +255,13 @@ t.test('header(), headers() and status() after the head was sent are ignored wit
 t.test('write() sends a chunked head on first use, typed by the first chunk, and finish() completes it', async (t) => {
   const replies = replyQueue()
   const { url } = await startApp(t, OPTIONS, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/held',
+    asyncGet(app, '/held', {
       handler (request, reply) {
         reply.write('first;')
         replies.push(reply)
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/text',
+    asyncGet(app, '/text', {
       handler (request, reply) {
         reply.status(201)
         reply.write('a')
@@ -285,18 +271,14 @@ t.test('write() sends a chunked head on first use, typed by the first chunk, and
         reply.finish('end')
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/bytes',
+    asyncGet(app, '/bytes', {
       handler (request, reply) {
         reply.write(new Uint8Array([0x78]))
         reply.write('y')
         reply.finish()
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/typed',
+    asyncGet(app, '/typed', {
       handler (request, reply) {
         reply.header('content-type', 'text/event-stream')
         reply.write('data: 1\n\n')
@@ -343,9 +325,7 @@ t.test('write() sends a chunked head on first use, typed by the first chunk, and
 t.test('write() with something that is neither a string nor bytes throws a TypeError', async (t) => {
   const thrown: string[] = []
   const { url } = await startApp(t, OPTIONS, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    asyncGet(app, '/', {
       handler (request, reply) {
         for (const value of [42, { a: 1 }, null, undefined, [1, 2]]) {
           try {
@@ -420,18 +400,14 @@ t.test('flush() sends the head before any body while the reply stays open', asyn
   const replies = replyQueue()
   let flushed = false
   const { url } = await startApp(t, OPTIONS, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/events',
+    asyncGet(app, '/events', {
       handler (request, reply) {
         reply.status(202).header('content-type', 'text/event-stream').header('cache-control', 'no-cache')
         void reply.flush().then(() => { flushed = true })
         replies.push(reply)
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/untyped',
+    asyncGet(app, '/untyped', {
       handler (request, reply) {
         void reply.flush()
         replies.push(reply)
@@ -473,17 +449,13 @@ t.test('flush() on a reply that already ended resolves at once', async (t) => {
   const outcomes: string[] = []
   const race = (p: Promise<void>): Promise<string> => Promise.race([p.then(() => 'resolved'), sleep(500).then(() => 'still pending')])
   const { url } = await startApp(t, OPTIONS, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/finished',
+    asyncGet(app, '/finished', {
       async handler (request, reply) {
         reply.finish('done')
         outcomes.push(await race(reply.flush()))
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/failed',
+    asyncGet(app, '/failed', {
       async handler (request, reply) {
         reply.fail(Object.assign(new Error('nope'), { statusCode: 409 }))
         outcomes.push(await race(reply.flush()))
@@ -503,9 +475,7 @@ t.test('finish() with a body that cannot be serialised fails the reply with 500'
   const replies = replyQueue()
   const held: unknown[][] = []
   const { url, logs } = await startApp(t, OPTIONS, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/circular',
+    asyncGet(app, '/circular', {
       handler (request, reply) {
         const circular: Record<string, unknown> = { name: 'loop' }
         circular.self = circular
@@ -515,9 +485,7 @@ t.test('finish() with a body that cannot be serialised fails the reply with 500'
       }
     })
     app.asyncRoute({ method: 'GET', url: '/bigint', handler (request, reply) { reply.finish({ n: 1n }) } })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/after-write',
+    asyncGet(app, '/after-write', {
       handler (request, reply) {
         const circular: unknown[] = []
         circular.push(circular)
@@ -562,9 +530,7 @@ t.test('finished, headersSent, request and raw tell the state of the reply', asy
   const seen: Record<string, unknown> = {}
   const replies = replyQueue()
   const { url } = await startApp(t, OPTIONS, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/state',
+    asyncGet(app, '/state', {
       handler (request, reply) {
         seen.sameRequest = reply.request === request
         seen.rawIsResponse = reply.raw instanceof ServerResponse
@@ -577,9 +543,7 @@ t.test('finished, headersSent, request and raw tell the state of the reply', asy
         replies.push(reply)
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/failed',
+    asyncGet(app, '/failed', {
       handler (request, reply) {
         reply.fail(new Error('x'))
         seen.afterFail = [reply.finished, reply.headersSent]
@@ -604,18 +568,14 @@ t.test('finished, headersSent, request and raw tell the state of the reply', asy
 t.test('HEAD on a GET async route gets the head with content-length and no body', async (t) => {
   const methods: string[] = []
   const { url } = await startApp(t, OPTIONS, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/text',
+    asyncGet(app, '/text', {
       handler (request, reply) {
         methods.push(request.method)
         reply.header('x-handler', 'ran').finish('héllo')
       }
     })
     app.asyncRoute({ method: 'GET', url: '/json', handler (request, reply) { reply.finish({ a: 'ü' }) } })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/stream',
+    asyncGet(app, '/stream', {
       handler (request, reply) {
         reply.write('a')
         reply.finish('b')
@@ -650,32 +610,24 @@ t.test('headers set by an onRequest hook are the base of every response; the han
       done()
     })
     app.asyncRoute({ method: 'GET', url: '/finish', handler (request, reply) { reply.finish('ok') } })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/stream',
+    asyncGet(app, '/stream', {
       handler (request, reply) {
         reply.write('a')
         reply.finish('b')
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/flush',
+    asyncGet(app, '/flush', {
       async handler (request, reply) {
         await reply.flush()
         reply.finish('flushed')
       }
     })
     app.asyncRoute({ method: 'GET', url: '/throw', handler () { throw new Error('boom') } })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/fail',
+    asyncGet(app, '/fail', {
       handler (request, reply) { reply.fail(Object.assign(new Error('missing'), { statusCode: 404 })) }
     })
     app.asyncRoute({ method: 'GET', url: '/timeout', timeout: 50, handler () {} })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/override',
+    asyncGet(app, '/override', {
       handler (request, reply) { reply.header('access-control-allow-origin', 'https://example.com').finish('ok') }
     })
   })
@@ -700,9 +652,7 @@ t.test('a handler header replaces a hook header of any letter case', async (t) =
       done()
     })
     app.asyncRoute({ method: 'GET', url: '/hook-type', handler (request, reply) { reply.finish({ a: 1 }) } })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/mixed-case',
+    asyncGet(app, '/mixed-case', {
       handler (request, reply) { reply.header('X-Trace', 'handler').header('Content-Type', 'text/x-handler').finish('x') }
     })
   })
@@ -735,17 +685,13 @@ t.test('finish() twice keeps the first response and logs exactly one warning', a
 
 t.test('fail() after finish(), and finish() after fail(), are ignored with one warning', async (t) => {
   const { url, logs } = await startApp(t, OPTIONS, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/finish-then-fail',
+    asyncGet(app, '/finish-then-fail', {
       handler (request, reply) {
         reply.finish({ ok: true })
         reply.fail(new Error('too late'))
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/fail-then-finish',
+    asyncGet(app, '/fail-then-finish', {
       handler (request, reply) {
         reply.fail(Object.assign(new Error('conflict'), { statusCode: 409, code: 'E_CONFLICT' }))
         reply.finish('too late')
@@ -795,9 +741,7 @@ function habitRoutes (app: FastifyInstance, seen: Array<Record<string, unknown>>
     reply.header('X-Remove-Me', 'hook')
     done()
   })
-  app.asyncRoute({
-    method: 'GET',
-    url: '/head',
+  asyncGet(app, '/head', {
     handler (request, reply) {
       const before = reply.getHeader('x-remove-me')
       const chained = reply.removeHeader('x-remove-me') === reply && reply.type('text/html; charset=utf-8') === reply
@@ -815,9 +759,7 @@ function habitRoutes (app: FastifyInstance, seen: Array<Record<string, unknown>>
       reply.finish('<p>hi</p>')
     }
   })
-  app.asyncRoute({
-    method: 'GET',
-    url: '/late',
+  asyncGet(app, '/late', {
     handler (request, reply) {
       reply.write('a')
       const chained = reply.type('text/html') === reply && reply.removeHeader('x-hook') === reply
@@ -906,4 +848,23 @@ t.test('the reply a handler gets shows the contract and nothing more: internals 
   t.equal((await request(`${url}/`)).body, 'ok')
   t.same(seen.filter((name) => !CONTRACT.includes(name)), [], 'no member outside the contract')
   t.same(CONTRACT.filter((name) => !seen.includes(name)), [], 'every member of the contract')
+})
+
+t.test('many flush() calls waiting on one full buffer share one drain listener', async (t) => {
+  let listeners = -1
+  let settled = 0
+  const { url } = await startRoute(t, { timeout: 3000 }, (_request, reply) => {
+    reply.write(Buffer.alloc(32 * 1024 * 1024))
+    const before = reply.raw.listenerCount('drain')
+    const waits = Array.from({ length: 20 }, () => reply.flush().then(() => { settled++ }))
+    listeners = reply.raw.listenerCount('drain') - before
+    void Promise.all(waits).then(() => reply.finish())
+  })
+  const { res } = await openRequest(`${url}/`)
+  await waitFor(() => listeners >= 0, 2000, 'the handler')
+  t.equal(listeners, 1, 'one drain listener for twenty waiting flush() calls')
+  t.equal(settled, 0, 'nothing resolved while the client does not read')
+  res.resume()
+  await new Promise((resolve) => res.on('end', resolve))
+  t.equal(settled, 20, 'all resolved once drained')
 })

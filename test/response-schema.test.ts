@@ -1,7 +1,7 @@
 // Fastify serialises with `schema.response` only in reply.send(), which a hijacked reply never
 // reaches. An async route that declares one gets a warning when it is declared, once.
 import t from 'tap'
-import { LEVEL, logsAt, startApp } from './helpers/app.js'
+import { asyncGet, LEVEL, logsAt, startApp } from './helpers/app.js'
 import { request } from './helpers/client.js'
 
 const WARNING = 'schema.response is not used by async routes'
@@ -11,9 +11,7 @@ const RESPONSE_SCHEMA = {
 
 t.test('a route with a response schema gets one warning when declared, none per request', async (t) => {
   const { logs, url } = await startApp(t, { timeout: 0 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/with-schema',
+    asyncGet(app, '/with-schema', {
       schema: { response: RESPONSE_SCHEMA },
       handler (_request, reply) {
         reply.finish({ id: 'a', secret: 'not filtered' })
@@ -49,9 +47,7 @@ t.test('each route with a response schema is named in its own warning', async (t
 t.test('routes without a response schema declare silently', async (t) => {
   const { logs, url } = await startApp(t, { timeout: 0 }, (app) => {
     app.asyncRoute({ method: 'GET', url: '/no-schema', handler (_request, reply) { reply.finish('plain') } })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/query-schema',
+    asyncGet(app, '/query-schema', {
       schema: { querystring: { type: 'object', properties: { n: { type: 'integer' } } } },
       handler (request, reply) { reply.finish(request.query as Record<string, unknown>) }
     })

@@ -2,13 +2,13 @@
 // methods, replayable bodies, retryable statuses and errors, never once any of the answer
 // reached the handler or the client), the last answer relayed when tries run out, waits bounded
 // by the watchdog and ended with the reply, and shown in flight meanwhile. Real upstreams and
-// clients; the key cases with the plugin's own agent and with undici 7 and 8 dispatchers.
+// clients; the key cases with the plugin's own agent and with undici 7 and 8 dispatchers. The
+// delays' arithmetic alone is in test/unit/retry-policy.test.ts.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import Fastify from 'fastify'
 import t from 'tap'
 import asyncRoute, { type AsyncReply, type RetryPolicy, type UpstreamResponse } from '../plugin/index.js'
-import { NO_RETRY, resolveRetry, retryAfterMs, statusDelay, errorDelay } from '../plugin/retry-policy.js'
-import { LEVEL, logsAt, startApp } from './helpers/app.js'
+import { asyncGet, LEVEL, logsAt, startApp } from './helpers/app.js'
 import { openRequest, request, sendOnly, sleep, waitFor } from './helpers/client.js'
 import { dispatcherKinds } from './helpers/dispatchers.js'
 import { readBody, refusedOrigin, upstreamFor, type Upstream } from './helpers/upstream.js'
@@ -148,9 +148,7 @@ t.test('never once any of the answer reached the client or the handler', async (
   }])
   const { url } = await startApp(t, { retry: { attempts: 3, ...FAST, statusCodes: [200, 503] } }, (app) => {
     app.asyncRoute({ method: 'GET', url: '/pipe', handler: (_request, reply) => reply.pipe(`${upstream.origin}/`, { retry: { statusCodes: [503] } }) })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/fetch',
+    asyncGet(app, '/fetch', {
       async handler (_request, reply) {
         const res = await reply.fetch(`${upstream.origin}/`, { retry: { statusCodes: [503] } })
         try {
@@ -176,9 +174,7 @@ t.test('a status outside statusCodes, or an error outside errorCodes, is not ret
   const refused = await refusedOrigin()
   const { url } = await startApp(t, { retry: { attempts: 3, ...FAST } }, (app) => {
     app.asyncRoute({ method: 'GET', url: '/500', handler: (_request, reply) => reply.pipe(`${upstream.origin}/`) })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/refused',
+    asyncGet(app, '/refused', {
       handler: (_request, reply) => reply.pipe(`${refused}/`, { retry: { errorCodes: ['ECONNRESET'], minDelay: 200, maxDelay: 200 } })
     })
   })
@@ -195,15 +191,11 @@ t.test('levels replace field by field: plugin, route, call, and the upstream req
     // The route lists 500; attempts stays the plugin's 4.
     app.asyncRoute({ method: 'GET', url: '/route', retry: { statusCodes: [500] }, handler: (_request, reply) => reply.pipe(`${upstream.origin}/`) })
     // The call lowers attempts to 2; statusCodes stays the route's.
-    app.asyncRoute({
-      method: 'GET',
-      url: '/call',
+    asyncGet(app, '/call', {
       retry: { statusCodes: [500] },
       handler: (_request, reply) => reply.pipe(`${upstream.origin}/`, { retry: { attempts: 2 } })
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/upstream',
+    asyncGet(app, '/upstream', {
       upstream: () => ({ url: `${upstream.origin}/`, retry: { statusCodes: [500], attempts: 2 } }),
       handler (_request, reply, res) { return reply.pipe(res) }
     })
@@ -217,30 +209,6 @@ t.test('levels replace field by field: plugin, route, call, and the upstream req
   upstream.times.length = 0
   t.equal((await request(`${url}/upstream`)).statusCode, 500)
   t.equal(upstream.times.length, 2)
-})
-
-t.test('delays: exponential from minDelay, capped at maxDelay, with jitter; retry-after on 429/503 when longer', async (t) => {
-  const policy = resolveRetry({ attempts: 10, minDelay: 20, maxDelay: 100, statusCodes: [429, 502, 503] }, NO_RETRY, () => { throw new Error('bad') })
-  const seen = new Set<number>()
-  for (let i = 0; i < 200; i++) {
-    for (let tries = 1; tries < 6; tries++) {
-      const delay = errorDelay(policy, tries, { code: 'ECONNRESET' })
-      t.ok(delay >= 20 && delay <= Math.min(100, 20 * 2 ** tries), `try ${tries}: ${delay}`)
-      seen.add(delay)
-    }
-  }
-  t.ok(seen.size > 10, 'jittered')
-  t.equal(errorDelay(policy, 10, { code: 'ECONNRESET' }), -1, 'tries used up')
-  t.equal(errorDelay(policy, 1, new Error('no code')), -1)
-  t.equal(statusDelay(policy, 1, 503, '2'), 2000, 'retry-after in seconds')
-  t.equal(statusDelay(policy, 1, 429, ['1']), 1000)
-  t.ok(statusDelay(policy, 1, 502, '2') <= 40, 'only on 429 and 503')
-  t.ok(statusDelay(policy, 1, 503, '0') <= 40, 'only when longer')
-  const date = statusDelay(policy, 1, 503, new Date(Date.now() + 5000).toUTCString())
-  t.ok(date > 3000 && date <= 5000, `an HTTP date: ${date}`)
-  t.ok(statusDelay(policy, 1, 503, 'soon') <= 40, 'unreadable: ignored')
-  t.equal(retryAfterMs(new Date(Date.now() - 5000).toUTCString()), 0, 'a date in the past')
-  t.equal(statusDelay(policy, 1, 404, undefined), -1)
 })
 
 t.test('retry-after is honoured over real sockets', async (t) => {
@@ -257,9 +225,7 @@ t.test('no try that would start after the watchdog: the last answer is relayed a
   const upstream = await scripted(t, [answer(503, 'busy', { 'retry-after': '5' }), answer(502, 'bad gateway'), answer(200, 'fine')])
   const { url } = await startApp(t, { timeout: 1000, retry: { attempts: 3 } }, (app) => {
     app.asyncRoute({ method: 'GET', url: '/after', handler: (_request, reply) => reply.pipe(`${upstream.origin}/`) })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/fetch-after',
+    asyncGet(app, '/fetch-after', {
       async handler (_request, reply) {
         const res = await reply.fetch(`${upstream.origin}/`, { retry: { minDelay: 2000, maxDelay: 2000 } })
         reply.status(res.statusCode).finish(await res.body.text())
@@ -279,9 +245,7 @@ t.test('no try that would start after the watchdog: the last answer is relayed a
 t.test('waiting for the next try: shown in flight; a watchdog re-armed shorter ends the reply with its 504', async (t) => {
   const upstream = await scripted(t, [answer(503, 'busy'), answer(200, 'fine')])
   const { url, app, logs } = await startApp(t, { timeout: 5000, retry: { attempts: 2, minDelay: 400, maxDelay: 400 } }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    asyncGet(app, '/', {
       handler (_request, reply) {
         setTimeout(() => reply.setTimeout(100), 100)
         return reply.pipe(`${upstream.origin}/slow`)
@@ -309,17 +273,13 @@ t.test('a fetch waiting for its next try: the reply ending, or the caller signal
   const upstream = await scripted(t, [answer(503, 'busy')])
   const outcomes: string[] = []
   const { url, app } = await startApp(t, { retry: { attempts: 2, minDelay: 300, maxDelay: 300 } }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/finish',
+    asyncGet(app, '/finish', {
       handler (_request, reply) {
         reply.fetch(`${upstream.origin}/`).then(() => outcomes.push('resolved'), (error: { code: string }) => outcomes.push(error.code))
         setTimeout(() => reply.finish('done first'), 100)
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/signal',
+    asyncGet(app, '/signal', {
       handler (_request, reply) {
         const controller = new AbortController()
         reply.fetch(`${upstream.origin}/`, { signal: controller.signal }).then(() => outcomes.push('resolved'), (error: Error) => {
@@ -343,9 +303,7 @@ t.test('a client that leaves, or close(), cancels a waiting retry', async (t) =>
   const { url, app } = await startApp(t, { closeGrace: 100, retry: { attempts: 2, minDelay: 500, maxDelay: 500 } }, (app) => {
     app.asyncRoute({ method: 'GET', url: '/', handler: (_request, reply) => reply.pipe(`${upstream.origin}/`) })
     app.asyncRoute({ method: 'GET', url: '/forward', handler: (_request, reply) => reply.forward(`${upstream.origin}/`) })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/fetch',
+    asyncGet(app, '/fetch', {
       async handler (_request, reply) { await reply.pipe(await reply.fetch(`${upstream.origin}/`)) }
     })
   })
@@ -392,25 +350,19 @@ t.test('a handler that finishes while a pipe waits, or reads a retried answer: t
   }])
   // The answer takes 200 ms to read; the next try is due 400 ms after its head.
   const { url } = await startApp(t, { retry: { attempts: 2, minDelay: 400, maxDelay: 400 } }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/during-read',
+    asyncGet(app, '/during-read', {
       handler (_request, reply) {
         void reply.pipe(`${upstream.origin}/`)
         setTimeout(() => reply.finish('finished while the answer was read'), 80)
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/during-wait',
+    asyncGet(app, '/during-wait', {
       handler (_request, reply) {
         void reply.pipe(`${upstream.origin}/`)
         setTimeout(() => reply.finish('finished during the wait'), 300)
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/fail-during-read',
+    asyncGet(app, '/fail-during-read', {
       handler (_request, reply) {
         void reply.pipe(`${upstream.origin}/`)
         setTimeout(() => reply.fail(new Error('given up')), 80)
@@ -456,9 +408,7 @@ t.test('invalid policies: register rejects, asyncRoute() throws, a call throws; 
   const upstream = await upstreamFor(t)
   const thrown: Array<{ code: string, message: string }> = []
   const served = await startApp(t, {}, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    asyncGet(app, '/', {
       handler (_request, reply) {
         for (const run of [
           () => reply.fetch(upstream.url, { retry: { attempts: 0 } }),
@@ -472,9 +422,7 @@ t.test('invalid policies: register rejects, asyncRoute() throws, a call throws; 
         reply.finish('ok')
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/upstream',
+    asyncGet(app, '/upstream', {
       upstream: () => ({ url: upstream.url, retry: { attempts: 99 } }),
       handler (_request, reply) { reply.finish('unexpected') }
     })
@@ -495,9 +443,7 @@ t.test('a retried fetch reports a late answer after its reply ended as cancelled
   const upstream = await scripted(t, [answer(503, 'busy'), (_req, res) => setTimeout(() => answer(200, 'late')(_req, res), 150)])
   const seen: string[] = []
   const { url } = await startApp(t, { timeout: 100, retry: { attempts: 2, ...FAST } }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/',
+    asyncGet(app, '/', {
       handler (_request, reply) {
         reply.fetch(`${upstream.origin}/`).then((res: UpstreamResponse) => seen.push(String(res.statusCode)), (error: { code: string }) => seen.push(error.code))
       }

@@ -3,7 +3,7 @@
 import { Readable } from 'node:stream'
 import t from 'tap'
 import type { AsyncReply, RewriteHeaders } from '../plugin/index.js'
-import { LEVEL, logsAt, startApp } from './helpers/app.js'
+import { asyncGet, LEVEL, logsAt, startApp } from './helpers/app.js'
 import { request } from './helpers/client.js'
 import { upstreamFor } from './helpers/upstream.js'
 
@@ -88,9 +88,7 @@ t.test('rewriteHeaders that throws or returns no object fails the reply with 500
       for (const [kind, rewrite] of Object.entries(bad)) {
         app.asyncRoute({ method: 'GET', url: `/${slug(name)}/${slug(kind)}`, handler: (_request, reply) => relay(reply, upstream, rewrite) })
       }
-      app.asyncRoute({
-        method: 'GET',
-        url: `/${slug(name)}/not-a-function`,
+      asyncGet(app, `/${slug(name)}/not-a-function`, {
         handler: async (_request, reply) => {
           try {
             await relay(reply, upstream, 'yes' as unknown as RewriteHeaders)

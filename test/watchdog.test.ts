@@ -3,7 +3,7 @@
 import type { IncomingMessage } from 'node:http'
 import t from 'tap'
 import type { AsyncReply, HangReport } from '../plugin/index.js'
-import { LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
+import { asyncGet, LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
 import { request, waitFor } from './helpers/client.js'
 import { socketClosed, startUpstream, type Upstream } from './helpers/upstream.js'
 
@@ -41,9 +41,7 @@ t.test('watchdog answers 504 FST_ASYNC_ROUTE_TIMEOUT when the head was not sent'
 
 t.test('watchdog cuts a response whose head was already sent: the client sees it truncated', async (t) => {
   const { url, logs } = await startApp(t, { timeout: 100 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/stream',
+    asyncGet(app, '/stream', {
       handler (request, reply) {
         reply.write('partial')
       }
@@ -65,9 +63,7 @@ t.test('a route timeout overrides the plugin timeout both ways, and 0 turns the 
   let unguarded: AsyncReply | undefined
   const { url, app } = await startApp(t, { timeout: 5000 }, (app) => {
     app.asyncRoute({ method: 'GET', url: '/short', timeout: 100, handler () {} })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/off',
+    asyncGet(app, '/off', {
       timeout: 0,
       handler (request, reply) { unguarded = reply }
     })
@@ -102,17 +98,13 @@ t.test('a route timeout overrides the plugin timeout both ways, and 0 turns the 
 
 t.test('reply.setTimeout() re-arms the watchdog from now', async (t) => {
   const { url } = await startApp(t, { timeout: 100 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/rearmed',
+    asyncGet(app, '/rearmed', {
       handler (request, reply) {
         reply.setTimeout(400)
         setTimeout(() => reply.finish('survived'), 250)
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/plain',
+    asyncGet(app, '/plain', {
       handler (request, reply) {
         setTimeout(() => reply.finish('survived'), 250)
       }
@@ -126,9 +118,7 @@ t.test('reply.setTimeout() re-arms the watchdog from now', async (t) => {
 
 t.test('reply.setTimeout() re-armed shorter fires sooner than the route timeout', async (t) => {
   const { url } = await startApp(t, { timeout: 10_000 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/sooner',
+    asyncGet(app, '/sooner', {
       handler (request, reply) { reply.setTimeout(100) }
     })
   })
@@ -140,9 +130,7 @@ t.test('reply.setTimeout() re-armed shorter fires sooner than the route timeout'
 
 t.test('reply.setTimeout(0) disarms the watchdog', async (t) => {
   const { url } = await startApp(t, { timeout: 100 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/disarmed',
+    asyncGet(app, '/disarmed', {
       handler (request, reply) {
         reply.setTimeout(0)
         setTimeout(() => reply.finish('no watchdog'), 300)
@@ -158,9 +146,7 @@ t.test('reply.setTimeout() throws a TypeError for invalid values and keeps the w
   const bad: unknown[] = [-1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2_147_483_648, '100', null, undefined]
   let results: string[] = []
   const { url } = await startApp(t, { timeout: 150 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/bad',
+    asyncGet(app, '/bad', {
       handler (request, reply) {
         results = bad.map((value) => {
           try {
@@ -173,9 +159,7 @@ t.test('reply.setTimeout() throws a TypeError for invalid values and keeps the w
         // Nothing finishes this reply: the original 150 ms watchdog must still fire.
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/edges',
+    asyncGet(app, '/edges', {
       handler (request, reply) {
         reply.setTimeout(2_147_483_647).setTimeout(1)
         setTimeout(() => reply.finish('too late'), 300)
@@ -192,9 +176,7 @@ t.test('reply.setTimeout() throws a TypeError for invalid values and keeps the w
 t.test('reply.setTimeout() after the reply ended does not arm anything', async (t) => {
   let threw: unknown = 'not called'
   const { url, logs } = await startApp(t, { timeout: 0 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/done',
+    asyncGet(app, '/done', {
       handler (request, reply) {
         reply.finish('done')
         try {
@@ -259,17 +241,13 @@ t.test('reply.signal aborts with the timeout error when the watchdog fires', asy
   let reason: unknown
   let late: AbortSignal | undefined
   const { url } = await startApp(t, { timeout: 100 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/early',
+    asyncGet(app, '/early', {
       handler (request, reply) {
         early = reply.signal
         early.addEventListener('abort', () => { reason = early?.reason })
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/late',
+    asyncGet(app, '/late', {
       handler (request, reply) {
         // Read for the first time only after the watchdog fired.
         setTimeout(() => { late = reply.signal }, 250)
@@ -295,9 +273,7 @@ t.test('hang report: one warning through the request logger naming the stalled u
   const secretUrl = `http://alice:s3cr3t-pw@127.0.0.1:${port}/slow?q=2`
   let requestId: string | undefined
   const { url, logs } = await startApp(t, { timeout: 150 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/hang',
+    asyncGet(app, '/hang', {
       async handler (request, reply) {
         requestId = request.id
         const res = await reply.fetch(secretUrl)
@@ -337,9 +313,7 @@ t.test('hang report: one warning through the request logger naming the stalled u
 t.test('hang report: handlerSettled tells a returned handler from one still running', async (t) => {
   const { url, logs } = await startApp(t, { timeout: 100 }, (app) => {
     app.asyncRoute({ method: 'GET', url: '/returned', handler () {} })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/running',
+    asyncGet(app, '/running', {
       async handler () {
         await new Promise(() => {})
       }
@@ -410,9 +384,7 @@ t.test('onTimeout receives the hang report and may answer instead of the 504', a
     }
   }, (app) => {
     for (const path of ['/answer', '/ignore', '/throw']) {
-      app.asyncRoute({
-        method: 'GET',
-        url: path,
+      asyncGet(app, path, {
         handler (request, reply) {
           signals.set(path, reply.signal)
         }
@@ -486,9 +458,7 @@ t.test('errors from a fetch callback or pipe() after the watchdog fired are igno
   let callbackRan = false
   let piped: 'pending' | 'resolved' | 'rejected' = 'pending'
   const { url, logs } = await startApp(t, { timeout: 100 }, (app) => {
-    app.asyncRoute({
-      method: 'GET',
-      url: '/callback',
+    asyncGet(app, '/callback', {
       handler (request, reply) {
         reply.fetch(upstream.url, (err) => {
           callbackRan = true
@@ -496,9 +466,7 @@ t.test('errors from a fetch callback or pipe() after the watchdog fired are igno
         })
       }
     })
-    app.asyncRoute({
-      method: 'GET',
-      url: '/pipe',
+    asyncGet(app, '/pipe', {
       handler (request, reply) {
         reply.pipe(upstream.url).then(() => { piped = 'resolved' }, () => { piped = 'rejected' })
       }
@@ -543,4 +511,28 @@ t.test('a watchdog 504 and an idleTimeout 504 are each logged once: a warning wi
   t.strictSame(reports.map((line) => (line.report as HangReport).url), ['/hang', '/hang', '/silent', '/silent'], 'one warning per 504, with its report')
   t.equal(logsAt(logs, LEVEL.warn).length, 4, 'no other warning')
   t.strictSame(logs.filter((line) => line.level >= LEVEL.error), [], 'nothing at error level, no stack trace')
+})
+
+t.test('an error answer whose head Node refuses cuts the connection instead of crashing', async (t) => {
+  const { url, app, logs } = await startRoute(t, { timeout: 100 }, {
+    onRequest (_request, reply, done) {
+      // Fastify does not check header values: Node refuses this one at writeHead().
+      reply.header('x-broken', 'line\nbreak')
+      done()
+    },
+    handler () {}
+  })
+  const res = await request(`${url}/`).catch((error: Error) => error)
+  t.ok(res instanceof Error, 'the connection was cut before any head')
+  t.equal(logsAt(logs, LEVEL.error, 'the error answer could not be sent').length, 1)
+  t.equal(app.asyncRoute.stats().timedOut, 1)
+})
+
+t.test('the hang report of a streaming reply says it was streaming, not that finish() was forgotten', async (t) => {
+  const { url, logs } = await startRoute(t, { timeout: 150 }, (_request, reply) => { reply.write('x'.repeat(208)) })
+  const res = await request(`${url}/`)
+  t.equal(res.complete, false, 'the stream was cut')
+  const [line] = logsAt(logs, LEVEL.warn, 'not finished')
+  t.match(String(line?.msg), /streaming: 208 bytes written, the last \d+ ms ago/)
+  t.notMatch(String(line?.msg), /forgotten/)
 })

@@ -1,16 +1,15 @@
 // A Fastify app with the plugin, listening on 127.0.0.1 port 0, whose log lines are kept for
 // assertions; closed when the test ends. Importing this module also makes any unhandled
 // rejection or uncaught exception fail the run.
-import { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import t from 'tap'
-import asyncRoute, {
-  type AsyncRouteHandler,
-  type AsyncRouteOptions,
-  type AsyncRouteOptionsWithUpstream,
-  type AsyncRoutePluginOptions
-} from '../../plugin/index.js'
+import asyncRoute, { type AsyncRouteHandler, type AsyncRoutePluginOptions } from '../../plugin/index.js'
 import type { Teardown } from './context.js'
+import { captureLogs, type LogLine } from './logs.js'
+import { asyncGet, type RouteOptions, type RouteOptionsWithUpstream } from './routes.js'
+
+export { LEVEL, logsAt, type LogLine } from './logs.js'
+export { asyncGet, type RouteOptions, type RouteOptionsWithUpstream } from './routes.js'
 
 process.on('unhandledRejection', (reason) => {
   t.fail(`unhandled rejection: ${String((reason as Error)?.stack ?? reason)}`)
@@ -18,15 +17,6 @@ process.on('unhandledRejection', (reason) => {
 process.on('uncaughtException', (error) => {
   t.fail(`uncaught exception: ${String(error?.stack ?? error)}`)
 })
-
-export interface LogLine {
-  level: number
-  msg: string
-  reqId?: string
-  [key: string]: unknown
-}
-
-export const LEVEL = { debug: 20, info: 30, warn: 40, error: 50 } as const
 
 export interface TestApp {
   app: FastifyInstance
@@ -45,26 +35,14 @@ export async function startApp (
   setup: (app: FastifyInstance) => void | Promise<void>,
   fastifyOptions: FastifyServerOptions = {}
 ): Promise<TestApp> {
-  const logs: LogLine[] = []
-  const stream = new Writable({
-    write (chunk: Buffer, _encoding, callback) {
-      for (const line of chunk.toString().split('\n')) {
-        if (line !== '') logs.push(JSON.parse(line) as LogLine)
-      }
-      callback()
-    }
-  })
-  const app = Fastify({ logger: { level: 'debug', stream }, ...fastifyOptions })
+  const { logs, logger } = captureLogs('debug')
+  const app = Fastify({ logger, ...fastifyOptions })
   await app.register(asyncRoute, pluginOptions)
   await setup(app)
   const url = await app.listen({ port: 0, host: '127.0.0.1' })
   test.teardown(() => app.close())
   return { app, logs, url }
 }
-
-/** `GET /`'s options: a handler alone, or any route options less the method and url. */
-export type RouteOptions = Omit<AsyncRouteOptions, 'method' | 'url'>
-export type RouteOptionsWithUpstream = Omit<AsyncRouteOptionsWithUpstream, 'method' | 'url'>
 
 /**
  * `startApp` with one route, `GET /` (what most tests need): `route` is its handler, or its
@@ -78,13 +56,5 @@ export function startRoute (
   route: AsyncRouteHandler | RouteOptions | RouteOptionsWithUpstream,
   fastifyOptions: FastifyServerOptions = {}
 ): Promise<TestApp> {
-  const options = typeof route === 'function' ? { handler: route } : route
-  return startApp(test, pluginOptions, (app) => {
-    app.asyncRoute({ method: 'GET', url: '/', ...options } as AsyncRouteOptions)
-  }, fastifyOptions)
-}
-
-/** Log lines at exactly this level whose message includes `text`. */
-export function logsAt (logs: LogLine[], level: number, text = ''): LogLine[] {
-  return logs.filter((line) => line.level === level && String(line.msg).includes(text))
+  return startApp(test, pluginOptions, (app) => { asyncGet(app, '/', route as RouteOptions) }, fastifyOptions)
 }

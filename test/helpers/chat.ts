@@ -1,24 +1,17 @@
 // The chat example (examples/chat) for its tests: an app on a free port with its logs
 // captured, and the page's two requests (post a message, long-poll for newer ones).
-import { Writable } from 'node:stream'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import { buildChatApp, MessageBuffer, type Message, type Room } from '../../examples/chat/chat.js'
-import type { LogLine } from './app.js'
 import { request, type ClientResponse } from './client.js'
 import type { Teardown } from './context.js'
+import { captureLogs, type LogLine } from './logs.js'
 
 export interface Chat<R extends Room = MessageBuffer> { app: FastifyInstance, room: R, url: string, logs: LogLine[] }
 
 /** The chat on 127.0.0.1, logging at debug level into `logs`; closed when the test ends. */
 export async function startChat<R extends Room = MessageBuffer> (t: Teardown, pollTimeout = 5_000, room: R = new MessageBuffer() as unknown as R, fastify: FastifyServerOptions = {}): Promise<Chat<R>> {
-  const logs: LogLine[] = []
-  const stream = new Writable({
-    write (chunk: Buffer, _encoding, callback) {
-      for (const line of chunk.toString().split('\n')) if (line !== '') logs.push(JSON.parse(line) as LogLine)
-      callback()
-    }
-  })
-  const app = await buildChatApp({ room, pollTimeout, fastify: { logger: { level: 'debug', stream }, ...fastify } })
+  const { logs, logger } = captureLogs('debug')
+  const app = await buildChatApp({ room, pollTimeout, fastify: { logger, ...fastify } })
   t.teardown(() => app.close())
   const url = await app.listen({ port: 0, host: '127.0.0.1' })
   return { app, room, url, logs }

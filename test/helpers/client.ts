@@ -20,6 +20,19 @@ export interface ClientOptions {
 }
 
 /**
+ * Reads a response until its connection closes, then hands over its bytes and whether it ended
+ * whole (`complete` false: it was cut).
+ */
+export function readResponse (res: http.IncomingMessage, done: (body: Buffer, complete: boolean) => void): void {
+  const chunks: Buffer[] = []
+  let ended = false
+  res.on('data', (chunk: Buffer) => chunks.push(chunk))
+  res.on('end', () => { ended = true })
+  res.on('error', () => {})
+  res.on('close', () => { done(Buffer.concat(chunks), ended && res.complete) })
+}
+
+/**
  * Resolves with the response once it ends or is cut (`complete: false`); rejects when no
  * response head arrived at all, with the socket error, or on `timeout`.
  */
@@ -30,19 +43,9 @@ export function request (url: string, options: ClientOptions = {}): Promise<Clie
       headers: options.headers,
       agent: options.agent ?? false
     }, (res) => {
-      const chunks: Buffer[] = []
-      let ended = false
-      res.on('data', (chunk: Buffer) => chunks.push(chunk))
-      res.on('end', () => { ended = true })
-      res.on('error', () => {})
-      res.on('close', () => {
+      readResponse(res, (body, complete) => {
         clearTimeout(timer)
-        resolve({
-          statusCode: res.statusCode ?? 0,
-          headers: res.headers,
-          body: Buffer.concat(chunks).toString(),
-          complete: ended && res.complete
-        })
+        resolve({ statusCode: res.statusCode ?? 0, headers: res.headers, body: body.toString(), complete })
       })
     })
     const timer = setTimeout(() => {

@@ -4,28 +4,28 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Teardown } from './context.js'
 
-export interface Upstream {
+export interface Upstream extends Listening {
   url: string
-  origin: string
   server: http.Server
-  /** Connections accepted since start. */
-  connections: () => number
-  /** Connections still open now. */
-  openSockets: () => number
   requests: IncomingMessage[]
-  close: () => Promise<void>
 }
 
 export type UpstreamHandler = (req: IncomingMessage, res: ServerResponse) => void
 
-export async function startUpstream (handler: UpstreamHandler = (req, res) => res.end('ok')): Promise<Upstream> {
+export interface Listening {
+  origin: string
+  /** Connections accepted since start. */
+  connections: () => number
+  /** Connections still open now. */
+  openSockets: () => number
+  /** Destroys the open connections and closes the server. */
+  close: () => Promise<void>
+}
+
+/** Listens on 127.0.0.1 at a free port, counting the connections the server accepts. */
+export async function listenCounting (server: http.Server): Promise<Listening> {
   const sockets = new Set<Socket>()
   let accepted = 0
-  const requests: IncomingMessage[] = []
-  const server = http.createServer((req, res) => {
-    requests.push(req)
-    handler(req, res)
-  })
   server.on('connection', (socket) => {
     accepted++
     sockets.add(socket)
@@ -33,19 +33,25 @@ export async function startUpstream (handler: UpstreamHandler = (req, res) => re
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const { port } = server.address() as { port: number }
-  const origin = `http://127.0.0.1:${port}`
   return {
-    url: `${origin}/`,
-    origin,
-    server,
+    origin: `http://127.0.0.1:${port}`,
     connections: () => accepted,
     openSockets: () => sockets.size,
-    requests,
     close: async () => {
       for (const socket of sockets) socket.destroy()
       await new Promise<void>((resolve) => server.close(() => resolve()))
     }
   }
+}
+
+export async function startUpstream (handler: UpstreamHandler = (req, res) => res.end('ok')): Promise<Upstream> {
+  const requests: IncomingMessage[] = []
+  const server = http.createServer((req, res) => {
+    requests.push(req)
+    handler(req, res)
+  })
+  const listening = await listenCounting(server)
+  return { ...listening, url: `${listening.origin}/`, server, requests }
 }
 
 /** A port on 127.0.0.1 where nothing listens: connections are refused. */

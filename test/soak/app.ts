@@ -1,8 +1,8 @@
 // The application under soak: one async route per behaviour, good and bad.
-import { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Agent } from 'undici'
 import asyncRoute, { type AsyncReply } from '../../plugin/index.js'
+import { LEVEL, logStream } from '../helpers/logs.js'
 
 /** The short watchdog of the routes that are meant to time out. */
 export const SHORT_TIMEOUT_MS = 300
@@ -37,14 +37,9 @@ export interface SoakApp {
 
 export async function startSoakApp (upstream: string, refused: string): Promise<SoakApp> {
   const logs: LogCounts = { warn: 0, error: 0 }
-  const stream = new Writable({
-    write (chunk: Buffer, _encoding, callback) {
-      for (const line of chunk.toString().split('\n')) {
-        if (line.includes('"level":40')) logs.warn++
-        else if (line.includes('"level":50')) logs.error++
-      }
-      callback()
-    }
+  const stream = logStream((line) => {
+    if (line.level === LEVEL.warn) logs.warn++
+    else if (line.level === LEVEL.error) logs.error++
   })
   // Short keep-alive so that, once idle, every upstream socket must be gone: one that stays
   // open was leaked.

@@ -1,6 +1,7 @@
 // The soak: mixed traffic with injected faults through async routes, then proof that every
 // request ended as the contract says and that nothing was lost or leaked.
 import http from 'node:http'
+import { readResponse } from '../helpers/client.js'
 import { LIMIT, SHORT_TIMEOUT_MS, SSE_EVENTS, SSE_IDLE_MS, startSoakApp, STREAM_BYTES } from './app.js'
 import { BODY_SIZES, makeBodies, startSoakUpstream, verifyBody } from './upstreams.js'
 
@@ -33,14 +34,9 @@ const HANG_MS = 8_000
 function get (url: string, agent: http.Agent, onResponse?: (res: http.IncomingMessage, req: http.ClientRequest) => void): Promise<Response> {
   return new Promise((resolve, reject) => {
     const req = http.get(url, { agent }, (res) => {
-      const chunks: Buffer[] = []
-      let ended = false
-      res.on('data', (chunk: Buffer) => chunks.push(chunk))
-      res.on('end', () => { ended = true })
-      res.on('error', () => {})
-      res.on('close', () => {
+      readResponse(res, (body, complete) => {
         clearTimeout(timer)
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), complete: ended && res.complete })
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, complete })
       })
       onResponse?.(res, req)
     })

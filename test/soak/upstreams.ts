@@ -3,7 +3,7 @@
 // client can tell a whole body from a corrupted or truncated one.
 import { createHash, randomBytes } from 'node:crypto'
 import http from 'node:http'
-import type { Socket } from 'node:net'
+import { listenCounting, refusedOrigin, type Listening } from '../helpers/upstream.js'
 
 export const BODY_SIZES = [100, 4 * 1024, 64 * 1024, 256 * 1024, 1024 * 1024]
 /** How long `/slow` waits before answering: longer than the soak's short watchdog. */
@@ -29,20 +29,14 @@ export function makeBodies (): Map<number, Buffer> {
   return bodies
 }
 
-export interface SoakUpstream {
-  origin: string
+export interface SoakUpstream extends Listening {
   refusedOrigin: string
-  openSockets: () => number
-  connections: () => number
-  close: () => Promise<void>
 }
 
 export async function startSoakUpstream (): Promise<SoakUpstream> {
   const bodies = makeBodies()
   /** `/flaky`: tries seen per request id; the first answers 503, the second is a reset. */
   const flaky = new Map<string, number>()
-  const sockets = new Set<Socket>()
-  let accepted = 0
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://upstream')
     switch (url.pathname) {
@@ -103,27 +97,6 @@ export async function startSoakUpstream (): Promise<SoakUpstream> {
     }
   })
   server.keepAliveTimeout = 5_000
-  server.on('connection', (socket) => {
-    accepted++
-    sockets.add(socket)
-    socket.once('close', () => sockets.delete(socket))
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-
-  const refused = http.createServer()
-  await new Promise<void>((resolve) => refused.listen(0, '127.0.0.1', resolve))
-  const refusedPort = (refused.address() as { port: number }).port
-  await new Promise<void>((resolve) => refused.close(() => resolve()))
-
-  return {
-    origin: `http://127.0.0.1:${port}`,
-    refusedOrigin: `http://127.0.0.1:${refusedPort}`,
-    openSockets: () => sockets.size,
-    connections: () => accepted,
-    close: async () => {
-      for (const socket of sockets) socket.destroy()
-      await new Promise<void>((resolve) => server.close(() => resolve()))
-    }
-  }
+  const listening = await listenCounting(server)
+  return { ...listening, refusedOrigin: await refusedOrigin() }
 }

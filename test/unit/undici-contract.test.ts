@@ -7,8 +7,8 @@ import { createRequire } from 'node:module'
 import path from 'node:path'
 import t from 'tap'
 import * as undici7 from 'undici'
-import { RequestSignal, sendRequest, StreamingRequest, type Dispatcher } from '../plugin/undici-adapter.js'
-import { upstreamFor } from './helpers/upstream.js'
+import { RequestSignal, sendRequest, StreamingRequest, type Dispatcher } from '../../plugin/undici-adapter.js'
+import { upstreamFor } from '../helpers/upstream.js'
 
 const KNOWN_MAJORS = [7, 8]
 

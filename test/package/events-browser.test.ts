@@ -4,10 +4,10 @@
 // run here (see helpers/chromium.ts).
 import type { Browser } from 'playwright-core'
 import t from 'tap'
-import { buildEventsApp, EventHub } from '../examples/events.js'
-import './helpers/app.js' // unhandled rejections fail the run
-import { launchChromium } from './helpers/chromium.js'
-import { waitFor } from './helpers/client.js'
+import { buildEventsApp, EventHub } from '../../examples/events.js'
+import '../helpers/app.js' // unhandled rejections fail the run
+import { launchChromium } from '../helpers/chromium.js'
+import { waitFor } from '../helpers/client.js'
 
 const { browser, skip } = await launchChromium()
 if (browser !== undefined) t.teardown(() => browser.close())

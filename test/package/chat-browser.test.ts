@@ -7,13 +7,13 @@
 import path from 'node:path'
 import type { Browser, Page } from 'playwright-core'
 import t from 'tap'
-import { buildChatApp, MessageBuffer } from '../examples/chat/chat.js'
-import './helpers/app.js' // unhandled rejections fail the run
-import { launchChromium } from './helpers/chromium.js'
-import { sleep, waitFor } from './helpers/client.js'
-import type { Test } from './helpers/context.js'
-import { startExample } from './helpers/example.js'
-import { redisMissing, startRedis } from './helpers/redis.js'
+import { buildChatApp, MessageBuffer } from '../../examples/chat/chat.js'
+import '../helpers/app.js' // unhandled rejections fail the run
+import { launchChromium } from '../helpers/chromium.js'
+import { sleep, waitFor } from '../helpers/client.js'
+import type { Test } from '../helpers/context.js'
+import { startExample } from '../helpers/example.js'
+import { redisMissing, startRedis } from '../helpers/redis.js'
 
 const { browser, skip } = await launchChromium()
 if (browser !== undefined) t.teardown(() => browser?.close())

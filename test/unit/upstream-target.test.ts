@@ -2,7 +2,7 @@
 // the origin and path must be exactly what `new URL()` gives (or it must throw where that throws,
 // and for any scheme but http: and https:).
 import { test } from 'tap'
-import { upstreamTarget } from '../plugin/target.js'
+import { upstreamTarget } from '../../plugin/target.js'
 
 function expected (url: string | URL): { origin: string, path: string } | 'throws' {
   try {
