@@ -35,15 +35,18 @@ export interface SoakApp {
   dispatcher: Agent
 }
 
-export async function startSoakApp (upstream: string, refused: string): Promise<SoakApp> {
+/** `clients`: the soak's concurrent clients; the upstream pool is sized for them. */
+export async function startSoakApp (upstream: string, refused: string, clients: number): Promise<SoakApp> {
   const logs: LogCounts = { warn: 0, error: 0 }
   const stream = logStream((line) => {
     if (line.level === LEVEL.warn) logs.warn++
     else if (line.level === LEVEL.error) logs.error++
   })
   // Short keep-alive so that, once idle, every upstream socket must be gone: one that stays
-  // open was leaked.
-  const dispatcher = new Agent({ keepAliveTimeout: 500, keepAliveMaxTimeout: 500, connections: 128 })
+  // open was leaked. One connection per client and some to spare: each client has one request
+  // in flight, and the stalled kinds hold theirs until the watchdog; a smaller pool made healthy
+  // requests wait for a connection until their own watchdog fired (504s at 200 clients).
+  const dispatcher = new Agent({ keepAliveTimeout: 500, keepAliveMaxTimeout: 500, connections: clients + 32 })
   const app = Fastify({ logger: { level: 'warn', stream }, keepAliveTimeout: 5_000 })
   await app.register(asyncRoute, { timeout: 3_000, dispatcher, closeGrace: 1_000 })
 

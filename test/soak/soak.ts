@@ -339,7 +339,7 @@ export async function runSoak (options: SoakOptions): Promise<SoakResult> {
   process.on('uncaughtException', onUnhandled)
 
   const upstream = await startSoakUpstream()
-  const { app, url, logs, dispatcher } = await startSoakApp(upstream.origin, upstream.refusedOrigin)
+  const { app, url, logs, dispatcher } = await startSoakApp(upstream.origin, upstream.refusedOrigin, options.concurrency)
   const agent = new http.Agent({ keepAlive: true, maxSockets: options.concurrency })
 
   // Warm up every path once, so that the baseline holds compiled code and pools.
