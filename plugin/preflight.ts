@@ -24,7 +24,8 @@ export function targetOf (url: unknown): Target | Error {
     const reason = new TypeError(`invalid upstream URL ${printable(url)}: ${(error as Error).message}`)
     return new BadUpstreamRequestError({ cause: reason })
   }
-  if (typeof url === 'string' && hasDotSegment(url)) return new BadPathError()
+  // (A URL split as it is was already seen to hold no dot segment: the per-request common case.)
+  if (typeof url === 'string' && target.verbatim !== true && hasDotSegment(url)) return new BadPathError()
   return target
 }
 

@@ -10,15 +10,20 @@ export interface Target {
   readonly origin: string
   /** Path and query, as `URL#pathname + URL#search`. */
   readonly path: string
+  /**
+   * Set when the URL string was split as it is: then it holds no dot segment in the sense of
+   * `hasDotSegment` either, and that check need not run again.
+   */
+  readonly verbatim?: true
 }
 
 /**
  * A path and query that `new URL()` would leave as they are: characters it never escapes or
- * rewrites (no space, quote, `#`, `\`, non-ASCII, …), and no dot segment (`/./`, `/../`, or
- * their `%2e` spellings) that it would resolve.
+ * rewrites (no space, quote, `#`, `\`, non-ASCII, …), and no dot segment (`/./`, `/../`, their
+ * `%2e` spellings, nor one between `%2f` or `%5c`, which `hasDotSegment` reads as `/`).
  */
 const VERBATIM_PATH = /^\/[\w\-.~!$&()*+,;=:@/?%]*$/
-const DOT_SEGMENT = /\/\.\.?(?:[/?]|$)|%2e/i
+const DOT_SEGMENT = /(?:\/|%2f|%5c)\.\.?(?:[/?]|%2f|%5c|$)|%2e/i
 const SCHEME = /^[a-zA-Z][a-zA-Z0-9+.-]*$/
 /** In the part before the path: a query or fragment with no path, credentials, a backslash. */
 const UNUSUAL_PREFIX = /[?#@\\]/
@@ -68,7 +73,7 @@ export function upstreamTarget (url: string | URL): Target {
     const path = url.slice(slash)
     if (VERBATIM_PATH.test(path) && !DOT_SEGMENT.test(path) && !UNUSUAL_PREFIX.test(prefix) && !path.endsWith('?')) {
       const origin = originOf(prefix)
-      if (origin !== null) return { origin, path }
+      if (origin !== null) return { origin, path, verbatim: true }
     }
   }
   return fromUrl(new URL(url))

@@ -84,3 +84,32 @@ test('many distinct origins: the cache stays bounded and answers stay right', as
   }
   t.same(actual('http://127.0.0.1:1000/p'), { origin: 'http://127.0.0.1:1000', path: '/p' })
 })
+
+test('a URL split as it is never holds a dot segment: skipping the dot-segment check for it changes no answer', async (t) => {
+  const { hasDotSegment } = await import('../../plugin/target.js')
+  const { targetOf } = await import('../../plugin/preflight.js')
+  const pieces = ['/', '.', '..', '%2e', '%2E', '%2f', '%2F', '%5c', '%5C', '\\', 'a', '?', '#', ';', '\t', ' ', '%00', '~', '-', '_']
+  // xorshift32: the same strings on every run.
+  let seed = 2463534242
+  const random = (n: number): number => {
+    seed ^= seed << 13
+    seed ^= seed >>> 17
+    seed ^= seed << 5
+    return (seed >>> 0) % n
+  }
+  let verbatim = 0
+  for (let i = 0; i < 20_000; i++) {
+    let path = '/'
+    for (let j = random(8); j >= 0; j--) path += pieces[random(pieces.length)] as string
+    const url = `http://example.com${path}`
+    const target = targetOf(url)
+    const split = !(target instanceof Error) && target.verbatim === true
+    if (split) verbatim++
+    if (split && hasDotSegment(url)) t.fail(`split as it is, yet a dot segment: ${JSON.stringify(url)}`)
+    const refused = target instanceof Error && (target as { code?: string }).code === 'FST_ASYNC_ROUTE_BAD_PATH'
+    let parses = true
+    try { new URL(url) } catch { parses = false } // eslint-disable-line no-new
+    if (parses && refused !== hasDotSegment(url)) t.fail(`targetOf and hasDotSegment disagree on ${JSON.stringify(url)}`)
+  }
+  t.ok(verbatim > 1000, `the split path was taken (${verbatim} of 20,000)`)
+})
