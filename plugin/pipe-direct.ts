@@ -53,7 +53,6 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
   readonly #resolve: () => void
   readonly #rewrite: RewriteHeaders | null
   #state = WAITING
-  #resumeOnDrain: (() => void) | null = null
   /** Set when the reply ended the request: its error is expected, not reported. */
   #cancelled = false
   /** Errors that undici reports synchronously, from inside `dispatch`, are reported a tick later. */
@@ -113,9 +112,9 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
       }
       return true
     }
-    // Backpressure: resumed once the client's socket drained (one bound function per pipe).
-    this.#resumeOnDrain ??= () => this.resume()
-    return this.reply[kRelayChunk](chunk, this.#resumeOnDrain)
+    // Backpressure: the reply calls resume() once the client's socket drained. (No closure per
+    // pipe for it: one more object per request, tied to the pipe, cost 20% of this path's CPU.)
+    return this.reply[kRelayChunk](chunk, this)
   }
 
   protected completed (): void {

@@ -31,10 +31,15 @@ export interface ReplyPort {
   // The reply writes the response; the upstream side hands it what to relay.
   /** Relays an upstream head; false when no body is to follow (HEAD answered, or a bad head answered 502). */
   [kRelayHead] (statusCode: number, upstreamHeaders: IncomingHttpHeaders, rewrite: RewriteHeaders | null): boolean
-  /** Relays a body chunk (counted, a sign of life); false: paused until `resume` is called. */
-  [kRelayChunk] (chunk: Buffer, resume: () => void): boolean
+  /** Relays a body chunk (counted, a sign of life); false: paused until `source.resume()` is called. */
+  [kRelayChunk] (chunk: Buffer, source: Resumable): boolean
   /** The relayed body ended: the response is complete. */
   [kRelayEnd] (): void
   /** Ends the reply for a failure of the plugin's own (an upstream error): the error answer, or a cut. */
   [kFailByPlugin] (error: unknown): void
+}
+
+/** What relays a body: paused by backpressure, resumed by the reply once the client drained. */
+export interface Resumable {
+  resume (): unknown
 }

@@ -15,7 +15,7 @@ import { forwardableHeaders, isRelayableStatus, rewrittenHeaders } from './heade
 import { compressible, createCompressor, markEncoded, negotiate, varyOnEncoding, type CompressPolicy, type Compressor } from './compression.js'
 import { bodyUnread, closeConnectionAfter, cut, isGone, needsDrain } from './raw-response.js'
 import { timeoutChannel, type Outcome, type Tracked } from './registry.js'
-import type { ReplyPort } from './reply-port.js'
+import type { ReplyPort, Resumable } from './reply-port.js'
 import { describeHang, describeIdle, describeSilence, hangReport, pendingEntry, type ReplyFacts, type UpstreamCall } from './report.js'
 import { forwardRequest } from './forward.js'
 import type { ResolvedRetry } from './retry-policy.js'
@@ -487,10 +487,10 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
 
   /**
    * Relays a chunk of an upstream body. False when the client's socket buffer is full:
-   * `resume` is called once it drained (or the response closed). A chunk that arrives after
+   * `source.resume()` is called once it drained (or the response closed). A chunk that arrives after
    * the reply was finished (`finish()` while piping) is dropped.
    */
-  [kRelayChunk] (chunk: Buffer, resume: () => void): boolean {
+  [kRelayChunk] (chunk: Buffer, source: Resumable): boolean {
     const compressor = this.#compressor
     const body = compressor ?? this.raw
     if (body.writableEnded) return true
@@ -500,7 +500,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     // Chunk by chunk, so that a relayed event stream stays live through the compressor.
     if (compressor !== null) compressor.flush()
     if (room) return true
-    void this.#drain().then(resume)
+    void this.#drain().then(() => { source.resume() })
     return false
   }
 

@@ -150,7 +150,8 @@ export abstract class StreamingRequest implements Dispatcher.DispatchHandler {
     this.#controller?.abort(new Error('abandoned'))
   }
 
-  protected resume (): void {
+  /** Resumes a request paused by `chunk()` returning false (the reply calls it once it drained). */
+  resume (): void {
     this.#controller?.resume()
   }
 

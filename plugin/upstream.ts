@@ -20,7 +20,7 @@ const kCall = Symbol('fastify-async-route.call')
 type TrackedBody = Readable & { [kCall]?: FetchCall }
 /** A body that `pipe()` relays: the reply it feeds and the resolution of `pipe()`'s promise. */
 const kPiped = Symbol('fastify-async-route.piped')
-type PipedBody = TrackedBody & { [kPiped]: { reply: ReplyPort, resolve: () => void, resume: () => void } }
+type PipedBody = TrackedBody & { [kPiped]: { reply: ReplyPort, resolve: () => void } }
 
 function noop (): void {}
 
@@ -321,7 +321,7 @@ function streamResponse (reply: ReplyPort, response: UpstreamResponse, rewrite: 
     // What `body.pipe(raw)` would do, with one shared listener per event instead of a pipe's
     // closures and listeners on both streams.
     const piped = body as unknown as PipedBody
-    piped[kPiped] = { reply, resolve, resume: () => piped.resume() }
+    piped[kPiped] = { reply, resolve }
     // ('end', 'error' and 'close' come at most once: `on` spares `once`'s wrappers. A body from
     // reply.fetch() already has onBodyClose, which resolves the pipe too.)
     piped.on('data', onPipedData)
@@ -336,7 +336,7 @@ function streamResponse (reply: ReplyPort, response: UpstreamResponse, rewrite: 
 function onPipedData (this: PipedBody, chunk: Buffer): void {
   const piped = this[kPiped]
   // Backpressure: paused until the client's socket drained.
-  if (!piped.reply[kRelayChunk](chunk, piped.resume)) this.pause()
+  if (!piped.reply[kRelayChunk](chunk, this)) this.pause()
 }
 
 function onPipedEnd (this: PipedBody): void {
