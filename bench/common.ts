@@ -125,13 +125,23 @@ export function flag (argv: string[], name: string): boolean {
   return argv.includes(`--${name}`)
 }
 
-export function option (argv: string[], name: string, fallback: number): number {
+/** `--name=N`: a positive number (or 0 if `zero`), or `fallback` without the option. */
+export function option (argv: string[], name: string, fallback: number, zero = false): number {
   const prefix = `--${name}=`
   const found = argv.find((arg) => arg.startsWith(prefix))
   if (found === undefined) return fallback
   const value = Number(found.slice(prefix.length))
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} takes a positive number`)
+  if (!Number.isFinite(value) || value < 0 || (value === 0 && !zero)) throw new Error(`--${name} takes a positive number${zero ? ' or 0' : ''}`)
   return value
+}
+
+/** `--name=1,2,3`: positive numbers, or `fallback` without the option. */
+export function numbersOption (argv: string[], name: string, fallback: number[]): number[] {
+  const text = stringOption(argv, name)
+  if (text === undefined) return fallback
+  const values = text.split(',').map(Number)
+  if (values.length === 0 || values.some((value) => !Number.isFinite(value) || value <= 0)) throw new Error(`--${name} takes positive numbers separated by commas`)
+  return values
 }
 
 export function stringOption (argv: string[], name: string): string | undefined {

@@ -14,6 +14,8 @@ export interface Load {
   failed: number
   /** What the failures were, for the report. */
   failures: string
+  /** Requests the paced client wrote more than 5 ms after they were due (not from autocannon). */
+  late?: number
   /** Mean completed requests per second. */
   rps: number
   p50: number

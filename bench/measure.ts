@@ -40,6 +40,9 @@ export interface Window {
   offered: number
   /** 2xx responses per second over the window. */
   achieved: number
+  /** Requests of the window's slices, and how many of them the load client wrote late (> 5 ms). */
+  requests: number
+  late: number
   saturated?: Load
 }
 
@@ -89,6 +92,8 @@ interface Run {
   slices: number[]
   ok: number
   seconds: number
+  requests: number
+  late: number
 }
 
 /** One slice of `run`'s window: the server's CPU time around a paced load. */
@@ -100,15 +105,17 @@ async function measureSlice (run: Run, offered: number, seconds: number, setting
   run.slices.push((after - before) / load.ok)
   run.ok += load.ok
   run.seconds += load.seconds
+  run.requests += load.ok + load.failed
+  run.late += load.late ?? 0
 }
 
 function toWindow (run: Run, round: number, offered: number): Window {
-  return { round, cpu: median(run.slices), offered, achieved: run.ok / run.seconds }
+  return { round, cpu: median(run.slices), offered, achieved: run.ok / run.seconds, requests: run.requests, late: run.late }
 }
 
 function log (round: number, name: string, scenario: Scenario, w: Window): void {
   const saturated = w.saturated === undefined ? '' : `  | saturated ${Math.round(w.saturated.rps)} req/s, p99 ${w.saturated.p99} ms`
-  const flag = w.achieved < 0.97 * w.offered ? '  (below the offered rate)' : ''
+  const flag = (w.achieved < 0.97 * w.offered ? '  (below the offered rate)' : '') + (w.late > 0 ? `  (${w.late} of ${w.requests} sent late)` : '')
   process.stderr.write(`  ${round + 1} ${scenario.path.padEnd(13)} ${name.padEnd(22)} ${w.cpu.toFixed(1).padStart(6)} µs/req at ${Math.round(w.achieved)} of ${w.offered} req/s${flag}${saturated}\n`)
 }
 
@@ -145,7 +152,7 @@ export async function measure (upstream: string, settings: Settings): Promise<Re
           const port = ports.get(name)
           const server = servers.get(name)
           if (port === undefined || server === undefined || failures.has(key(name, scenario.path))) continue
-          runs.push({ name, server, url: `http://127.0.0.1:${port}${scenario.path}`, slices: [], ok: 0, seconds: 0 })
+          runs.push({ name, server, url: `http://127.0.0.1:${port}${scenario.path}`, slices: [], ok: 0, seconds: 0, requests: 0, late: 0 })
         }
         const attempt = async (run: Run, step: () => Promise<void>): Promise<boolean> => {
           try {
@@ -162,11 +169,13 @@ export async function measure (upstream: string, settings: Settings): Promise<Re
             return false
           }
         }
-        const kept: Run[] = []
-        for (const run of runs) {
-          if (await attempt(run, async () => check(await paced(run.url, settings.warmup, settings.connections, offered, scenario.post), 'warm-up'))) kept.push(run)
+        if (settings.warmup > 0) {
+          const kept: Run[] = []
+          for (const run of runs) {
+            if (await attempt(run, async () => check(await paced(run.url, settings.warmup, settings.connections, offered, scenario.post), 'warm-up'))) kept.push(run)
+          }
+          runs = kept
         }
-        runs = kept
         const sliceSeconds = settings.duration / settings.slices
         for (let slice = 0; slice < settings.slices; slice++) {
           const turn = slice % 2 === 0 ? runs : [...runs].reverse()

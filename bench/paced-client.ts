@@ -4,7 +4,9 @@
 // as they can at the start of every second: bursts at full speed, then silence, so "7,000 req/s"
 // really measured a saturated server for part of each second. Here the requests due by each
 // millisecond are sent in that millisecond, over keep-alive connections (one request at a time
-// on each, opened as needed up to the limit, queued beyond it).
+// on each, opened as needed up to the limit, queued beyond it). `late` counts the requests
+// written more than LATE_MS after they were due: queued for a free connection, or this
+// client's own loop behind (its core also serves the upstream).
 // It writes prebuilt request bytes on plain sockets and only finds where each answer ends:
 // it shares its core with the upstream, and an HTTP client library would cost that core more
 // than the server under test costs its own.
@@ -27,9 +29,11 @@ let failed = 0
 let errors = 0
 let non2xx = 0
 let inFlight = 0
+let late = 0
+const LATE_MS = 5
 const latencies: number[] = []
-/** Send times of requests waiting for a free connection. */
-const queue: number[] = []
+/** Requests waiting for a free connection: when they were queued (latency counts from then) and due. */
+const queue: Array<{ at: number, due: number }> = []
 const idle: Connection[] = []
 let open = 0
 
@@ -56,7 +60,8 @@ class Connection {
     this.socket.on('close', () => this.onClose())
   }
 
-  send (sentAt: number): void {
+  send (sentAt: number, due: number): void {
+    if (performance.now() - due > LATE_MS) late++
     this.busy = true
     this.sentAt = sentAt
     this.remaining = -2
@@ -102,7 +107,7 @@ class Connection {
       return
     }
     const next = queue.shift()
-    if (next !== undefined) this.send(next)
+    if (next !== undefined) this.send(next.at, next.due)
     else idle.push(this)
   }
 
@@ -118,17 +123,17 @@ class Connection {
     }
     // Whatever waits gets a new connection.
     const next = queue.shift()
-    if (next !== undefined) new Connection().send(next)
+    if (next !== undefined) new Connection().send(next.at, next.due)
   }
 }
 
-function one (): void {
+function one (due: number): void {
   inFlight++
   const now = performance.now()
   const connection = idle.pop()
-  if (connection !== undefined) connection.send(now)
-  else if (open < maxConnections) new Connection().send(now)
-  else queue.push(now)
+  if (connection !== undefined) connection.send(now, due)
+  else if (open < maxConnections) new Connection().send(now, due)
+  else queue.push({ at: now, due })
 }
 
 const start = performance.now()
@@ -138,7 +143,7 @@ await new Promise<void>((resolve) => {
   const tick = setInterval(() => {
     const now = Math.min(performance.now(), end)
     const due = Math.floor(((now - start) / 1000) * rate)
-    for (; sent < due; sent++) one()
+    for (; sent < due; sent++) one(start + ((sent + 1) * 1000) / rate)
     if (now >= end) {
       clearInterval(tick)
       resolve()
@@ -163,6 +168,7 @@ process.stdout.write(JSON.stringify({
   ok,
   failed,
   failures: `${non2xx} non-2xx, ${errors} errors, ${unanswered} unanswered`,
+  late,
   rps: ok / elapsed,
   p50: at(0.5),
   p99: at(0.99)

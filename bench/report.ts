@@ -3,7 +3,7 @@
 // same round) and the pairs are combined by geometric mean; min–max shows their spread.
 import { geomean, median } from './common.js'
 import { key, type Results, type Window } from './measure.js'
-import { info, referenceOf, variant, type Scenario } from './targets.js'
+import { alsoOf, info, referenceOf, variant, type Scenario } from './targets.js'
 
 interface Paired { mean: number, min: number, max: number, n: number }
 
@@ -37,25 +37,53 @@ function referenceLabel (name: string): string {
   return reference === undefined ? 'reference' : info(reference).short
 }
 
+const belowRate = (list: Window[]): boolean => list.some((w) => w.achieved < 0.97 * w.offered)
+
+/** "met", "not met", or no verdict when either side fell below the offered rate. */
+function verdict (p: Paired, goal: number, target: Window[], reference: Window[]): string {
+  return belowRate(target) || belowRate(reference) ? 'no verdict (saturated)' : p.mean >= goal ? 'met' : 'not met'
+}
+
 function note (name: string, path: string, list: Window[], results: Results): string {
   const notes: string[] = []
   const failure = results.failures.get(name) ?? results.failures.get(key(name, path))
   if (failure !== undefined) notes.push(`failed: ${failure}`)
   const short = list.filter((w) => w.achieved < 0.97 * w.offered)
   if (short.length > 0) notes.push(`⚠ saturated: ${fmt(Math.min(...short.map((w) => w.achieved)))} of ${fmt(short[0]?.offered ?? 0)} req/s in ${short.length} of ${list.length} rounds`)
+  const also = alsoOf(name)
+  const reference = also === undefined ? undefined : results.windows.get(key(also.reference, path))
+  const p = also === undefined || reference === undefined ? undefined : paired(list, reference, cpuRatio)
+  if (also !== undefined && reference !== undefined && p !== undefined) {
+    const short = info(also.reference).short
+    notes.push(`${spread(p)} × ${short} (goal ≥ ${two(also.goal)} × ${short}: ${verdict(p, also.goal, list, reference)})`)
+  }
   return notes.join('; ')
 }
 
-export function printCpuTable (results: Results, names: readonly string[], scenarios: readonly Scenario[], baseline: string | undefined): void {
+/** What the load client managed over the rounds: the lowest achieved rate, and the requests written late. */
+function load (list: Window[]): string {
+  const requests = list.reduce((sum, w) => sum + w.requests, 0)
+  const late = list.reduce((sum, w) => sum + w.late, 0)
+  const lateText = late === 0 ? 'none late' : `${fmt(late)} of ${fmt(requests)} late (${(100 * late / Math.max(1, requests)).toFixed(1)} %)`
+  return `sent ${fmt(Math.min(...list.map((w) => w.achieved)))} of ${fmt(list[0]?.offered ?? 0)} req/s; ${lateText}`
+}
+
+export interface TableOptions {
+  /** Add a column with what the load client achieved (lowest round) and how many requests it sent late. */
+  load?: boolean
+}
+
+export function printCpuTable (results: Results, names: readonly string[], scenarios: readonly Scenario[], baseline: string | undefined, options: TableOptions = {}): void {
   const before = baseline === undefined ? '' : ' × before |'
-  console.log(`| route | body | µs CPU / request (median, min–max) | efficiency vs reference (geomean, min–max) | target | met |${before} notes |`)
-  console.log(`| --- | --- | ---: | --- | --- | --- |${baseline === undefined ? '' : ' ---: |'} --- |`)
+  const loadHead = options.load === true ? ' load client (lowest round; late > 5 ms) |' : ''
+  console.log(`| route | body | µs CPU / request (median, min–max) | efficiency vs reference (geomean, min–max) | target | met |${before}${loadHead} notes |`)
+  console.log(`| --- | --- | ---: | --- | --- | --- |${baseline === undefined ? '' : ' ---: |'}${options.load === true ? ' --- |' : ''} --- |`)
   for (const scenario of scenarios) {
     for (const name of names.filter((n) => scenario.targets.includes(variant(n).target))) {
       const list = results.windows.get(key(name, scenario.path)) ?? []
       const notes = note(name, scenario.path, list, results)
       if (list.length === 0) {
-        if (notes !== '') console.log(`| ${label(name, baseline)} | ${scenario.label} | – | – | – | – |${baseline === undefined ? '' : ' – |'} ${notes} |`)
+        if (notes !== '') console.log(`| ${label(name, baseline)} | ${scenario.label} | – | – | – | – |${baseline === undefined ? '' : ' – |'}${options.load === true ? ' – |' : ''} ${notes} |`)
         continue
       }
       const cpus = list.map((w) => w.cpu)
@@ -65,14 +93,14 @@ export function printCpuTable (results: Results, names: readonly string[], scena
       const efficiency = reference === undefined ? '1.00' : p === undefined ? '–' : `${spread(p)} × ${referenceLabel(name)}`
       const goal = info(target).goal
       const goalText = goal === undefined ? '—' : `≥ ${two(goal)} × ${referenceLabel(name)}`
-      const saturated = list.some((w) => w.achieved < 0.97 * w.offered) || (reference !== undefined && (results.windows.get(key(reference, scenario.path)) ?? []).some((w) => w.achieved < 0.97 * w.offered))
-      const met = goal === undefined || p === undefined ? '—' : saturated ? 'no verdict (saturated)' : p.mean >= goal ? 'met' : 'not met'
+      const met = goal === undefined || p === undefined || reference === undefined ? '—' : verdict(p, goal, list, results.windows.get(key(reference, scenario.path)) ?? [])
       let vsBefore = ''
       if (baseline !== undefined) {
         const b = info(target).plugin && !base ? paired(list, results.windows.get(key(`${name}@base`, scenario.path)), cpuRatio) : undefined
         vsBefore = ` ${b === undefined ? '–' : spread(b)} |`
       }
-      console.log(`| ${label(name, baseline)} | ${scenario.label} | ${median(cpus).toFixed(1)} (${Math.min(...cpus).toFixed(1)}–${Math.max(...cpus).toFixed(1)}) | ${efficiency} | ${goalText} | ${met} |${vsBefore} ${notes} |`)
+      const loadCell = options.load === true ? ` ${load(list)} |` : ''
+      console.log(`| ${label(name, baseline)} | ${scenario.label} | ${median(cpus).toFixed(1)} (${Math.min(...cpus).toFixed(1)}–${Math.max(...cpus).toFixed(1)}) | ${efficiency} | ${goalText} | ${met} |${vsBefore}${loadCell} ${notes} |`)
     }
   }
 }

@@ -39,6 +39,16 @@ async function fastifyServer (target: Target, upstream: string): Promise<Fastify
       })
       break
     }
+    case 'forward-get':
+      await app.register(asyncRoute)
+      app.asyncRoute({
+        method: 'GET',
+        url: '/*',
+        handler (request, reply) {
+          void reply.forward(upstream + request.url)
+        }
+      })
+      break
     case 'fetch-pipe':
       await app.register(asyncRoute)
       app.asyncRoute({

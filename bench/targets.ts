@@ -10,6 +10,8 @@ export interface TargetInfo {
   reference?: string
   /** Efficiency vs the reference to reach (CPU per request: reference ÷ target). */
   goal?: number
+  /** A second goal against another target measured in the same round, shown in the notes. */
+  also?: { reference: string, goal: number }
   /** Uses the plugin, so `--baseline=DIR` measures it also with the sources in DIR. */
   plugin: boolean
   /** Needs undici 8 (Node ≥ 22.19 for the server, see `--node=PATH`); only with `--undici8` or `--only`. */
@@ -18,9 +20,10 @@ export interface TargetInfo {
 
 export const TARGETS = {
   ceiling: { label: '`node:http` + undici `Pool.stream()` (ceiling)', short: 'ceiling', plugin: false },
-  'pipe-url': { label: 'asyncRoute, `reply.pipe(url)`', short: 'pipe(url)', reference: 'ceiling', goal: 0.95, plugin: true },
+  'pipe-url': { label: 'asyncRoute, `reply.pipe(url)`', short: 'pipe(url)', reference: 'ceiling', goal: 0.9, also: { reference: 'reply-from', goal: 1.3 }, plugin: true },
+  'forward-get': { label: 'asyncRoute, `reply.forward(url)`, GET', short: 'forward (GET)', reference: 'reply-from', goal: 1.3, plugin: true },
   'reply-from': { label: '`@fastify/reply-from`', short: 'reply-from', reference: 'ceiling', plugin: false },
-  'fetch-pipe': { label: 'asyncRoute, `reply.fetch` + `reply.pipe(res)`', short: 'fetch + pipe', reference: 'reply-from', goal: 1.2, plugin: true },
+  'fetch-pipe': { label: 'asyncRoute, `reply.fetch` + `reply.pipe(res)`', short: 'fetch + pipe', reference: 'reply-from', goal: 1.0, plugin: true },
   'upstream-pipe': { label: 'asyncRoute, `upstream` option + `reply.pipe(res)`', short: 'upstream + pipe', reference: 'reply-from', plugin: true },
   'undici-send': { label: 'Fastify route, `undici.request` + `reply.send(body)`', short: 'undici + send', reference: 'reply-from', plugin: false },
   'ceiling-undici8': { label: '`node:http` + undici 8 `Pool.stream()` (ceiling, undici 8)', short: 'ceiling (undici 8)', reference: 'ceiling', plugin: false, undici8: true },
@@ -56,6 +59,12 @@ export function referenceOf (name: string): Target | undefined {
   return reference === undefined ? undefined : variant(reference).target
 }
 
+/** The second comparison of a variant, if its target has one (`pipe-url` vs `reply-from`). */
+export function alsoOf (name: string): { reference: Target, goal: number } | undefined {
+  const also = info(variant(name).target).also
+  return also === undefined ? undefined : { reference: variant(also.reference).target, goal: also.goal }
+}
+
 export interface Scenario {
   /** For `--bodies=`. */
   name: 'small' | 'large' | 'json' | 'post1k' | 'post1m'
@@ -67,7 +76,7 @@ export interface Scenario {
   targets: readonly Target[]
 }
 
-const UPSTREAM_ORDER: readonly Target[] = ['ceiling', 'pipe-url', 'reply-from', 'fetch-pipe', 'upstream-pipe', 'undici-send', 'ceiling-undici8', 'pipe-url-undici8']
+const UPSTREAM_ORDER: readonly Target[] = ['ceiling', 'pipe-url', 'forward-get', 'reply-from', 'fetch-pipe', 'upstream-pipe', 'undici-send', 'ceiling-undici8', 'pipe-url-undici8']
 
 const POST_ORDER: readonly Target[] = ['reply-from-post', 'forward-post']
 
