@@ -134,10 +134,21 @@ export interface HangReport {
   inflight: InflightReport[]
 }
 
+/** Where an in-flight upstream request is (see `InflightReport.state`). */
+export type InflightState = 'queued' | 'sent' | 'receiving' | 'retry-wait'
+
 export interface InflightReport {
   method: string
   url: string
   ageMs: number
+  /**
+   * Where the request is, when the plugin knows: `'queued'` while it waits for a connection
+   * of its pool, `'sent'` once handed to a connection with no answer yet, `'receiving'` once
+   * its response head arrived (the body is being read), `'retry-wait'` between tries. Absent
+   * when unknown: `reply.fetch()` cannot see when undici writes its request, so before its
+   * head arrives it carries no state (only `'retry-wait'` between tries).
+   */
+  state?: InflightState
 }
 
 export interface PendingReply {

@@ -130,6 +130,8 @@ export class RequestSignal {
 export abstract class StreamingRequest implements Dispatcher.DispatchHandler {
   #controller: Dispatcher.DispatchController | null = null
   #cancelled = false
+  /** undici started the current try (`onRequestStart`): it was handed to a connection. */
+  #started = false
 
   /** The final response head (1xx informational answers are skipped). */
   protected abstract received (statusCode: number, headers: IncomingHttpHeaders): void
@@ -155,8 +157,18 @@ export abstract class StreamingRequest implements Dispatcher.DispatchHandler {
     this.#controller?.resume()
   }
 
+  /**
+   * Whether undici has handed the current try to a connection (`onRequestStart`, which a pool
+   * calls when it writes the request). Until then the request waits in its pool's queue, or
+   * for its connection to be made.
+   */
+  protected get started (): boolean {
+    return this.#started
+  }
+
   /** Dispatches this request on `dispatcher`; an error it throws is reported through `failed`. */
   dispatchOn (dispatcher: Dispatcher, options: DispatchOptions): void {
+    this.#started = false
     try {
       dispatcher.dispatch(options, this)
     } catch (error) {
@@ -166,6 +178,7 @@ export abstract class StreamingRequest implements Dispatcher.DispatchHandler {
 
   onRequestStart (controller: Dispatcher.DispatchController): void {
     this.#controller = controller
+    this.#started = true
     if (this.#cancelled) controller.abort(new Error('cancelled'))
   }
 

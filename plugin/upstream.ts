@@ -7,7 +7,7 @@ import { refusal, targetOf } from './preflight.js'
 import type { Target } from './target.js'
 import { isDirect, pipeDirect } from './pipe-direct.js'
 import type { ReplyPort } from './reply-port.js'
-import type { UpstreamCall } from './report.js'
+import { CALL_RECEIVING, CALL_RETRY_WAIT, CALL_UNKNOWN, type CallState, type UpstreamCall } from './report.js'
 import { callPolicy, errorDelay, mayRetry, RetryState, statusDelay, type ResolvedRetry } from './retry-policy.js'
 import type { AsyncRouteError, FetchCallback, FetchOptions, PipeOptions, RewriteHeaders, UpstreamRequest, UpstreamResponse } from './types.js'
 import { refreshDeadline, withDeadline } from './deadline.js'
@@ -50,6 +50,17 @@ export class FetchCall extends RequestSignal implements UpstreamCall {
     this.reply = reply
     this.method = method
     this.url = url
+  }
+
+  /**
+   * For the hang report. undici's `request()` does not tell when the request is written, so
+   * before its head arrives a fetch claims no state (neither queued nor sent), except between
+   * tries.
+   */
+  get state (): CallState {
+    const retry = this.retry
+    if (retry !== null && retry.timer !== null) return CALL_RETRY_WAIT
+    return this.body === null ? CALL_UNKNOWN : CALL_RECEIVING
   }
 
   /** The reply ended: cancel the request, or release its body so the socket is not leaked. */

@@ -24,6 +24,8 @@ import asyncRoute, {
   type AsyncRouteOptions,
   type AsyncRouteStats,
   type HangReport,
+  type InflightReport,
+  type InflightState,
   type PendingReply,
   type UpstreamResponse
 } from 'fastify-async-route'
@@ -96,6 +98,14 @@ app.asyncRoute({ method: 'GET', url: '/o', onWatchdog: (_request, _reply, report
 expectTypeOf(app.asyncRoute({ method: 'GET', url: '/', handler () {} })).toEqualTypeOf<FastifyInstance>()
 expectTypeOf(app.asyncRoute.pending()).toEqualTypeOf<PendingReply[]>()
 expectTypeOf(app.asyncRoute.stats()).toEqualTypeOf<AsyncRouteStats>()
+// An in-flight entry of a report or of pending() may say where the request is.
+expectTypeOf<HangReport['inflight'][number]>().toEqualTypeOf<InflightReport>()
+expectTypeOf<PendingReply['inflight'][number]>().toEqualTypeOf<InflightReport>()
+expectTypeOf<InflightReport['state']>().toEqualTypeOf<InflightState | undefined>()
+expectTypeOf<InflightState>().toEqualTypeOf<'queued' | 'sent' | 'receiving' | 'retry-wait'>()
+expectTypeOf<{ method: string, url: string, ageMs: number }>().toExtend<InflightReport>()
+// @ts-expect-error no other state
+expectTypeOf<{ method: string, url: string, ageMs: number, state: 'connecting' }>().toExtend<InflightReport>()
 
 // @ts-expect-error a route needs a handler
 app.asyncRoute({ method: 'GET', url: '/' })

@@ -12,7 +12,7 @@ import { upstreamFor } from '../helpers/upstream.js'
 
 const KNOWN_MAJORS = [7, 8]
 
-interface UndiciModule { Agent: new () => Dispatcher & { close: () => Promise<void> } }
+interface UndiciModule { Agent: new (options?: { connections?: number }) => Dispatcher & { close: () => Promise<void>, destroy: () => Promise<void> } }
 
 /** The major version of an installed package (its package.json is not in its `exports`). */
 function majorOf (name: string): number {
@@ -74,6 +74,10 @@ class Recorder extends StreamingRequest {
   stop (): void {
     this.cancel()
   }
+
+  get handedToConnection (): boolean {
+    return this.started
+  }
 }
 
 class Signal extends RequestSignal {
@@ -123,6 +127,29 @@ t.test('cancel() before and after the request started ends it with an error, onc
     late.stop()
     await late.done
     t.match(late.events, ['head', 'data', /^error/], `${name}: cancelled mid-body`)
+    await agent.destroy()
+  }
+})
+
+t.test('onRequestStart only once a connection takes the request: not while it waits in its pool (the hang report\'s "queued")', async (t) => {
+  const up = await upstreamFor(t, (req, res) => {
+    if (req.url !== '/held') res.end('ok')
+  })
+  for (const [name, undici] of await majors()) {
+    const agent = new undici.Agent({ connections: 1 })
+    const held = new Recorder()
+    const requests = up.requests.length
+    held.dispatchOn(agent, { origin: up.origin, path: '/held', method: 'GET' })
+    while (up.requests.length === requests) await new Promise((resolve) => setTimeout(resolve, 5))
+    t.equal(held.handedToConnection, true, `${name}: the request on the connection was started`)
+    const queued = new Recorder()
+    queued.dispatchOn(agent, { origin: up.origin, path: '/queued', method: 'GET' })
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    t.equal(queued.handedToConnection, false, `${name}: the one waiting for the pool's only connection was not`)
+    held.stop()
+    await queued.done
+    t.equal(queued.handedToConnection, true, `${name}: started once the connection was free`)
+    t.equal(queued.body, 'ok')
     await agent.destroy()
   }
 })
