@@ -7,9 +7,9 @@ import { refreshDeadline, withDeadline } from './deadline.js'
 import { refusal, targetOf } from './preflight.js'
 import type { Target } from './target.js'
 import type { ReplyPort } from './reply-port.js'
-import { CALL_QUEUED, CALL_RECEIVING, CALL_RETRY_WAIT, CALL_SENT, type CallState, type UpstreamCall } from './report.js'
+import type { UpstreamCall } from './report.js'
 import { errorDelay, mayRetry, RetryState, statusDelay, type ResolvedRetry } from './retry-policy.js'
-import type { PipeOptions, RewriteHeaders } from './types.js'
+import type { InflightState, PipeOptions, RewriteHeaders } from './types.js'
 import { StreamingRequest, type Dispatcher, type DispatchOptions } from './undici-adapter.js'
 import { kDeadline, kEndReason, kFailByPlugin, kPlugin, kRelayChunk, kRelayEnd, kRelayHead, kTrack, kUntrack } from './symbols.js'
 
@@ -71,13 +71,13 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
   }
 
   /** For the hang report, worked out from the pipe's own state when a report is built. */
-  get state (): CallState {
+  get state (): InflightState {
     const state = this.#state
-    if (state === WAITING) return this.started ? CALL_SENT : CALL_QUEUED
-    if (state === BACKOFF) return CALL_RETRY_WAIT
+    if (state === WAITING) return this.started ? 'sent' : 'queued'
+    if (state === BACKOFF) return 'retry-wait'
     // STREAMING, DETACHED, DISCARDING: a head arrived, its body is being read. (A DONE pipe is
     // untracked: never reported.)
-    return CALL_RECEIVING
+    return 'receiving'
   }
 
   release (abnormal: boolean): void {

@@ -4,23 +4,6 @@ import type { FastifyRequest } from 'fastify'
 import type { HangReport, InflightReport, InflightState, PendingReply } from './types.js'
 import { kBytesWritten, kCalls, kHandlerSettled, kStartedAt } from './symbols.js'
 
-// Where an upstream call is: a small integer each call works out from what it already tracks
-// (no string or object per request); named only when a report is built.
-/** Not known: the report leaves `state` out (a `fetch` cannot see when undici writes it). */
-export const CALL_UNKNOWN = 0
-/** Dispatched, waiting for a connection of its pool (undici has not started it). */
-export const CALL_QUEUED = 1
-/** Handed to a connection (written, or being written); no answer yet. */
-export const CALL_SENT = 2
-/** The final response head arrived; the body is being read. */
-export const CALL_RECEIVING = 3
-/** Waiting for its next try. */
-export const CALL_RETRY_WAIT = 4
-export type CallState = typeof CALL_UNKNOWN | typeof CALL_QUEUED | typeof CALL_SENT | typeof CALL_RECEIVING | typeof CALL_RETRY_WAIT
-
-/** The report's name of each CallState, by its number. */
-const STATE_NAMES: ReadonlyArray<InflightState | undefined> = [undefined, 'queued', 'sent', 'receiving', 'retry-wait']
-
 /** How `describeHang` says each state, after the call's age. */
 const STATE_WORDS: Readonly<Record<InflightState, string>> = {
   queued: 'queued for a connection',
@@ -37,8 +20,8 @@ export interface UpstreamCall {
   readonly method: string
   readonly url: string | URL
   readonly startedAt: number
-  /** Where the call is; CALL_UNKNOWN when the call cannot tell. */
-  readonly state: CallState
+  /** Where the call is (read only when a report is built); `undefined` when the call cannot tell. */
+  readonly state: InflightState | undefined
   /** The reply ended (`abnormal`: any way but finish()/pipe() completing). */
   release (abnormal: boolean): void
 }
@@ -73,7 +56,7 @@ function describeCalls (calls: readonly UpstreamCall[] | null, now: number): Inf
     for (const call of calls) {
       const entry: InflightReport = { method: call.method, url: safeUrl(call.url), ageMs: now - call.startedAt }
       // Only when known: no `state: undefined` key.
-      const state = STATE_NAMES[call.state]
+      const state = call.state
       if (state !== undefined) entry.state = state
       list.push(entry)
     }

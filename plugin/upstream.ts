@@ -7,9 +7,9 @@ import { refusal, targetOf } from './preflight.js'
 import type { Target } from './target.js'
 import { isDirect, pipeDirect } from './pipe-direct.js'
 import type { ReplyPort } from './reply-port.js'
-import { CALL_RECEIVING, CALL_RETRY_WAIT, CALL_UNKNOWN, type CallState, type UpstreamCall } from './report.js'
+import type { UpstreamCall } from './report.js'
 import { callPolicy, errorDelay, mayRetry, RetryState, statusDelay, type ResolvedRetry } from './retry-policy.js'
-import type { AsyncRouteError, FetchCallback, FetchOptions, PipeOptions, RewriteHeaders, UpstreamRequest, UpstreamResponse } from './types.js'
+import type { AsyncRouteError, FetchCallback, FetchOptions, InflightState, PipeOptions, RewriteHeaders, UpstreamRequest, UpstreamResponse } from './types.js'
 import { refreshDeadline, withDeadline } from './deadline.js'
 import { RequestSignal, sendRequest, type DispatchOptions } from './undici-adapter.js'
 import { kDeadline, kEndReason, kFailByPlugin, kNoteSignOfLife, kOpen, kPlugin, kRelayChunk, kRelayEnd, kRelayHead, kRetry, kTrack, kUntrack, kWatchesIdle } from './symbols.js'
@@ -57,10 +57,10 @@ export class FetchCall extends RequestSignal implements UpstreamCall {
    * before its head arrives a fetch claims no state (neither queued nor sent), except between
    * tries.
    */
-  get state (): CallState {
+  get state (): InflightState | undefined {
     const retry = this.retry
-    if (retry !== null && retry.timer !== null) return CALL_RETRY_WAIT
-    return this.body === null ? CALL_UNKNOWN : CALL_RECEIVING
+    if (retry !== null && retry.timer !== null) return 'retry-wait'
+    return this.body === null ? undefined : 'receiving'
   }
 
   /** The reply ended: cancel the request, or release its body so the socket is not leaked. */
