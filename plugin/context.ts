@@ -6,7 +6,7 @@ import type { Registry } from './registry.js'
 import type { WatchdogQueue } from './watchdog-queue.js'
 import type { ResolvedRetry } from './retry-policy.js'
 import type { CompressPolicy } from './compression.js'
-import type { AsyncReply, HangReport, RenderError, UpstreamRequest, UpstreamResponse } from './types.js'
+import type { AsyncReply, HangReport, RenderError, UpstreamRequest } from './types.js'
 
 export interface PluginContext {
   readonly dispatcher: Dispatcher
@@ -66,5 +66,3 @@ export interface RouteContext {
   /** The handler returned a value while its reply was open: warned once for the route. */
   warnedReturn: boolean
 }
-
-export type { UpstreamResponse }

@@ -6,11 +6,11 @@ import { Transform, type Readable, type TransformCallback } from 'node:stream'
 import type { FastifyRequest } from 'fastify'
 import { BodyTooLargeError, InvalidArgumentError } from './errors.js'
 import { HOP_BY_HOP } from './headers.js'
-import { failLater } from './pipe-direct.js'
 import type { ReplyPort } from './reply-port.js'
 import type { ForwardOptions, PipeOptions } from './types.js'
 import { callPolicy } from './retry-policy.js'
-import { checkRewrite, pipeRequest } from './upstream.js'
+import { checkRewrite, pipeRequest } from './pipe.js'
+import { failLater } from './upstream-call.js'
 import { kFailByPlugin, kRetry } from './symbols.js'
 
 /** Request headers never forwarded besides the hop-by-hop ones: undici refuses `expect`, and sends the URL's `host`. */

@@ -3,15 +3,13 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { toUpstreamError } from './error-mapping.js'
 import { CancelledError } from './errors.js'
-import { refreshDeadline, withDeadline } from './deadline.js'
-import { refusal, targetOf } from './preflight.js'
-import type { Target } from './target.js'
+import { preflight } from './preflight.js'
 import type { ReplyPort } from './reply-port.js'
-import type { UpstreamCall } from './report.js'
-import { errorDelay, mayRetry, RetryState, statusDelay, type ResolvedRetry } from './retry-policy.js'
+import { errorDelay, statusDelay, type ResolvedRetry, type RetryState } from './retry-policy.js'
 import type { InflightState, PipeOptions, RewriteHeaders } from './types.js'
 import { StreamingRequest, type Dispatcher, type DispatchOptions } from './undici-adapter.js'
-import { kDeadline, kEndReason, kFailByPlugin, kPlugin, kRelayChunk, kRelayEnd, kRelayHead, kTrack, kUntrack } from './symbols.js'
+import { addReplyOptions, failLater, retryPlanned, retryStateFor, waitForRetry, type RetriedCall, type UpstreamCall } from './upstream-call.js'
+import { kEndReason, kFailByPlugin, kPlugin, kRelayChunk, kRelayEnd, kRelayHead, kTrack, kUntrack } from './symbols.js'
 
 /**
  * Request options the direct path passes to `dispatch` as they are (`dispatcher` is the
@@ -45,7 +43,7 @@ const BACKOFF = 5 // waiting for the next try (still tracked: in flight)
  * straight into the Node response, pausing the upstream while the client's socket is full.
  * No Readable, no AbortController, no promise per step: the ceiling of a bare Node forwarder.
  */
-class DirectPipe extends StreamingRequest implements UpstreamCall {
+class DirectPipe extends StreamingRequest implements UpstreamCall, RetriedCall {
   readonly method: string
   readonly url: string | URL
   readonly startedAt = Date.now()
@@ -58,7 +56,6 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
   /** Errors that undici reports synchronously, from inside `dispatch`, are reported a tick later. */
   #dispatching = true
   #discarded = 0
-  /** Set only for a request that may be retried. */
   retry: RetryState<DispatchOptions> | null = null
 
   constructor (reply: ReplyPort, method: string, url: string | URL, resolve: () => void, rewrite: RewriteHeaders | null) {
@@ -100,7 +97,7 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
 
   protected received (statusCode: number, headers: IncomingHttpHeaders): void {
     const retry = this.retry
-    if (retry !== null && retry.next(statusDelay(retry.policy, retry.tries, statusCode, headers['retry-after']), this.reply[kDeadline]) >= 0) {
+    if (retry !== null && retryPlanned(this, statusDelay(retry.policy, retry.tries, statusCode, headers['retry-after']))) {
       // Retried: nothing of this answer reaches the client. Read it for the pool, then try again.
       this.#state = DISCARDING
       this.#discarded = 0
@@ -145,7 +142,7 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
       // The answer of a retried try broke while being dropped: the next try is due all the same.
       if (state === DISCARDING) return this.#backOff()
       const retry = this.retry
-      if (state === WAITING && retry !== null && retry.next(errorDelay(retry.policy, retry.tries, error), this.reply[kDeadline]) >= 0) {
+      if (state === WAITING && retry !== null && retryPlanned(this, errorDelay(retry.policy, retry.tries, error))) {
         return this.#backOff()
       }
     }
@@ -161,25 +158,17 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
     this.reply[kFailByPlugin](state === WAITING ? toUpstreamError(error) : error)
   }
 
-  /** Dispatches the request (again, for a retry). */
   send (options: DispatchOptions): void {
+    this.#state = WAITING
     this.#dispatching = true
     this.dispatchOn(this.reply[kPlugin].dispatcher, options)
     this.#dispatching = false
   }
 
-  /** Waits until the next try is due (see RetryState.next), still tracked as in flight. */
+  /** Waits until the next try is due, still tracked as in flight. */
   #backOff (): void {
-    const retry = this.retry as RetryState<DispatchOptions>
     this.#state = BACKOFF
-    retry.wait(Math.max(0, retry.due - Date.now()), retryPipe, this)
-  }
-
-  /** The wait is over. */
-  retryNow (): void {
-    const retry = this.retry as RetryState<DispatchOptions>
-    this.#state = WAITING
-    this.send(refreshDeadline(this.reply[kPlugin].deadlineHeader, this.reply[kDeadline], retry.options))
+    waitForRetry(this)
   }
 
   #stop (): void {
@@ -195,40 +184,24 @@ class DirectPipe extends StreamingRequest implements UpstreamCall {
   }
 }
 
-function retryPipe (pipe: DirectPipe): void {
-  pipe.retryNow()
-}
-
 export function pipeDirect (reply: ReplyPort, url: string | URL, options: PipeOptions | undefined, policy: ResolvedRetry): Promise<void> {
-  const target = targetOf(url)
-  const refused = refusal(reply, url, target)
-  if (refused !== null) return failLater(reply, refused)
-  const { origin, path } = target as Target
+  const target = preflight(reply, url)
+  if (target instanceof Error) return failLater(reply, target)
   const method = options?.method ?? 'GET'
   let resolve!: () => void
   const done = new Promise<void>((_resolve) => { resolve = _resolve })
   const pipe = new DirectPipe(reply, method, url, resolve, options?.rewriteHeaders ?? null)
   reply[kTrack](pipe)
   // A literal of one shape (not a spread): undici reads a dozen options off it per request.
-  const dispatchOptions: DispatchOptions = { origin, path, method: method as Dispatcher.HttpMethod }
-  const deadlineHeader = reply[kPlugin].deadlineHeader
-  if (deadlineHeader !== null) dispatchOptions.headers = withDeadline(deadlineHeader, reply[kDeadline], options?.headers) as DispatchOptions['headers']
+  const dispatchOptions: DispatchOptions = { origin: target.origin, path: target.path, method: method as Dispatcher.HttpMethod }
+  addReplyOptions(reply, dispatchOptions, options?.headers)
   if (options !== undefined) {
-    if (options.headers !== undefined && deadlineHeader === null) dispatchOptions.headers = options.headers
     if (options.body !== undefined) dispatchOptions.body = options.body
     if (options.query !== undefined) dispatchOptions.query = options.query
     if (options.headersTimeout !== undefined) dispatchOptions.headersTimeout = options.headersTimeout
     if (options.bodyTimeout !== undefined) dispatchOptions.bodyTimeout = options.bodyTimeout
   }
-  // allowedOrigins holds for every hop: no redirect is followed; the 3xx is relayed.
-  if (reply[kPlugin].allowedOrigins !== null) dispatchOptions.maxRedirections = 0
-  if (policy.attempts > 1 && mayRetry(policy, method, dispatchOptions.body)) pipe.retry = new RetryState(policy, dispatchOptions)
+  if (policy.attempts > 1) pipe.retry = retryStateFor(policy, dispatchOptions)
   pipe.send(dispatchOptions)
   return done
-}
-
-/** A failure found before anything was sent: reported after the caller's synchronous code, as an awaited fetch would. */
-export async function failLater (reply: ReplyPort, error: Error): Promise<void> {
-  await undefined
-  reply[kFailByPlugin](error)
 }

@@ -4,8 +4,7 @@
 // any connection is opened).
 import { BadPathError, BadUpstreamRequestError, CancelledError, OriginDeniedError } from './errors.js'
 import type { ReplyPort } from './reply-port.js'
-import { safeUrl } from './report.js'
-import { hasDotSegment, upstreamTarget, type Target } from './target.js'
+import { hasDotSegment, safeUrl, splitUrl, type Target } from './target.js'
 import { kEndReason, kOpen, kPlugin } from './symbols.js'
 
 /**
@@ -17,7 +16,7 @@ export function targetOf (url: unknown): Target | Error {
   let target: Target
   try {
     if (typeof url !== 'string' && !(url instanceof URL)) throw new TypeError(`not a URL: ${typeof url}`)
-    target = upstreamTarget(url)
+    target = splitUrl(url)
   } catch (error) {
     // (The reason, with the URL less its credentials, is for the logs; the client's answer
     // never names the upstream.)
@@ -30,10 +29,11 @@ export function targetOf (url: unknown): Target | Error {
 }
 
 /**
- * The error a request for `url` must fail with before it starts, or null when it may start.
- * `target` is `targetOf(url)`: a URL refused as such is refused before the origin is checked.
+ * Where a request of `reply` for `url` goes, or the error it must fail with before it starts:
+ * the reply ended, the URL refused as such (checked before the origin), the origin not allowed.
  */
-export function refusal (reply: ReplyPort, url: string | URL, target: Target | Error): Error | null {
+export function preflight (reply: ReplyPort, url: string | URL): Target | Error {
+  const target = targetOf(url)
   if (!reply[kOpen]) return new CancelledError({ cause: reply[kEndReason] })
   if (target instanceof Error) return target
   const allowed = reply[kPlugin].allowedOrigins
@@ -41,7 +41,7 @@ export function refusal (reply: ReplyPort, url: string | URL, target: Target | E
     reply.request.log.warn({ upstream: safeUrl(url) }, 'upstream origin is not in allowedOrigins')
     return new OriginDeniedError()
   }
-  return null
+  return target
 }
 
 /** What the log may say of a value given as a URL: its text less credentials, or its type. */

@@ -10,9 +10,6 @@ export const timeoutChannel = diagnostics.channel('fastify-async-route:timeout')
 export const abortChannel = diagnostics.channel('fastify-async-route:abort')
 export const finishChannel = diagnostics.channel('fastify-async-route:finish')
 
-/** How a reply ended: the first way counts. */
-export type Outcome = ReplyOutcome
-
 /** What the registry needs of a reply. */
 export interface Tracked {
   readonly request: FastifyRequest
@@ -67,7 +64,7 @@ export class Registry {
     this.#open.add(reply)
   }
 
-  end (reply: Tracked, outcome: Outcome): void {
+  end (reply: Tracked, outcome: ReplyOutcome): void {
     this.#open.delete(reply)
     switch (outcome) {
       case 'finished': this.#finished++; break

@@ -4,7 +4,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyRequest } from 'fastify'
 import type { PluginContext } from './context.js'
-import type { UpstreamCall } from './report.js'
+import type { UpstreamCall } from './upstream-call.js'
 import type { ResolvedRetry } from './retry-policy.js'
 import type { RewriteHeaders } from './types.js'
 import { kDeadline, kEndReason, kFailByPlugin, kNoteSignOfLife, kOpen, kPlugin, kRelayChunk, kRelayEnd, kRelayHead, kRetry, kTrack, kUntrack, kWatchesIdle } from './symbols.js'

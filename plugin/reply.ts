@@ -1,7 +1,7 @@
 // `AsyncReply`: the public surface of a reply — its head, its body methods — and `#end()`,
 // the one place where a reply ends. What it delegates: the error answer (error-answer.ts),
-// HTTP/1 vs HTTP/2 (raw-response.ts), reports (report.ts), upstream requests (upstream.ts,
-// through the ReplyPort it implements).
+// HTTP/1 vs HTTP/2 (raw-response.ts), reports (report.ts), upstream requests (fetch.ts,
+// pipe.ts, forward.ts, through the ReplyPort it implements).
 import { AsyncResource } from 'node:async_hooks'
 import { validateHeaderName, validateHeaderValue, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerResponse } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
@@ -14,14 +14,16 @@ import { ClientGoneError, ClosingError, IdleTimeoutError, InvalidArgumentError, 
 import { forwardableHeaders, isRelayableStatus, rewrittenHeaders } from './headers.js'
 import { compressible, createCompressor, markEncoded, negotiate, varyOnEncoding, type CompressPolicy, type Compressor } from './compression.js'
 import { bodyUnread, closeConnectionAfter, cut, isGone, needsDrain } from './raw-response.js'
-import { timeoutChannel, type Outcome, type Tracked } from './registry.js'
+import { timeoutChannel, type Tracked } from './registry.js'
 import type { ReplyPort, Resumable } from './reply-port.js'
-import { describeHang, describeIdle, describeSilence, hangReport, pendingEntry, type ReplyFacts, type UpstreamCall } from './report.js'
+import { describeHang, describeIdle, describeSilence, hangReport, pendingEntry, type ReplyFacts } from './report.js'
+import type { UpstreamCall } from './upstream-call.js'
 import { forwardRequest } from './forward.js'
 import type { ResolvedRetry } from './retry-policy.js'
 import type { Watched } from './watchdog-queue.js'
-import type { AsyncReply, RewriteHeaders, FetchCallback, FetchOptions, ForwardOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
-import { fetchUpstream, fetchWithCallback, pipeUpstream, type ErrorFirstCallback } from './upstream.js'
+import type { AsyncReply, ErrorFirstCallback, ReplyOutcome, RewriteHeaders, FetchCallback, FetchOptions, ForwardOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
+import { fetchUpstream, fetchWithCallback } from './fetch.js'
+import { pipeUpstream } from './pipe.js'
 import { kAsyncContext, kBytesWritten, kCalls, kCheckIdle, kCheckIdleTimeout, kClientGone, kDeadline, kEndForClose, kEndReason, kFailByPlugin, kHandlerSettled, kHangReport, kNoteSignOfLife, kOpen, kPendingEntry, kPlugin, kRelayChunk, kRelayEnd, kRelayHead, kRenderOverload, kRenderedAnswer, kRetry, kRoute, kSettle, kStart, kStartedAt, kTimeOut, kTrack, kUntrack, kWatchesIdle } from './symbols.js'
 
 // How a reply ended. The handler's own finish()/fail() are told apart from the plugin's ends,
@@ -65,7 +67,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   #timedOut: Error | null = null
   #controller: AbortController | null = null
   #closeListeners: Array<() => void> | null = null
-  #endListeners: Array<(outcome: Outcome) => void> | null = null
+  #endListeners: Array<(outcome: ReplyOutcome) => void> | null = null
   /** The watchdog's own timer, when the reply is not in its route's WatchdogQueue. */
   #timer: NodeJS.Timeout | null = null
   /** Waiting in the route's WatchdogQueue (armed with the route's own timeout). */
@@ -335,7 +337,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     return this
   }
 
-  onEnd (fn: (outcome: Outcome) => void): this {
+  onEnd (fn: (outcome: ReplyOutcome) => void): this {
     if (typeof fn !== 'function') throw new InvalidArgumentError('reply.onEnd() takes a function')
     if (this.#state === OPEN) {
       if (this.#endListeners === null) this.#endListeners = [fn]
@@ -754,7 +756,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
    * Runs a user's onClose/onEnd callback in the reply's context (the end may come from a
    * socket event or another request's handler): a throw is logged, never raised.
    */
-  #runListener (fn: (outcome: Outcome) => void, outcome: Outcome | undefined, name: string): void {
+  #runListener (fn: (outcome: ReplyOutcome) => void, outcome: ReplyOutcome | undefined, name: string): void {
     try {
       this[kAsyncContext].runInAsyncScope(fn, undefined, outcome)
     } catch (error) {
@@ -763,7 +765,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   }
 }
 
-function outcomeOf (state: EndState, timedOut: boolean): Outcome {
+function outcomeOf (state: EndState, timedOut: boolean): ReplyOutcome {
   if (timedOut || state === TIMED_OUT) return 'timedOut'
   if (state === FINISHED) return 'finished'
   if (state === ABORTED) return 'aborted'

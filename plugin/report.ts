@@ -2,6 +2,8 @@
 // and the one-line description a person reads in the log. One builder for all of them.
 import type { FastifyRequest } from 'fastify'
 import type { HangReport, InflightReport, InflightState, PendingReply } from './types.js'
+import { safeUrl } from './target.js'
+import type { UpstreamCall } from './upstream-call.js'
 import { kBytesWritten, kCalls, kHandlerSettled, kStartedAt } from './symbols.js'
 
 /** How `describeHang` says each state, after the call's age. */
@@ -12,20 +14,6 @@ const STATE_WORDS: Readonly<Record<InflightState, string>> = {
   'retry-wait': 'waiting to retry'
 }
 
-/**
- * An upstream request a reply is waiting on, from the call until its body was read or
- * released: a `fetch`, a `pipe(url)`. The reply releases it when it ends.
- */
-export interface UpstreamCall {
-  readonly method: string
-  readonly url: string | URL
-  readonly startedAt: number
-  /** Where the call is (read only when a report is built); `undefined` when the call cannot tell. */
-  readonly state: InflightState | undefined
-  /** The reply ended (`abnormal`: any way but finish()/pipe() completing). */
-  release (abnormal: boolean): void
-}
-
 /** What a report is made of; the reply fills it in. */
 export interface ReplyFacts {
   readonly request: FastifyRequest
@@ -34,20 +22,6 @@ export interface ReplyFacts {
   readonly headersSent: boolean
   readonly [kBytesWritten]: number
   readonly [kCalls]: readonly UpstreamCall[] | null
-}
-
-/** The upstream URL as it may appear in logs and reports: without user:password. */
-export function safeUrl (url: string | URL): string {
-  const text = String(url)
-  if (!text.includes('@')) return text
-  try {
-    const parsed = new URL(text)
-    parsed.username = ''
-    parsed.password = ''
-    return parsed.href
-  } catch {
-    return '[invalid url]'
-  }
 }
 
 function describeCalls (calls: readonly UpstreamCall[] | null, now: number): InflightReport[] {

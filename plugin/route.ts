@@ -7,7 +7,9 @@ import type { ErrorAnswer } from './error-answer.js'
 import { AsyncReplyImpl } from './reply.js'
 import { resolveRouteOptions } from './route-options.js'
 import type { AsyncRouteOptions, UpstreamResponse } from './types.js'
-import { fetchUpstream, isPromise, splitRequest } from './upstream.js'
+import { fetchUpstream } from './fetch.js'
+import { splitRequest } from './upstream-call.js'
+import { isPromise } from './user-code.js'
 import { kFailByPlugin, kOpen, kRenderOverload, kRoute, kSettle, kStart } from './symbols.js'
 
 export function createAsyncRoute (plugin: PluginContext, owner: FastifyInstance) {

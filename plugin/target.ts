@@ -62,7 +62,7 @@ function fromUrl (url: URL): Target {
  * The target of `url`; throws a TypeError for a string that is not a URL (`new URL()`'s) and
  * for a URL whose scheme is not `http:` or `https:`.
  */
-export function upstreamTarget (url: string | URL): Target {
+export function splitUrl (url: string | URL): Target {
   if (typeof url !== 'string') return fromUrl(url)
   const authority = url.indexOf('//')
   const slash = authority < 0 ? -1 : url.indexOf('/', authority + 2)
@@ -118,4 +118,18 @@ function trimControls (text: string): string {
   while (start < end && text.charCodeAt(start) <= 0x20) start++
   while (end > start && text.charCodeAt(end - 1) <= 0x20) end--
   return start === 0 && end === text.length ? text : text.slice(start, end)
+}
+
+/** The upstream URL as it may appear in logs and reports: without user:password. */
+export function safeUrl (url: string | URL): string {
+  const text = String(url)
+  if (!text.includes('@')) return text
+  try {
+    const parsed = new URL(text)
+    parsed.username = ''
+    parsed.password = ''
+    return parsed.href
+  } catch {
+    return '[invalid url]'
+  }
 }

@@ -119,6 +119,9 @@ export type FetchCallback = (
   ...args: [err: AsyncRouteError, res: undefined] | [err: null, res: UpstreamResponse]
 ) => unknown
 
+/** A `fetch` callback that takes only the error. */
+export type ErrorFirstCallback = (err: AsyncRouteError | null) => unknown
+
 /** How a reply ended, as `stats()` counts it. */
 export type ReplyOutcome = 'finished' | 'timedOut' | 'aborted' | 'failed'
 
@@ -209,8 +212,8 @@ export interface AsyncReply<Request = FastifyRequest, RawReply = RawReplyDefault
   fetch (url: string | URL, options: FetchOptions | undefined, callback: FetchCallback): void
   // A callback that only looks at the error, `(err) => …`, which TypeScript does not accept
   // for the tuple-typed `FetchCallback`.
-  fetch (url: string | URL, callback: (err: AsyncRouteError | null) => unknown): void
-  fetch (url: string | URL, options: FetchOptions | undefined, callback: (err: AsyncRouteError | null) => unknown): void
+  fetch (url: string | URL, callback: ErrorFirstCallback): void
+  fetch (url: string | URL, options: FetchOptions | undefined, callback: ErrorFirstCallback): void
   /** Streams an upstream response (or performs the request) to the client; never rejects. */
   pipe (source: UpstreamResponse | string | URL | UpstreamRequest, options?: PipeOptions): Promise<void>
   /**

@@ -8,6 +8,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Agent, Dispatcher } from 'undici'
+import type { UpstreamResponse } from './types.js'
 
 export type { Dispatcher }
 
@@ -42,8 +43,8 @@ export async function closeOwnDispatcher (dispatcher: Dispatcher): Promise<void>
   }
 }
 
-/** The undici response that `fetch` resolves with. */
-export type UpstreamResponse = Dispatcher.ResponseData<unknown>
+/** undici's response body: a Readable with `dump()`, `text()`, `json()`… */
+export type ResponseBody = UpstreamResponse['body']
 
 /** What `dispatch` and `request` take: undici's request options with the origin and path split out. */
 export type DispatchOptions = Dispatcher.DispatchOptions & Record<string, unknown>
@@ -71,6 +72,49 @@ export function sendRequest (dispatcher: Dispatcher, options: DispatchOptions, c
   } catch (error) {
     callback(error as Error, undefined)
   }
+}
+
+function noop (): void {}
+
+/**
+ * Reads what is left of a body nobody wants (up to undici's `dump()` limit, then its socket is
+ * given up), so that a keep-alive connection goes back to its pool. Its errors are nobody's.
+ */
+export function discardBody (body: ResponseBody): void {
+  body.on('error', noop)
+  body.dump().catch(noop)
+}
+
+/** What owns a body it hands on (`fetch`): told when the body closes and, when it asks, of each chunk. */
+export interface BodyOwner {
+  bodyChunk (): void
+  bodyClosed (): void
+}
+
+const kOwner = Symbol('fastify-async-route.bodyOwner')
+type OwnedBody = ResponseBody & { [kOwner]: BodyOwner }
+
+/**
+ * Ties `body` to `owner`: `bodyClosed()` once it closes (read, destroyed or failed) and, with
+ * `chunks`, `bodyChunk()` for each chunk undici hands it, whoever reads it and however (a
+ * 'data' listener would start the flow its reader controls): undici delivers every chunk
+ * through the body's `push`. An error of a body nobody reads does not crash the process;
+ * its readers still see it.
+ */
+export function adoptBody (body: ResponseBody, owner: BodyOwner, chunks: boolean): void {
+  (body as OwnedBody)[kOwner] = owner
+  body.on('close', onOwnedClose)
+  body.on('error', noop)
+  if (chunks) body.push = pushOwned
+}
+
+function onOwnedClose (this: OwnedBody): void {
+  this[kOwner].bodyClosed()
+}
+
+function pushOwned (this: OwnedBody, chunk: unknown, encoding?: BufferEncoding): boolean {
+  this[kOwner].bodyChunk()
+  return Object.getPrototypeOf(this).push.call(this, chunk, encoding)
 }
 
 type AbortListener = () => void

@@ -12,7 +12,7 @@ import tls from 'node:tls'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import t from 'tap'
 import * as undici7 from 'undici'
-import { hasDotSegment, upstreamTarget } from '../plugin/target.js'
+import { hasDotSegment, splitUrl } from '../plugin/target.js'
 import asyncRoute from '../plugin/index.js'
 import type { AsyncReply, AsyncRoutePluginOptions } from '../plugin/index.js'
 import { asyncGet, LEVEL, logsAt, startApp } from './helpers/app.js'
@@ -439,10 +439,10 @@ t.test('a URL value whose text conversion throws is refused as a URL: 500 BAD_UP
   }
 })
 
-t.test('upstreamTarget gives what new URL() gives for a scheme without slashes and a bare ?', async (t) => {
+t.test('splitUrl gives what new URL() gives for a scheme without slashes and a bare ?', async (t) => {
   for (const input of ['http:x//evil/path', 'https:host//a/b', 'http://h/p?', 'http:/h//x/y', 'http:\\\\h/x']) {
     const parsed = new URL(input)
-    const { origin, path } = upstreamTarget(input)
+    const { origin, path } = splitUrl(input)
     t.same({ origin, path }, { origin: parsed.origin, path: parsed.pathname + parsed.search }, input)
   }
 })

@@ -7,7 +7,7 @@ import { createRequire } from 'node:module'
 import path from 'node:path'
 import t from 'tap'
 import * as undici7 from 'undici'
-import { RequestSignal, sendRequest, StreamingRequest, type Dispatcher } from '../../plugin/undici-adapter.js'
+import { adoptBody, discardBody, RequestSignal, sendRequest, StreamingRequest, type Dispatcher, type ResponseBody } from '../../plugin/undici-adapter.js'
 import { upstreamFor } from '../helpers/upstream.js'
 
 const KNOWN_MAJORS = [7, 8]
@@ -176,6 +176,51 @@ t.test("request() through the dispatcher's own method, with the plugin's signal 
       sendRequest(agent, { origin: up.origin, path: '/', method: 'GET', headers: { 'transfer-encoding': 'chunked' } }, (error) => resolve(error as Error))
     })
     t.match(refused, { code: 'UND_ERR_INVALID_ARG' }, `${name}: a refused header is an invalid-argument error`)
+    await agent.close()
+  }
+})
+
+/** `request()` through `agent`, resolved with its response (or rejected with its error). */
+async function requestOn (agent: Dispatcher, origin: string, path: string): Promise<{ statusCode: number, body: ResponseBody }> {
+  return await new Promise((resolve, reject) => {
+    sendRequest(agent, { origin, path, method: 'GET' }, (error, res) => error === null ? resolve(res as never) : reject(error))
+  })
+}
+
+t.test("a response body's push carries every chunk, and its close comes once (adoptBody); dump() frees the connection (discardBody)", async (t) => {
+  const sockets = new Set<unknown>()
+  const up = await upstreamFor(t, (req, res) => {
+    sockets.add(req.socket)
+    if (req.url === '/big') {
+      // Three writes a tick apart: several chunks reach the body.
+      res.write('a'.repeat(16 * 1024))
+      setTimeout(() => res.write('b'.repeat(16 * 1024)), 5)
+      setTimeout(() => res.end('c'.repeat(16 * 1024)), 10)
+      return
+    }
+    res.end('small')
+  })
+  for (const [name, undici] of await majors()) {
+    sockets.clear()
+    const agent = new undici.Agent({ connections: 1 })
+    const owner = { chunks: 0, closed: 0, bodyChunk () { this.chunks++ }, bodyClosed () { this.closed++ } }
+    const response = await requestOn(agent, up.origin, '/big')
+    adoptBody(response.body, owner, true)
+    let read = 0
+    for await (const chunk of response.body) read += (chunk as Buffer).length
+    t.equal(read, 48 * 1024, `${name}: the body is whole`)
+    t.ok(owner.chunks >= 2, `${name}: each chunk went through push (${owner.chunks})`)
+    await new Promise((resolve) => setImmediate(resolve))
+    t.equal(owner.closed, 1, `${name}: closed once`)
+    const unwatched = { chunks: 0, closed: 0, bodyChunk () { this.chunks++ }, bodyClosed () { this.closed++ } }
+    const unread = await requestOn(agent, up.origin, '/big')
+    adoptBody(unread.body, unwatched, false)
+    discardBody(unread.body)
+    const next = await requestOn(agent, up.origin, '/')
+    t.equal(await next.body.text(), 'small', `${name}: the next request got the connection`)
+    t.equal(unwatched.chunks, 0, `${name}: chunks are told only when asked`)
+    t.equal(unwatched.closed, 1, `${name}: a discarded body closes`)
+    t.equal(sockets.size, 1, `${name}: one connection served all three`)
     await agent.close()
   }
 })

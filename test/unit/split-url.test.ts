@@ -1,8 +1,8 @@
-// upstreamTarget() splits string URLs without a WHATWG parse when it can: whatever it does,
+// splitUrl() splits string URLs without a WHATWG parse when it can: whatever it does,
 // the origin and path must be exactly what `new URL()` gives (or it must throw where that throws,
 // and for any scheme but http: and https:).
 import { test } from 'tap'
-import { upstreamTarget } from '../../plugin/target.js'
+import { splitUrl } from '../../plugin/target.js'
 
 function expected (url: string | URL): { origin: string, path: string } | 'throws' {
   try {
@@ -16,7 +16,7 @@ function expected (url: string | URL): { origin: string, path: string } | 'throw
 
 function actual (url: string | URL): { origin: string, path: string } | 'throws' {
   try {
-    const { origin, path } = upstreamTarget(url)
+    const { origin, path } = splitUrl(url)
     return { origin, path }
   } catch {
     return 'throws'
