@@ -18,6 +18,8 @@ export interface CompressPolicy {
   readonly threshold: number
   readonly brotliQuality: number
   readonly level: number
+  /** Ours, in order of preference. */
+  readonly encodings: readonly Encoding[]
   /** Picks the encoding for an `accept-encoding` value (the client's q-values, then our order). */
   readonly negotiator: Negotiator
 }
@@ -59,11 +61,13 @@ export function resolveCompress (value: unknown, refuse: Refuse): CompressPolicy
   }
   if (!integer(brotliQuality, 0, 11)) refuse('compress.brotliQuality', 'an integer from 0 to 11', brotliQuality)
   if (!integer(level, 0, 9)) refuse('compress.level', 'an integer from 0 to 9', level)
+  const ours = [...new Set(encodings)] as Encoding[]
   return {
     threshold,
     brotliQuality,
     level,
-    negotiator: new Negotiator({ supportedValues: [...new Set(encodings)], cache: new BoundedCache() })
+    encodings: ours,
+    negotiator: new Negotiator({ supportedValues: ours, cache: new BoundedCache() })
   }
 }
 
@@ -89,7 +93,32 @@ export function compressible (statusCode: number, headers: OutgoingHttpHeaders):
 export function negotiate (policy: CompressPolicy, acceptEncoding: string | undefined): Encoding | null {
   // (Node joins repeated `accept-encoding` headers into one value.)
   if (acceptEncoding === undefined) return null
-  return policy.negotiator.negotiate(acceptEncoding.toLowerCase()) as Encoding | null
+  let value = acceptEncoding.toLowerCase()
+  if (value.includes('*')) value = expandWildcard(value, policy.encodings)
+  return policy.negotiator.negotiate(value) as Encoding | null
+}
+
+/**
+ * `*` stands for the codings the client did not name (RFC 9110 §12.5.3): spelt out as ours it
+ * did not name, with the wildcard's parameters, so that `br;q=0, *` never picks br.
+ */
+function expandWildcard (value: string, ours: readonly Encoding[]): string {
+  const parts = value.split(',')
+  const named = new Set<string>()
+  for (const part of parts) named.add((part.split(';', 1)[0] as string).trim())
+  const unnamed = ours.filter((encoding) => !named.has(encoding))
+  const out: string[] = []
+  for (const part of parts) {
+    const semicolon = part.indexOf(';')
+    const token = (semicolon < 0 ? part : part.slice(0, semicolon)).trim()
+    if (token !== '*') {
+      out.push(part)
+      continue
+    }
+    const params = semicolon < 0 ? '' : part.slice(semicolon)
+    for (const encoding of unnamed) out.push(encoding + params)
+  }
+  return out.join(',')
 }
 
 /** Adds `accept-encoding` to `vary` (merged with what is there, `Origin` from a CORS plugin say). */

@@ -4,11 +4,11 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { toUpstreamError } from './error-mapping.js'
 import { CancelledError } from './errors.js'
 import { preflight } from './preflight.js'
-import type { ReplyPort } from './reply-port.js'
+import type { ReplyPort, UpstreamCall } from './reply-port.js'
 import { errorDelay, statusDelay, type ResolvedRetry, type RetryState } from './retry-policy.js'
 import type { InflightState, PipeOptions, RewriteHeaders } from './types.js'
 import { StreamingRequest, type Dispatcher, type DispatchOptions } from './undici-adapter.js'
-import { addReplyOptions, failLater, retryPlanned, retryStateFor, waitForRetry, type RetriedCall, type UpstreamCall } from './upstream-call.js'
+import { addReplyOptions, failLater, retryPlanned, retryStateFor, waitForRetry, type RetriedCall } from './upstream-call.js'
 import { kEndReason, kFailByPlugin, kPlugin, kRelayChunk, kRelayEnd, kRelayHead, kTrack, kUntrack } from './symbols.js'
 
 /**

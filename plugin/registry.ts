@@ -4,7 +4,7 @@ import type { AsyncResource } from 'node:async_hooks'
 import diagnostics from 'node:diagnostics_channel'
 import type { FastifyRequest } from 'fastify'
 import type { AsyncRouteStats, HangReport, PendingReply, ReplyOutcome } from './types.js'
-import { kAsyncContext, kCheckIdle, kEndForClose, kHangReport, kPendingEntry } from './symbols.js'
+import { kAsyncContext, kCheckUnfinished, kEndForClose, kHangReport, kPendingEntry } from './symbols.js'
 
 export const timeoutChannel = diagnostics.channel('fastify-async-route:timeout')
 export const abortChannel = diagnostics.channel('fastify-async-route:abort')
@@ -23,7 +23,7 @@ export interface Tracked {
    * Logs the "did you forget finish()?" warning if the reply has been idle for its route's
    * delay (in the reply's own context: the sweep runs for every reply, most of which log nothing).
    */
-  [kCheckIdle] (now: number): void
+  [kCheckUnfinished] (now: number): void
 }
 
 export class Registry {
@@ -37,7 +37,7 @@ export class Registry {
   #closing = false
   #inGrace = false
   #onDrained: (() => void) | null = null
-  #idleSweep: NodeJS.Timeout | null = null
+  #unfinishedSweep: NodeJS.Timeout | null = null
   #sweepEvery = Infinity
 
   get closing (): boolean {
@@ -103,16 +103,16 @@ export class Registry {
    * Checks open replies for the `warnUnfinished` hint, every quarter of the shortest delay a
    * route asked for (10 ms to 1 s): one timer for the registration, none per reply.
    */
-  watchIdle (ms: number): void {
+  watchUnfinished (ms: number): void {
     const every = Math.max(10, Math.min(1000, Math.floor(ms / 4)))
     if (every >= this.#sweepEvery || this.#closing) return
     this.#sweepEvery = every
-    if (this.#idleSweep !== null) clearInterval(this.#idleSweep)
-    this.#idleSweep = setInterval(() => {
+    if (this.#unfinishedSweep !== null) clearInterval(this.#unfinishedSweep)
+    this.#unfinishedSweep = setInterval(() => {
       const now = Date.now()
-      for (const reply of this.#open) reply[kCheckIdle](now)
+      for (const reply of this.#open) reply[kCheckUnfinished](now)
     }, every)
-    this.#idleSweep.unref()
+    this.#unfinishedSweep.unref()
   }
 
   /**
@@ -124,7 +124,7 @@ export class Registry {
    */
   close (grace: number, hookBudget: number, done: () => void): void {
     this.#closing = true
-    if (this.#idleSweep !== null) clearInterval(this.#idleSweep)
+    if (this.#unfinishedSweep !== null) clearInterval(this.#unfinishedSweep)
     if (this.#open.size === 0) return done()
     this.#inGrace = true
     let hookTimer: NodeJS.Timeout | null = null

@@ -4,9 +4,8 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyRequest } from 'fastify'
 import type { PluginContext } from './context.js'
-import type { UpstreamCall } from './upstream-call.js'
 import type { ResolvedRetry } from './retry-policy.js'
-import type { RewriteHeaders } from './types.js'
+import type { InflightState, RewriteHeaders } from './types.js'
 import { kDeadline, kEndReason, kFailByPlugin, kNoteSignOfLife, kOpen, kPlugin, kRelayChunk, kRelayEnd, kRelayHead, kRetry, kTrack, kUntrack, kWatchesIdle } from './symbols.js'
 
 export interface ReplyPort {
@@ -42,4 +41,18 @@ export interface ReplyPort {
 /** What relays a body: paused by backpressure, resumed by the reply once the client drained. */
 export interface Resumable {
   resume (): unknown
+}
+
+/**
+ * An upstream request a reply is waiting on, from the call until its body was read or
+ * released: a `fetch`, a `pipe(url)`. The reply releases it when it ends.
+ */
+export interface UpstreamCall {
+  readonly method: string
+  readonly url: string | URL
+  readonly startedAt: number
+  /** Where the call is (read only when a report is built); `undefined` when the call cannot tell. */
+  readonly state: InflightState | undefined
+  /** The reply ended (`abnormal`: any way but finish()/pipe() completing). */
+  release (abnormal: boolean): void
 }

@@ -10,21 +10,22 @@ import type { PluginContext, RouteContext } from './context.js'
 import { checkDuration } from './durations.js'
 import { errorAnswer, logAnswer, type ErrorAnswer } from './error-answer.js'
 import { incomingBudget } from './deadline.js'
-import { ClientGoneError, ClosingError, IdleTimeoutError, InvalidArgumentError, RewriteHeadersError, TimeoutError, UpstreamError } from './errors.js'
+import { ClientGoneError, ClosingError, InvalidArgumentError, RewriteHeadersError, UpstreamError } from './errors.js'
 import { forwardableHeaders, isRelayableStatus, rewrittenHeaders } from './headers.js'
 import { compressible, createCompressor, markEncoded, negotiate, varyOnEncoding, type CompressPolicy, type Compressor } from './compression.js'
 import { bodyUnread, closeConnectionAfter, cut, isGone, needsDrain } from './raw-response.js'
 import { timeoutChannel, type Tracked } from './registry.js'
 import type { ReplyPort, Resumable } from './reply-port.js'
-import { describeHang, describeIdle, describeSilence, hangReport, pendingEntry, type ReplyFacts } from './report.js'
-import type { UpstreamCall } from './upstream-call.js'
+import { hangReport, pendingEntry, type ReplyFacts } from './report.js'
+import { ReplyClock } from './reply-clock.js'
+import type { UpstreamCall } from './reply-port.js'
 import { forwardRequest } from './forward.js'
 import type { ResolvedRetry } from './retry-policy.js'
 import type { Watched } from './watchdog-queue.js'
 import type { AsyncReply, ErrorFirstCallback, ReplyOutcome, RewriteHeaders, FetchCallback, FetchOptions, ForwardOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
 import { fetchUpstream, fetchWithCallback } from './fetch.js'
 import { pipeUpstream } from './pipe.js'
-import { kAsyncContext, kBytesWritten, kCalls, kCheckIdle, kCheckIdleTimeout, kClientGone, kDeadline, kEndForClose, kEndReason, kFailByPlugin, kHandlerSettled, kHangReport, kNoteSignOfLife, kOpen, kPendingEntry, kPlugin, kRelayChunk, kRelayEnd, kRelayHead, kRenderOverload, kRenderedAnswer, kRetry, kRoute, kSettle, kStart, kStartedAt, kTimeOut, kTrack, kUntrack, kWatchesIdle } from './symbols.js'
+import { kAsyncContext, kAwaitingFinish, kRanOut, kRearmWatchdog, kStamp, kStartClock, kStopClock, kBytesWritten, kCalls, kClientGone, kEndForClose, kEndReason, kFailByPlugin, kHandlerSettled, kHangReport, kOpen, kPendingEntry, kPlugin, kRelayChunk, kRelayEnd, kRelayHead, kRenderOverload, kRenderedAnswer, kRetry, kRoute, kSettle, kStart, kTrack, kUntrack, kWatchesIdle } from './symbols.js'
 
 // How a reply ended. The handler's own finish()/fail() are told apart from the plugin's ends,
 // because a second call after the former is a bug worth a warning, after the latter it is not.
@@ -43,11 +44,10 @@ const RESOLVED = Promise.resolve()
 const kReply = Symbol('fastify-async-route.reply')
 type RawWithReply = ServerResponse & { [kReply]?: AsyncReplyImpl }
 
-export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFacts, Watched {
+export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, ReplyPort, ReplyFacts, Watched {
   readonly request: FastifyRequest
   readonly raw: ServerResponse
   readonly [kRoute]: RouteContext
-  readonly [kStartedAt] = Date.now()
   /**
    * The async context the request's handler runs in (AsyncLocalStorage stores, the active
    * span): what the plugin runs for this reply from a timer or a socket event runs in it.
@@ -64,21 +64,10 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   #state: EndState = OPEN
   #reason: unknown = undefined
   /** The watchdog (or idleTimeout) fired, even if `onTimeout` then answered: its error. */
-  #timedOut: Error | null = null
+  #timeoutError: Error | null = null
   #controller: AbortController | null = null
   #closeListeners: Array<() => void> | null = null
   #endListeners: Array<(outcome: ReplyOutcome) => void> | null = null
-  /** The watchdog's own timer, when the reply is not in its route's WatchdogQueue. */
-  #timer: NodeJS.Timeout | null = null
-  /** Waiting in the route's WatchdogQueue (armed with the route's own timeout). */
-  #queued = false
-  /** When the watchdog fires (epoch ms); `Infinity` while it is off. */
-  #dueAt = Infinity
-  /** The `idleTimeout` timer, re-armed only when it fires early (never per write). */
-  #idleTimer: NodeJS.Timeout | null = null
-  /** Last sign of life for `idleTimeout`: a write, a flush, an upstream head or chunk. */
-  #lastSign: number
-  #warnedIdle = false
   /** What every pending `flush()` waits for when the socket buffer is full. */
   #drained: Promise<void> | null = null
   /** `renderError` is answering: `finish()` writes its answer, the reply's end stays as it was. */
@@ -92,17 +81,14 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
    * array, not a Set: a reply has one or two, and a Set costs an allocation and a hash each.
    */
   #calls: UpstreamCall[] | null = null
-  /** Last sign of life (a write, an upstream answer), for `warnUnfinished` and reports. */
-  #lastActivity: number
 
   constructor (route: RouteContext, request: FastifyRequest, fastifyReply: FastifyReply) {
+    super()
     this[kRoute] = route
     this.request = request
     this.#fastifyReply = fastifyReply
     this.raw = fastifyReply.raw
     this.#http2 = request.raw.httpVersionMajor === 2
-    this.#lastActivity = this[kStartedAt]
-    this.#lastSign = this[kStartedAt]
   }
 
   /** Called once by the route: registers the reply, arms the watchdog, listens for the client. */
@@ -110,15 +96,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     const route = this[kRoute]
     route.plugin.registry.add(this)
     if (route.maxPending > 0) route.open++
-    const timeout = route.plugin.deadlineHeader === null ? route.timeout : incomingBudget(route, this.request)
-    if (timeout === route.timeout && route.watchdogs !== null) {
-      this.#dueAt = this[kStartedAt] + timeout
-      this.#queued = true
-      route.watchdogs.add(this)
-    } else if (timeout > 0) {
-      this.#arm(timeout)
-    }
-    if (route.idleTimeout > 0) this.#idleTimer = setTimeout(checkIdleTimeout, route.idleTimeout, this)
+    this[kStartClock](route.plugin.deadlineHeader === null ? route.timeout : incomingBudget(route, this.request))
     const raw = this.raw as RawWithReply
     raw[kReply] = this
     raw.on('close', onRawClose)
@@ -248,13 +226,13 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     }
     if (!this.raw.headersSent) this.#writeHead(this.#statusCode, isString ? TEXT : OCTET, undefined)
     this.#bytesWritten += byteLength(chunk)
-    this.#lastActivity = this.#lastSign = Date.now()
+    this[kStamp]()
     return (this.#compressor ?? this.raw).write(chunk)
   }
 
   flush (): Promise<void> {
     if (this.#state !== OPEN) return RESOLVED
-    this.#lastSign = Date.now()
+    this[kStamp]()
     const raw = this.raw
     if (!raw.headersSent) {
       this.#writeHead(this.#statusCode, undefined, undefined)
@@ -321,8 +299,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   setTimeout (ms: number): this {
     checkDuration('reply.setTimeout(ms)', ms)
     if (this.#state !== OPEN) return this
-    this.#disarm()
-    if (ms > 0) this.#arm(ms)
+    this[kRearmWatchdog](ms)
     return this
   }
 
@@ -343,7 +320,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
       if (this.#endListeners === null) this.#endListeners = [fn]
       else this.#endListeners.push(fn)
     } else {
-      this.#runListener(fn, outcomeOf(this.#state, this.#timedOut !== null), 'onEnd')
+      this.#runListener(fn, outcomeOf(this.#state, this.#timeoutError !== null), 'onEnd')
     }
     return this
   }
@@ -353,7 +330,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   /** The handler (or `onUpstreamError`) returned or settled: a sign of life. */
   [kSettle] (): void {
     this.#handlerSettled = true
-    this.#lastActivity = Date.now()
+    this[kStamp]()
   }
 
   [kTrack] (call: UpstreamCall): void {
@@ -365,19 +342,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     const calls = this.#calls
     // (A call that is not there, -1, becomes an index past the end: nothing is removed.)
     if (calls !== null) calls.splice(calls.indexOf(call) >>> 0, 1)
-    this.#lastActivity = Date.now()
-  }
-
-  [kNoteSignOfLife] (): void {
-    this.#lastSign = Date.now()
-  }
-
-  get [kWatchesIdle] (): boolean {
-    return this.#idleTimer !== null
-  }
-
-  get [kDeadline] (): number {
-    return this.#dueAt
+    this[kStamp]()
   }
 
   /** The client left before the reply was finished. */
@@ -403,30 +368,6 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     this.#failWith(new ClosingError(), CLOSED)
   }
 
-  /** The watchdog fired. */
-  [kTimeOut] (): void {
-    this.#timer = null
-    this.#queued = false
-    this.#dueAt = Infinity
-    const now = Date.now()
-    const report = hangReport(this, now)
-    this.#timeOut(report, describeHang(report, now - this.#lastActivity), new TimeoutError(report.elapsedMs))
-  }
-
-  /** The `idleTimeout` timer fired: ends the reply if it stayed silent that long, else re-arms. */
-  [kCheckIdleTimeout] (): void {
-    const now = Date.now()
-    const idle = this[kRoute].idleTimeout
-    const quiet = now - this.#lastSign
-    if (quiet < idle) {
-      this.#idleTimer = setTimeout(checkIdleTimeout, idle - quiet, this)
-      return
-    }
-    this.#idleTimer = null
-    const report = hangReport(this, now)
-    this.#timeOut(report, describeSilence(report, quiet), new IdleTimeoutError(quiet))
-  }
-
   [kHangReport] (now: number): HangReport {
     return hangReport(this, now)
   }
@@ -435,18 +376,8 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     return pendingEntry(this, now)
   }
 
-  [kCheckIdle] (now: number): void {
-    const ms = this[kRoute].warnUnfinished
-    if (ms === 0 || this.#warnedIdle || !this.#handlerSettled || (this.#calls !== null && this.#calls.length > 0)) return
-    const quiet = now - this.#lastActivity
-    if (quiet < ms) return
-    this.#warnedIdle = true
-    // The sweep is one timer for every reply: only the warning enters the reply's context.
-    this[kAsyncContext].runInAsyncScope(this.#warnIdle, this, now, quiet)
-  }
-
-  #warnIdle (now: number, quiet: number): void {
-    this.request.log.warn({ report: hangReport(this, now) }, describeIdle(quiet))
+  get [kAwaitingFinish] (): boolean {
+    return this.#handlerSettled && (this.#calls === null || this.#calls.length === 0)
   }
 
   /**
@@ -456,7 +387,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
    * the client's protocol cannot carry (answered 502, a bad upstream response).
    */
   [kRelayHead] (statusCode: number, upstreamHeaders: IncomingHttpHeaders, rewrite: RewriteHeaders | null): boolean {
-    if (this.#idleTimer !== null) this.#lastSign = Date.now()
+    if (this[kWatchesIdle]) this[kStamp]()
     const raw = this.raw
     if (!raw.headersSent) {
       let relayed = forwardableHeaders(upstreamHeaders)
@@ -474,8 +405,10 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
         this.#writeHead(statusCode, undefined, undefined, relayed)
       } catch (error) {
         // Node's HTTP/2 response keeps what a failed writeHead stored (`:status` included),
-        // which would break the error answer's head too: start from a clean head.
+        // which would break the error answer's head too: start from a clean head. (Over
+        // HTTP/1, the failed writeHead kept its reason phrase: the 502 would go out as "502 OK".)
         for (const name of raw.getHeaderNames()) raw.removeHeader(name)
+        if (!this.#http2) raw.statusMessage = ''
         this[kFailByPlugin](new UpstreamError({ cause: error }))
         return false
       }
@@ -497,7 +430,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     const body = compressor ?? this.raw
     if (body.writableEnded) return true
     this.#bytesWritten += chunk.length
-    if (this.#idleTimer !== null) this.#lastSign = Date.now()
+    if (this[kWatchesIdle]) this[kStamp]()
     const room = body.write(chunk)
     // Chunk by chunk, so that a relayed event stream stays live through the compressor.
     if (compressor !== null) compressor.flush()
@@ -567,28 +500,13 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     this.#compressor = compressor
   }
 
-  #disarm (): void {
-    if (this.#queued) {
-      this.#queued = false
-      this[kRoute].watchdogs?.delete(this)
-    } else if (this.#timer !== null) {
-      clearTimeout(this.#timer)
-      this.#timer = null
-    }
-    this.#dueAt = Infinity
-  }
-
-  #arm (ms: number): void {
-    this.#timer = setTimeout(fireWatchdog, ms, this)
-    this.#dueAt = Date.now() + ms
-  }
-
   /**
-   * The watchdog or the idle timeout fired: the warning with the hang report, the diagnostics
-   * message, the route's `onWatchdog` (or the plugin's `onTimeout`), then the default answer.
+   * The watchdog or the idle timeout ran out: the warning with the hang report, the
+   * diagnostics message, the route's `onWatchdog` (or the plugin's `onTimeout`), then the
+   * default answer.
    */
-  #timeOut (report: HangReport, message: string, error: Error & { code: string }): void {
-    this.#timedOut = error
+  [kRanOut] (report: HangReport, message: string, error: Error & { code: string }): void {
+    this.#timeoutError = error
     const log = this.request.log
     log.warn({ report }, message)
     // `code` tells the watchdog (FST_ASYNC_ROUTE_TIMEOUT) from idleTimeout (…_IDLE_TIMEOUT).
@@ -614,7 +532,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
     const answer = errorAnswer(error)
     this.#end(state, answer.error)
     // The watchdog's and idleTimeout's 504s were logged once already, as the warning with the
-    // hang report (#timeOut).
+    // hang report (ranOut).
     if (state !== TIMED_OUT) logAnswer(this.request.log, answer)
     const raw = this.raw
     const http2 = this.#http2
@@ -712,7 +630,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   /** A late call of a public method: a warning if the handler itself had ended the reply. */
   #late (method: string): void {
     const log = this.request.log
-    if ((this.#state === FINISHED || this.#state === FAILED_BY_HANDLER) && this.#timedOut === null) {
+    if ((this.#state === FINISHED || this.#state === FAILED_BY_HANDLER) && this.#timeoutError === null) {
       log.warn(`reply.${method}() called after the reply was already ended by the handler; ignored`)
     } else {
       log.debug(`reply.${method}() called after the reply ended; ignored`)
@@ -720,21 +638,17 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
   }
 
   #abnormal (): boolean {
-    return this.#state !== FINISHED || this.#timedOut !== null
+    return this.#state !== FINISHED || this.#timeoutError !== null
   }
 
   /** The one place where a reply ends. Every way out goes through here, exactly once. */
   #end (state: Exclude<EndState, typeof OPEN>, reason: unknown): void {
     // onTimeout answered with finish(): the reply still ended because the watchdog fired, and
     // its signal says so like every other timed-out reply's.
-    if (reason === undefined && this.#timedOut !== null) reason = this.#timedOut
+    if (reason === undefined && this.#timeoutError !== null) reason = this.#timeoutError
     this.#state = state
     this.#reason = reason
-    this.#disarm()
-    if (this.#idleTimer !== null) {
-      clearTimeout(this.#idleTimer)
-      this.#idleTimer = null
-    }
+    this[kStopClock]()
     if (this[kRoute].maxPending > 0) this[kRoute].open--
     const abnormal = this.#abnormal()
     if (abnormal && this.#controller !== null) this.#controller.abort(reason)
@@ -744,7 +658,7 @@ export class AsyncReplyImpl implements AsyncReply, Tracked, ReplyPort, ReplyFact
       // A copy: a released call untracks itself.
       for (const call of this.#calls.slice()) call.release(abnormal)
     }
-    const outcome = outcomeOf(state, this.#timedOut !== null)
+    const outcome = outcomeOf(state, this.#timeoutError !== null)
     this[kRoute].plugin.registry.end(this, outcome)
     const listeners = this.#endListeners
     if (listeners === null) return
@@ -770,16 +684,6 @@ function outcomeOf (state: EndState, timedOut: boolean): ReplyOutcome {
   if (state === FINISHED) return 'finished'
   if (state === ABORTED) return 'aborted'
   return 'failed'
-}
-
-// A reply's own timers may have been armed from another request's context (`setTimeout(ms)`
-// called by another request's handler): they too run in the reply's context.
-function fireWatchdog (reply: AsyncReplyImpl): void {
-  reply[kAsyncContext].runInAsyncScope(reply[kTimeOut], reply)
-}
-
-function checkIdleTimeout (reply: AsyncReplyImpl): void {
-  reply[kAsyncContext].runInAsyncScope(reply[kCheckIdleTimeout], reply)
 }
 
 function onRawClose (this: RawWithReply): void {

@@ -3,7 +3,7 @@
 import type { FastifyRequest } from 'fastify'
 import type { HangReport, InflightReport, InflightState, PendingReply } from './types.js'
 import { safeUrl } from './target.js'
-import type { UpstreamCall } from './upstream-call.js'
+import type { UpstreamCall } from './reply-port.js'
 import { kBytesWritten, kCalls, kHandlerSettled, kStartedAt } from './symbols.js'
 
 /** How `describeHang` says each state, after the call's age. */
@@ -89,6 +89,6 @@ export function describeSilence (report: HangReport, quietMs: number): string {
 }
 
 /** The "did you forget finish()?" hint of `warnUnfinished`. */
-export function describeIdle (quietMs: number): string {
+export function describeUnfinished (quietMs: number): string {
   return `async reply idle for ${quietMs} ms after its handler returned, with nothing in flight: did you forget reply.finish()?`
 }

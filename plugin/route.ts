@@ -16,7 +16,7 @@ export function createAsyncRoute (plugin: PluginContext, owner: FastifyInstance)
   return function asyncRoute (this: FastifyInstance | undefined, options: AsyncRouteOptions<any>): FastifyInstance {
     const instance = this ?? owner
     const { route, fastifyOptions: routeOptions } = resolveRouteOptions(plugin, instance, options)
-    if (route.warnUnfinished > 0) plugin.registry.watchIdle(route.warnUnfinished)
+    if (route.warnUnfinished > 0) plugin.registry.watchUnfinished(route.warnUnfinished)
     instance.route({
       ...routeOptions,
       handler (request: FastifyRequest, reply: FastifyReply) {

@@ -8,23 +8,9 @@
 import { refreshDeadline, withDeadline } from './deadline.js'
 import type { ReplyPort } from './reply-port.js'
 import { mayRetry, RetryState, type ResolvedRetry } from './retry-policy.js'
-import type { InflightState, PipeOptions, UpstreamRequest } from './types.js'
+import type { PipeOptions, UpstreamRequest } from './types.js'
 import type { DispatchOptions } from './undici-adapter.js'
 import { kDeadline, kFailByPlugin, kPlugin } from './symbols.js'
-
-/**
- * An upstream request a reply is waiting on, from the call until its body was read or
- * released: a `fetch`, a `pipe(url)`. The reply releases it when it ends.
- */
-export interface UpstreamCall {
-  readonly method: string
-  readonly url: string | URL
-  readonly startedAt: number
-  /** Where the call is (read only when a report is built); `undefined` when the call cannot tell. */
-  readonly state: InflightState | undefined
-  /** The reply ended (`abnormal`: any way but finish()/pipe() completing). */
-  release (abnormal: boolean): void
-}
 
 /** A call as its retries see it. */
 export interface RetriedCall {

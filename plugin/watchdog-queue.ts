@@ -10,7 +10,7 @@
 // The timer was created in the async context of whichever reply armed it first: each reply's
 // watchdog runs in that reply's own context (`asyncContext`), never in the timer's.
 import type { AsyncResource } from 'node:async_hooks'
-import { kAsyncContext, kDeadline, kTimeOut } from './symbols.js'
+import { kAsyncContext, kDeadline, kWatchdogFired } from './symbols.js'
 
 /** A reply as the queue sees it. */
 export interface Watched {
@@ -19,7 +19,7 @@ export interface Watched {
   /** The async context of the request the reply answers. */
   readonly [kAsyncContext]: AsyncResource
   /** Its watchdog fired; it left the queue. */
-  [kTimeOut] (): void
+  [kWatchdogFired] (): void
 }
 
 export class WatchdogQueue {
@@ -53,7 +53,7 @@ export class WatchdogQueue {
         return
       }
       this.#waiting.delete(reply)
-      reply[kAsyncContext].runInAsyncScope(reply[kTimeOut], reply)
+      reply[kAsyncContext].runInAsyncScope(reply[kWatchdogFired], reply)
     }
     this.#timer = null
   }
