@@ -79,3 +79,23 @@ export const InvalidOptionError = misuse('FST_ASYNC_ROUTE_INVALID_OPTION')
 
 /** A method of the reply was called with an argument it does not take. */
 export const InvalidArgumentError = misuse('FST_ASYNC_ROUTE_INVALID_ARGUMENT')
+
+/** A value as a misuse message shows it: strings quoted (so that `"100"` and `100` differ), arrays item by item. */
+export function showValue (value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value)
+  if (Array.isArray(value)) return `[${value.map(showValue).join(', ')}]`
+  try {
+    return String(value)
+  } catch {
+    // (An object whose conversion throws: `{ toString: 1 }` from a JSON body, say.)
+    return `(${typeof value})`
+  }
+}
+
+/**
+ * Every message about a wrong option or argument, in one shape: `<where> "<name>" must be
+ * <expected>, got <value>`; thrown as `Misuse` (`InvalidOptionError` or `InvalidArgumentError`).
+ */
+export function mustBe (Misuse: MisuseErrorClass, where: string, name: string, expected: string, value: unknown): never {
+  throw new Misuse(`${where} "${name}" must be ${expected}, got ${showValue(value)}`)
+}

@@ -4,7 +4,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { Transform, type Readable, type TransformCallback } from 'node:stream'
 import type { FastifyRequest } from 'fastify'
-import { BodyTooLargeError, InvalidArgumentError } from './errors.js'
+import { BodyTooLargeError, InvalidArgumentError, mustBe } from './errors.js'
 import { HOP_BY_HOP } from './headers.js'
 import type { ReplyPort } from './reply-port.js'
 import type { ForwardOptions, PipeOptions } from './types.js'
@@ -72,7 +72,7 @@ function checkOptions (options: ForwardOptions): void {
   checkRewrite(options.rewriteHeaders, 'reply.forward()')
   const limit = options.bodyLimit
   if (limit !== undefined && !(Number.isSafeInteger(limit) && limit >= 0)) {
-    throw new InvalidArgumentError(`reply.forward(): "bodyLimit" must be an integer from 0 (bytes), got ${String(limit)}`)
+    mustBe(InvalidArgumentError, 'reply.forward():', 'bodyLimit', 'an integer from 0 (bytes)', limit)
   }
 }
 

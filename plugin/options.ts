@@ -3,7 +3,7 @@ import { validateHeaderName } from 'node:http'
 import type { Dispatcher } from 'undici'
 import type { AsyncRoutePluginOptions, RenderError } from './types.js'
 import { isDuration, MAX_TIMER_MS } from './durations.js'
-import { InvalidOptionError } from './errors.js'
+import { InvalidOptionError, mustBe } from './errors.js'
 import { NO_RETRY, resolveRetry, type ResolvedRetry } from './retry-policy.js'
 import { resolveCompress, type CompressPolicy } from './compression.js'
 
@@ -53,17 +53,12 @@ const FASTIFY_REGISTER_OPTIONS = ['prefix', 'logLevel', 'logSerializers']
 
 const KNOWN_KEYS: ReadonlySet<string> = new Set([...PLUGIN_OPTIONS, ...FASTIFY_REGISTER_OPTIONS])
 
-/** A value as option messages show it: strings quoted, so that `"100"` and `100` differ. */
-export function showValue (value: unknown): string {
-  return typeof value === 'string' ? JSON.stringify(value) : String(value)
-}
-
 /** The range message of every duration option, and of `maxPending` (a count). */
 export const DURATION_RANGE = `an integer from 0 to ${MAX_TIMER_MS} (ms)`
 export const COUNT_RANGE = `an integer from 0 to ${MAX_TIMER_MS}`
 
 function fail (name: string, expected: string, value: unknown): never {
-  throw new InvalidOptionError(`fastify-async-route: option "${name}" must be ${expected}, got ${showValue(value)}`)
+  return mustBe(InvalidOptionError, 'fastify-async-route: option', name, expected, value)
 }
 
 function integer (options: AsyncRoutePluginOptions, name: 'timeout' | 'closeGrace' | 'warnUnfinished' | 'idleTimeout' | 'maxPending', fallback: number): number {

@@ -1,7 +1,7 @@
 // `reply.pipe()`: an upstream answer relayed into the reply — status, headers, body, with
 // backpressure. Of a URL (or a request object): the direct path (pipe-direct.ts) when undici's
 // `dispatch` takes the options as they are, else `fetch` and then the relay of its response.
-import { InvalidArgumentError } from './errors.js'
+import { InvalidArgumentError, mustBe } from './errors.js'
 import { fetchUpstream } from './fetch.js'
 import { isDirect, pipeDirect } from './pipe-direct.js'
 import type { ReplyPort } from './reply-port.js'
@@ -36,7 +36,7 @@ export function pipeUpstream (reply: ReplyPort, source: UpstreamResponse | strin
 /** A `rewriteHeaders` option, checked: a function, or null when none was given. */
 export function checkRewrite (rewrite: unknown, what: string): RewriteHeaders | null {
   if (rewrite === undefined) return null
-  if (typeof rewrite !== 'function') throw new InvalidArgumentError(`${what}: "rewriteHeaders" must be a function, got ${typeof rewrite}`)
+  if (typeof rewrite !== 'function') mustBe(InvalidArgumentError, `${what}:`, 'rewriteHeaders', 'a function (headers, request)', rewrite)
   return rewrite as RewriteHeaders
 }
 

@@ -297,7 +297,7 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
   }
 
   setTimeout (ms: number): this {
-    checkDuration('reply.setTimeout(ms)', ms)
+    checkDuration('reply.setTimeout():', 'ms', ms)
     if (this.#state !== OPEN) return this
     this[kRearmWatchdog](ms)
     return this

@@ -20,7 +20,7 @@
 import { AsyncResource } from 'node:async_hooks'
 import { MAX_TIMER_MS } from './durations.js'
 import { codeOf } from './error-mapping.js'
-import { InvalidArgumentError } from './errors.js'
+import { InvalidArgumentError, mustBe } from './errors.js'
 import type { RetryPolicy } from './types.js'
 
 export interface ResolvedRetry {
@@ -49,12 +49,6 @@ const FIELDS = new Set(['attempts', 'methods', 'statusCodes', 'errorCodes', 'min
 
 /** Reports an invalid field: `name` is `retry.<field>`; throws the level's error class. */
 export type Refuse = (name: string, expected: string, value: unknown) => never
-
-function shown (value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value)
-  if (Array.isArray(value)) return `[${value.map(shown).join(', ')}]`
-  return String(value)
-}
 
 function integer (value: unknown, min: number, max: number): value is number {
   return typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max
@@ -106,9 +100,7 @@ export function resolveRetry (value: unknown, base: ResolvedRetry, refuse: Refus
 /** The policy of one call: the route's, or the call's own `retry` laid over it (a bad one throws `InvalidArgumentError`). */
 export function callPolicy (base: ResolvedRetry, retry: unknown, what: string): ResolvedRetry {
   if (retry === undefined) return base
-  return resolveRetry(retry, base, (name, expected, value) => {
-    throw new InvalidArgumentError(`${what}: "${name}" must be ${expected}, got ${shown(value)}`)
-  })
+  return resolveRetry(retry, base, (name, expected, value) => mustBe(InvalidArgumentError, `${what}:`, name, expected, value))
 }
 
 /** True when a body can be sent again as it is: none, a string or bytes (never a stream). */

@@ -3,16 +3,14 @@
 import type { FastifyInstance, RouteOptions } from 'fastify'
 import type { PluginContext, RouteContext, UserFunction, WatchdogHook } from './context.js'
 import { isDuration } from './durations.js'
-import { InvalidOptionError } from './errors.js'
-import { COUNT_RANGE, DURATION_RANGE, showValue } from './options.js'
+import { InvalidOptionError, mustBe } from './errors.js'
+import { COUNT_RANGE, DURATION_RANGE } from './options.js'
 import { WatchdogQueue } from './watchdog-queue.js'
 import { resolveRetry, type Refuse } from './retry-policy.js'
 import { resolveCompress } from './compression.js'
 import type { AsyncRouteOptions } from './types.js'
 
-const refuseRouteOption: Refuse = (name, expected, value) => {
-  throw new InvalidOptionError(`asyncRoute(): "${name}" must be ${expected}, got ${showValue(value)}`)
-}
+const refuseRouteOption: Refuse = (name, expected, value) => mustBe(InvalidOptionError, 'asyncRoute():', name, expected, value)
 
 function duration (name: string, value: unknown, range = DURATION_RANGE): number {
   if (!isDuration(value)) refuseRouteOption(name, range, value)
@@ -42,7 +40,7 @@ export function resolveRouteOptions (
     throw new InvalidOptionError('asyncRoute(): "onWatchdog" must be a function (request, reply, report)')
   }
   if (renderError !== undefined && typeof renderError !== 'function') {
-    throw new InvalidOptionError(`asyncRoute(): "renderError" must be a function (error, request, reply), got ${showValue(renderError)}`)
+    refuseRouteOption('renderError', 'a function (error, request, reply)', renderError)
   }
   const watchdog = timeout === undefined ? plugin.timeout : duration('timeout', timeout)
   const route: RouteContext = {
