@@ -30,8 +30,12 @@ export interface ReplyPort {
   // The reply writes the response; the upstream side hands it what to relay.
   /** Relays an upstream head; false when no body is to follow (HEAD answered, or a bad head answered 502). */
   [kRelayHead] (statusCode: number, upstreamHeaders: IncomingHttpHeaders, rewrite: RewriteHeaders | null): boolean
-  /** Relays a body chunk (counted, a sign of life); false: paused until `source.resume()` is called. */
-  [kRelayChunk] (chunk: Buffer, source: Resumable): boolean
+  /**
+   * Relays a body chunk (counted, a sign of life). False: the source is to pause now; the reply
+   * calls `source.resume()` once the client drained. (It may also pause the source itself,
+   * later in the tick, and resume it the same way.)
+   */
+  [kRelayChunk] (chunk: Buffer, source: RelaySource): boolean
   /** The relayed body ended: the response is complete. */
   [kRelayEnd] (): void
   /** Ends the reply for a failure of the plugin's own (an upstream error): the error answer, or a cut. */
@@ -39,7 +43,8 @@ export interface ReplyPort {
 }
 
 /** What relays a body: paused by backpressure, resumed by the reply once the client drained. */
-export interface Resumable {
+export interface RelaySource {
+  pause (): unknown
   resume (): unknown
 }
 

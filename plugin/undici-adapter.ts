@@ -196,7 +196,15 @@ export abstract class StreamingRequest implements Dispatcher.DispatchHandler {
     this.#controller?.abort(new Error('abandoned'))
   }
 
-  /** Resumes a request paused by `chunk()` returning false (the reply calls it once it drained). */
+  /**
+   * Pauses the request from outside `chunk()`: no more chunks until `resume()` (undici may
+   * still hand on the chunk it is delivering).
+   */
+  pause (): void {
+    this.#controller?.pause()
+  }
+
+  /** Resumes a request paused by `chunk()` returning false, or by `pause()`. */
   resume (): void {
     this.#controller?.resume()
   }

@@ -88,6 +88,9 @@ t.test('maxPending is a count: its message has no unit; string values are quoted
   t.throws(route({ timeout: '100' }), { message: 'asyncRoute(): "timeout" must be an integer from 0 to 2147483647 (ms), got "100"' })
   t.throws(route({ idleTimeout: 'soon' }), { message: 'asyncRoute(): "idleTimeout" must be an integer from 0 to 2147483647 (ms), got "soon"' })
   t.throws(route({ warnUnfinished: -1 }), { message: 'asyncRoute(): "warnUnfinished" must be an integer from 0 to 2147483647 (ms), got -1' })
+  // A value that cannot even be turned into text (parsed from a config file, say) is named by its type.
+  t.throws(route({ timeout: Object.create(null) }), { code: 'FST_ASYNC_ROUTE_INVALID_OPTION', message: 'asyncRoute(): "timeout" must be an integer from 0 to 2147483647 (ms), got (object)' })
+  t.throws(route({ retry: { statusCodes: [500, '502'] } }), { message: 'asyncRoute(): "retry.statusCodes" must be an array of integer status codes from 100 to 599, got [500, "502"]' })
 })
 
 t.test('a dispatcher must have a dispatch() method', async (t) => {

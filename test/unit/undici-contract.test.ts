@@ -38,6 +38,9 @@ class Recorder extends StreamingRequest {
   readonly done: Promise<void>
   #settle!: () => void
   pauseFirst = false
+  /** pause() after the first chunk (which returns true), resume() 60 ms later; chunks seen meanwhile. */
+  pauseLater = false
+  seenWhilePaused = -1
 
   constructor () {
     super()
@@ -57,6 +60,17 @@ class Recorder extends StreamingRequest {
       this.pauseFirst = false
       setTimeout(() => this.resume(), 20)
       return false
+    }
+    if (this.pauseLater) {
+      this.pauseLater = false
+      setImmediate(() => {
+        this.pause()
+        const before = this.events.length
+        setTimeout(() => {
+          this.seenWhilePaused = this.events.length - before
+          this.resume()
+        }, 60)
+      })
     }
     return true
   }
@@ -108,6 +122,25 @@ t.test('dispatch() with a current-API handler: head as an object, data with paus
     t.same(recorder.headers['x-a'], ['1', '2'], `${name}: repeated headers as a list`)
     t.equal(recorder.body, 'one,two', `${name}: the whole body after a pause`)
     t.same([recorder.events[0], recorder.events.at(-1)], ['head', 'end'])
+    await agent.close()
+  }
+})
+
+t.test('pause() from outside the data callback holds the rest of the body until resume(): at most the chunk being delivered gets through', async (t) => {
+  const up = await upstreamFor(t, (_req, res) => {
+    res.write('one,')
+    setTimeout(() => res.write('two,'), 15)
+    setTimeout(() => res.write('three,'), 30)
+    setTimeout(() => res.end('four'), 45)
+  })
+  for (const [name, undici] of await majors()) {
+    const agent = new undici.Agent()
+    const recorder = new Recorder()
+    recorder.pauseLater = true
+    recorder.dispatchOn(agent, { origin: up.origin, path: '/', method: 'GET' })
+    await recorder.done
+    t.equal(recorder.body, 'one,two,three,four', `${name}: the whole body after the pause`)
+    t.ok(recorder.seenWhilePaused >= 0 && recorder.seenWhilePaused <= 1, `${name}: ${recorder.seenWhilePaused} chunk(s) while paused (three were sent meanwhile)`)
     await agent.close()
   }
 })
