@@ -15,17 +15,16 @@ import { forwardableHeaders, isRelayableStatus, rewrittenHeaders } from './heade
 import { compressible, createCompressor, markEncoded, negotiate, varyOnEncoding, type CompressPolicy, type Compressor } from './compression.js'
 import { bodyUnread, closeConnectionAfter, cut, isGone, needsDrain } from './raw-response.js'
 import { timeoutChannel, type Tracked } from './registry.js'
-import type { RelaySource, ReplyPort } from './reply-port.js'
+import type { RelaySource, ReplyPort, UpstreamCall } from './reply-port.js'
 import { hangReport, pendingEntry, type ReplyFacts } from './report.js'
 import { ReplyClock } from './reply-clock.js'
-import type { UpstreamCall } from './reply-port.js'
 import { forwardRequest } from './forward.js'
 import type { ResolvedRetry } from './retry-policy.js'
 import type { Watched } from './watchdog-queue.js'
 import type { AsyncReply, ErrorFirstCallback, ReplyOutcome, RewriteHeaders, FetchCallback, FetchOptions, ForwardOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
 import { fetchUpstream, fetchWithCallback } from './fetch.js'
 import { pipeUpstream } from './pipe.js'
-import { kAsyncContext, kRecheckRoom, kAwaitingFinish, kRanOut, kRearmWatchdog, kStamp, kStartClock, kStopClock, kBytesWritten, kCalls, kClientGone, kEndForClose, kEndReason, kFailByPlugin, kHandlerSettled, kHangReport, kOpen, kPendingEntry, kPlugin, kRelayChunk, kRelayEnd, kRelayHead, kRenderOverload, kRenderedAnswer, kRetry, kRoute, kSettle, kStart, kTrack, kUntrack, kWatchesIdle } from './symbols.js'
+import { kAsyncContext, kAwaitingFinish, kBytesWritten, kCalls, kClientGone, kEndForClose, kEndReason, kFailByPlugin, kHandlerSettled, kHangReport, kOpen, kPendingEntry, kPlugin, kRanOut, kRearmWatchdog, kRecheckRoom, kRelayChunk, kRelayEnd, kRelayHead, kRenderedAnswer, kRenderOverload, kRetry, kRoute, kSettle, kStamp, kStart, kStartClock, kStopClock, kTrack, kUntrack, kWatchesIdle } from './symbols.js'
 
 // How a reply ended. The handler's own finish()/fail() are told apart from the plugin's ends,
 // because a second call after the former is a bug worth a warning, after the latter it is not.

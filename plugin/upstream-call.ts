@@ -1,7 +1,7 @@
 // What every upstream request of a reply goes through, whichever way its answer is delivered —
 // as undici's Readable (`fetch`, fetch.ts) or streamed straight into the reply (`pipe(url)`,
-// `forward`, pipe-direct.ts): the checks before it starts, the options it is dispatched with,
-// its retries, and its place among the reply's requests in flight. The two kinds of call are
+// `forward`, pipe-direct.ts): the options it is dispatched with besides the caller's, and its
+// retries (the checks before it starts are preflight.ts). The two kinds of call are
 // two classes only because undici wants a different object from each (a signal for
 // `request()`, a handler for `dispatch()`), and each call is that object itself, so that a
 // request allocates nothing more.
