@@ -14,7 +14,7 @@ import type { RouteContext } from './context.js'
 import { IdleTimeoutError, TimeoutError } from './errors.js'
 import { describeHang, describeSilence, describeUnfinished } from './report.js'
 import type { HangReport } from './types.js'
-import { kAsyncContext, kAwaitingFinish, kCheckUnfinished, kDeadline, kHangReport, kIdleTimerFired, kNoteSignOfLife, kRanOut, kRearmWatchdog, kRoute, kStamp, kStartClock, kStartedAt, kStopClock, kWatchdogFired, kWatchesIdle } from './symbols.js'
+import { kAsyncContext, kAwaitingFinish, kCheckUnfinished, kDeadline, kHangReport, kIdleTimerFired, kNoteSignOfLife, kRanOut, kRearmWatchdog, kRoute, kStartClock, kStartedAt, kStopClock, kWatchdogFired, kWatchesIdle } from './symbols.js'
 
 export abstract class ReplyClock {
   readonly [kStartedAt] = Date.now()
@@ -72,17 +72,12 @@ export abstract class ReplyClock {
     if (ms > 0) this.#arm(ms)
   }
 
-  /** A sign of life: the clock reads now. */
-  [kStamp] (): void {
-    this.#lastActivity = Date.now()
-  }
-
   /** How long ago the last sign of life was. */
   #quietFor (now: number): number {
     return now - this.#lastActivity
   }
 
-  /** An upstream head or chunk arrived (see `kWatchesIdle`). */
+  /** A sign of life (a write, a flush, an upstream head or chunk, …): the clock reads now. */
   [kNoteSignOfLife] (): void {
     this.#lastActivity = Date.now()
   }

@@ -24,7 +24,7 @@ import type { Watched } from './watchdog-queue.js'
 import type { AsyncReply, ErrorFirstCallback, ReplyOutcome, RewriteHeaders, FetchCallback, FetchOptions, ForwardOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
 import { fetchUpstream, fetchWithCallback } from './fetch.js'
 import { pipeUpstream } from './pipe.js'
-import { kAsyncContext, kAwaitingFinish, kBytesWritten, kCalls, kClientGone, kEndForClose, kEndReason, kFailByPlugin, kHandlerSettled, kHangReport, kOpen, kPendingEntry, kPlugin, kRanOut, kRearmWatchdog, kRecheckRoom, kRelayChunk, kRelayEnd, kRelayHead, kRenderedAnswer, kRenderOverload, kRetry, kRoute, kSettle, kStamp, kStart, kStartClock, kStopClock, kTrack, kUntrack, kWatchesIdle } from './symbols.js'
+import { kAsyncContext, kAwaitingFinish, kBytesWritten, kCalls, kClientGone, kEndForClose, kEndReason, kFailByPlugin, kHandlerSettled, kHangReport, kNoteSignOfLife, kOpen, kPendingEntry, kPlugin, kRanOut, kRearmWatchdog, kRecheckRoom, kRelayChunk, kRelayEnd, kRelayHead, kRenderedAnswer, kRenderOverload, kRetry, kRoute, kSettle, kStart, kStartClock, kStopClock, kTrack, kUntrack, kWatchesIdle } from './symbols.js'
 
 // How a reply ended. The handler's own finish()/fail() are told apart from the plugin's ends,
 // because a second call after the former is a bug worth a warning, after the latter it is not.
@@ -227,13 +227,13 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
     }
     if (!this.raw.headersSent) this.#writeHead(this.#statusCode, isString ? TEXT : OCTET, undefined)
     this.#bytesWritten += byteLength(chunk)
-    this[kStamp]()
+    this[kNoteSignOfLife]()
     return (this.#compressor ?? this.raw).write(chunk)
   }
 
   flush (): Promise<void> {
     if (this.#state !== OPEN) return RESOLVED
-    this[kStamp]()
+    this[kNoteSignOfLife]()
     const raw = this.raw
     if (!raw.headersSent) {
       this.#writeHead(this.#statusCode, undefined, undefined)
@@ -331,7 +331,7 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
   /** The handler (or `onUpstreamError`) returned or settled: a sign of life. */
   [kSettle] (): void {
     this.#handlerSettled = true
-    this[kStamp]()
+    this[kNoteSignOfLife]()
   }
 
   [kTrack] (call: UpstreamCall): void {
@@ -343,7 +343,7 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
     const calls = this.#calls
     // (A call that is not there, -1, becomes an index past the end: nothing is removed.)
     if (calls !== null) calls.splice(calls.indexOf(call) >>> 0, 1)
-    this[kStamp]()
+    this[kNoteSignOfLife]()
   }
 
   /** The client left before the reply was finished. */
@@ -388,7 +388,7 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
    * the client's protocol cannot carry (answered 502, a bad upstream response).
    */
   [kRelayHead] (statusCode: number, upstreamHeaders: IncomingHttpHeaders, rewrite: RewriteHeaders | null): boolean {
-    if (this[kWatchesIdle]) this[kStamp]()
+    if (this[kWatchesIdle]) this[kNoteSignOfLife]()
     const raw = this.raw
     if (!raw.headersSent) {
       let relayed = forwardableHeaders(upstreamHeaders)
@@ -431,7 +431,7 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
     const body = compressor ?? this.raw
     if (body.writableEnded) return true
     this.#bytesWritten += chunk.length
-    if (this[kWatchesIdle]) this[kStamp]()
+    if (this[kWatchesIdle]) this[kNoteSignOfLife]()
     const room = body.write(chunk)
     // Chunk by chunk, so that a relayed event stream stays live through the compressor.
     if (compressor !== null) compressor.flush()
