@@ -5,9 +5,10 @@
 //   npm run bench:quick           2 rounds × 2 s (a few minutes)
 //   npm run bench -- --scale      also run the scale benchmark (see scale.ts)
 //   npm run bench:scale           only the scale benchmark
-//   npm run bench:curve           the rate curve: the 104 B body at 2,000, 4,000 and 6,000 req/s
-//                                 offered and the 64 KiB one at 500, 1,000 and 1,500, over 64
-//                                 connections, one table per body and rate (see runCurve)
+//   npm run bench:curve           the rate curve: the 104 B body and the no-upstream JSON at
+//                                 2,000, 4,000 and 6,000 req/s offered and the 64 KiB body at
+//                                 500, 1,000 and 1,500, over 64 connections, one table per body
+//                                 and rate (see runCurve)
 //   options: --rounds=N --duration=S --warmup=S (0: none)
 //            --connections=N       keep-alive connections of the load client (100; --curve: 64)
 //            --slices=N            slices of each window, taking turns between targets (3)
@@ -20,6 +21,8 @@
 //            --rate-post1m=R       offered req/s for the POST 1 MiB body (40)
 //            --bodies=small,json   only these bodies (small, large, json, post1k, post1m)
 //            --node=PATH           run the servers under this Node binary
+//            --server-flags="F …"  Node flags for every server under test, e.g.
+//                                  "--max-semi-space-size=4" (see docs/benchmarks.md, 64 KiB)
 //            --overload-rounds=N   batches of each kind in the scale overload comparison (9)
 //            --undici8             add the undici 8 targets (ceiling-undici8, pipe-url-undici8;
 //                                  the server's Node must be ≥ 22.19)
@@ -29,8 +32,10 @@
 //   curve options (with --curve):
 //            --rates-small=R,R,…   offered req/s for the 104 B body (2000,4000,6000)
 //            --rates-large=R,R,…   offered req/s for the 64 KiB body (500,1000,1500)
-//            targets: ceiling, pipe-url, reply-from, forward-get, fetch-pipe unless --only=;
-//            bodies: small and large (--bodies= picks among them); no saturated runs unless
+//            --rates-json=R,R,…    offered req/s for the no-upstream JSON (2000,4000,6000)
+//            targets: ceiling, pipe-url, reply-from, forward-get, fetch-pipe, plain-json,
+//            finish-json unless --only=; bodies: small, large and json (--bodies= picks among
+//            them); no saturated runs unless
 //            --saturated=S. Each table adds what the load client achieved ("sent X of Y req/s",
 //            the lowest round) and how many requests it wrote more than 5 ms late.
 //
@@ -64,9 +69,10 @@ const RATES: Record<Scenario['name'], number> = { small: rate, large: rateLarge,
 /** `--curve`: the offered rates per body, and the targets unless `--only=` names others. */
 const CURVE_RATES: Partial<Record<Scenario['name'], number[]>> = {
   small: numbersOption(argv, 'rates-small', [2000, 4000, 6000]),
-  large: numbersOption(argv, 'rates-large', [500, 1000, 1500])
+  large: numbersOption(argv, 'rates-large', [500, 1000, 1500]),
+  json: numbersOption(argv, 'rates-json', [2000, 4000, 6000])
 }
-const CURVE_TARGETS: readonly Target[] = ['ceiling', 'pipe-url', 'reply-from', 'forward-get', 'fetch-pipe']
+const CURVE_TARGETS: readonly Target[] = ['ceiling', 'pipe-url', 'reply-from', 'forward-get', 'fetch-pipe', 'plain-json', 'finish-json']
 
 for (const name of only ?? []) if (!isTarget(name)) throw new Error(`--only: unknown target ${name} (one of ${Object.keys(TARGETS).join(', ')})`)
 
@@ -94,6 +100,7 @@ const settings: Settings = {
   connections: option(argv, 'connections', curve ? 64 : 100),
   rate: (scenario) => RATES[scenario.name],
   node: stringOption(argv, 'node') ?? process.execPath,
+  serverFlags: stringOption(argv, 'server-flags')?.split(' ').filter((flag) => flag !== '') ?? [],
   baseline,
   names: targetNames(),
   scenarios
@@ -114,7 +121,7 @@ async function withUpstream<T extends { serverNode: string }> (use: (url: string
     const { port, small, large } = await upstream.ready as { port: number, small: number, large: number }
     const result = await use(`http://127.0.0.1:${port}`)
     console.log(versions(result.serverNode === '' ? (await run(settings.node, ['--version'])).trim() : result.serverNode))
-    console.log(`Upstream bodies: /small ${small} B JSON, /large ${large / 1024} KiB; POST /echo-size/* answers the request body's length (~15 B JSON). Server on core ${SERVER_CORE}; upstream and the load client (a steady paced undici client over ${settings.connections} connections; autocannon for saturated runs) on core ${CLIENT_CORE}.`)
+    console.log(`Upstream bodies: /small ${small} B JSON, /large ${large / 1024} KiB; POST /echo-size/* answers the request body's length (~15 B JSON). Server on core ${SERVER_CORE}${settings.serverFlags.length > 0 ? ` (node ${settings.serverFlags.join(' ')})` : ''}; upstream and the load client (a steady paced undici client over ${settings.connections} connections; autocannon for saturated runs) on core ${CLIENT_CORE}.`)
     return result
   } finally {
     await upstream.stop()

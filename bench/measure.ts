@@ -26,6 +26,8 @@ export interface Settings {
   rate: (scenario: Scenario) => number
   /** The Node binary for the servers. */
   node: string
+  /** Node flags for every server under test (`--server-flags=`), the same for all of them. */
+  serverFlags: readonly string[]
   /** A copy of plugin/ for the `@base` variants. */
   baseline?: string
   /** The variants to run, in scenario order (`pipe-url`, `pipe-url@base`, …). */
@@ -68,7 +70,7 @@ function failedShare (load: Load): number {
 function startServer (name: string, upstream: string, settings: Settings): Child {
   const { target, base } = variant(name)
   const env = base ? { ...process.env, BENCH_PLUGIN: path.resolve(ROOT, settings.baseline ?? '', 'index.ts') } : process.env
-  return startChild(SERVER_CORE, 'bench/servers.ts', [target, upstream], { env, node: settings.node })
+  return startChild(SERVER_CORE, 'bench/servers.ts', [target, upstream], { env, node: settings.node, nodeFlags: [...settings.serverFlags] })
 }
 
 async function cpuTime (server: Child): Promise<number> {

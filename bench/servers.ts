@@ -13,6 +13,7 @@ import { isTarget, type Target } from './targets.js'
 // BENCH_PLUGIN: another copy of the plugin sources to measure (`--baseline=` of index.ts).
 const pluginPath = process.env.BENCH_PLUGIN ?? '../plugin/index.js'
 const { default: asyncRoute } = await import(pluginPath) as typeof import('../plugin/index.js')
+type AsyncRouteHandler = import('../plugin/index.js').AsyncRouteHandler
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization'])
 
@@ -23,41 +24,26 @@ async function undici8 (): Promise<typeof import('undici8')> {
   return await import('undici8')
 }
 
+/** Registers the plugin (with `dispatcher`, if any) and one asyncRoute for `method /*`. */
+async function asyncProxy (app: FastifyInstance, method: 'GET' | 'POST', handler: AsyncRouteHandler, dispatcher?: Dispatcher): Promise<void> {
+  await app.register(asyncRoute, { dispatcher })
+  app.asyncRoute({ method, url: '/*', handler })
+}
+
 async function fastifyServer (target: Target, upstream: string): Promise<FastifyInstance> {
   const app = Fastify({ logger: false })
   switch (target) {
     case 'pipe-url':
     case 'pipe-url-undici8': {
       const dispatcher = target === 'pipe-url' ? undefined : new (await undici8()).Agent() as unknown as Dispatcher
-      await app.register(asyncRoute, { dispatcher })
-      app.asyncRoute({
-        method: 'GET',
-        url: '/*',
-        handler (request, reply) {
-          void reply.pipe(upstream + request.url)
-        }
-      })
+      await asyncProxy(app, 'GET', (request, reply) => { void reply.pipe(upstream + request.url) }, dispatcher)
       break
     }
     case 'forward-get':
-      await app.register(asyncRoute)
-      app.asyncRoute({
-        method: 'GET',
-        url: '/*',
-        handler (request, reply) {
-          void reply.forward(upstream + request.url)
-        }
-      })
+      await asyncProxy(app, 'GET', (request, reply) => { void reply.forward(upstream + request.url) })
       break
     case 'fetch-pipe':
-      await app.register(asyncRoute)
-      app.asyncRoute({
-        method: 'GET',
-        url: '/*',
-        async handler (request, reply) {
-          await reply.pipe(await reply.fetch(upstream + request.url))
-        }
-      })
+      await asyncProxy(app, 'GET', async (request, reply) => { await reply.pipe(await reply.fetch(upstream + request.url)) })
       break
     case 'upstream-pipe':
       await app.register(asyncRoute)
@@ -87,14 +73,7 @@ async function fastifyServer (target: Target, upstream: string): Promise<Fastify
       break
     case 'forward-post':
       app.addContentTypeParser('application/octet-stream', (req, payload, done) => { done(null, payload) })
-      await app.register(asyncRoute)
-      app.asyncRoute({
-        method: 'POST',
-        url: '/*',
-        handler (request, reply) {
-          void reply.forward(upstream + request.url)
-        }
-      })
+      await asyncProxy(app, 'POST', (request, reply) => { void reply.forward(upstream + request.url) })
       break
     case 'reply-from-post':
       app.addContentTypeParser('application/octet-stream', (req, payload, done) => { done(null, payload) })

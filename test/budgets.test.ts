@@ -129,6 +129,40 @@ t.test('idleTimeout: upstream heads and chunks are signs of life, a request mere
   t.ok(Date.now() - started < 2000)
 })
 
+t.test('idleTimeout: the handler settling and an upstream request ending are signs of life', async (t) => {
+  // idleTimeout 600 ms; each reply is silent for 400 ms, shows its sign of life, then finishes
+  // 400 ms later (800 ms in all). Counted, the sign moves the idle deadline to 1,000 ms and the
+  // reply finishes; not counted, the reply would end with 504 at 600 ms. (200 ms either way.)
+  const up = await upstreamFor(t, () => {}) // never answers
+  const { url } = await startApp(t, { idleTimeout: 600, timeout: 5000 }, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/settles',
+      async handler (_request, reply) {
+        await sleep(400)
+        setTimeout(() => reply.finish('finished'), 400)
+      }
+    })
+    app.asyncRoute({
+      method: 'GET',
+      url: '/cancelled',
+      handler (_request, reply) {
+        // The upstream request ends (cancelled by its own signal) at 400 ms.
+        reply.fetch(`${up.origin}/never`, { signal: AbortSignal.timeout(400) }).catch(() => {
+          setTimeout(() => reply.finish('finished'), 400)
+        })
+      }
+    })
+  })
+  for (const path of ['/settles', '/cancelled']) {
+    const started = Date.now()
+    const answer = await request(`${url}${path}`)
+    t.equal(answer.statusCode, 200, `${path}: ${answer.body}`)
+    t.equal(answer.body, 'finished')
+    t.ok(Date.now() - started >= 750, `${path}: silent for longer than idleTimeout in all`)
+  }
+})
+
 t.test("a route's idleTimeout overrides the plugin's (0 turns it off); setTimeout() changes only the watchdog", async (t) => {
   const { url } = await startApp(t, { idleTimeout: 80, timeout: 5000 }, (app) => {
     app.asyncRoute({ method: 'GET', url: '/off', idleTimeout: 0, handler (_request, reply) { setTimeout(() => reply.finish('late'), 250) } })

@@ -4,14 +4,13 @@
 // it, and the chat example's post body (oversized, not JSON, the wrong shape, control
 // characters, the longest message allowed).
 import http, { type IncomingMessage } from 'node:http'
-import net from 'node:net'
 import zlib from 'node:zlib'
 import type { FastifyHttpOptions } from 'fastify'
 import t from 'tap'
 import type { AsyncReply, RewriteHeaders } from '../plugin/index.js'
 import { asyncGet, LEVEL, logsAt, startApp } from './helpers/app.js'
 import { poll, startChat } from './helpers/chat.js'
-import { request, waitFor } from './helpers/client.js'
+import { rawExchange, request, waitFor, type RawAnswer } from './helpers/client.js'
 import { socketClosed, upstreamFor } from './helpers/upstream.js'
 
 type Test = Parameters<Parameters<typeof t.test>[0]>[0]
@@ -25,33 +24,9 @@ function within<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([promise, late]).finally(() => clearTimeout(timer))
 }
 
-interface RawAnswer {
-  /** Every byte the server sent, as latin1. */
-  text: string
-  /** The server closed the connection within the wait. */
-  closed: boolean
-}
-
 /** Writes `head` as it is on a new connection and reads until the server closes it (or `ms`). */
-function rawExchange (url: string, head: string, ms = 3000): Promise<RawAnswer> {
-  const { port } = new URL(url)
-  return new Promise((resolve) => {
-    const socket = net.connect(Number(port), '127.0.0.1')
-    let text = ''
-    let done = false
-    const finish = (closed: boolean): void => {
-      if (done) return
-      done = true
-      clearTimeout(timer)
-      socket.destroy()
-      resolve({ text, closed })
-    }
-    const timer = setTimeout(() => finish(false), ms)
-    socket.on('data', (chunk: Buffer) => { text += chunk.toString('latin1') })
-    socket.on('error', () => {})
-    socket.on('close', () => finish(true))
-    socket.write(head)
-  })
+function sendHead (url: string, head: string, ms?: number): Promise<RawAnswer> {
+  return rawExchange(url, (socket) => socket.write(head), ms)
 }
 
 /** The head of a raw answer: its lines, the status line first. */
@@ -246,7 +221,7 @@ t.test('rewriteHeaders returning CR/LF or an invalid header name: 502 UPSTREAM_E
     for (const name of Object.keys(INJECTIONS)) {
       const what = `${way}, ${name}`
       cases++
-      const answer = await rawExchange(url, `GET /${slug(way)}/${slug(name)} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`)
+      const answer = await sendHead(url, `GET /${slug(way)}/${slug(name)} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`)
       t.ok(answer.closed, `${what}: the answer ended`)
       const lines = headLines(answer.text)
       t.match(lines[0], /^HTTP\/1\.1 502 /, what)
@@ -274,7 +249,7 @@ t.test('the 502 sent after Node refused a rewritten head has its own reason phra
     asyncGet(app, '/forward', (_request, reply) => reply.forward(up.url, { rewriteHeaders }))
   })
   for (const path of ['/pipe', '/forward']) {
-    const answer = await rawExchange(url, `GET ${path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`)
+    const answer = await sendHead(url, `GET ${path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`)
     t.equal(headLines(answer.text)[0], 'HTTP/1.1 502 Bad Gateway', path)
   }
 })
@@ -340,7 +315,7 @@ t.test('a huge accept-encoding (thousands of tokens and q-values, near Node\'s 1
   }
   // Past Node's limit (16 KiB of head by default): Fastify's client error handler answers 431
   // and closes the connection; no route runs.
-  const over = await rawExchange(url, `GET / HTTP/1.1\r\nhost: x\r\naccept-encoding: ${junk(20 * 1024)}gzip\r\n\r\n`)
+  const over = await sendHead(url, `GET / HTTP/1.1\r\nhost: x\r\naccept-encoding: ${junk(20 * 1024)}gzip\r\n\r\n`)
   t.equal(headLines(over.text)[0], 'HTTP/1.1 431 Request Header Fields Too Large', 'past 16 KiB: 431')
   t.ok(over.closed, 'the connection is closed')
   t.equal(app.asyncRoute.stats().started, cases.length, 'the handler never ran for it')

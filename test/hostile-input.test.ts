@@ -5,7 +5,7 @@
 import { mkdtempSync, readFileSync } from 'node:fs'
 import http from 'node:http'
 import http2 from 'node:http2'
-import net from 'node:net'
+import type { Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import tls from 'node:tls'
@@ -16,7 +16,7 @@ import { hasDotSegment, splitUrl } from '../plugin/target.js'
 import asyncRoute from '../plugin/index.js'
 import type { AsyncReply, AsyncRoutePluginOptions } from '../plugin/index.js'
 import { asyncGet, LEVEL, logsAt, startApp } from './helpers/app.js'
-import { request, waitFor } from './helpers/client.js'
+import { rawExchange, request, waitFor } from './helpers/client.js'
 import { H2C, h2get, h2session } from './helpers/h2.js'
 import { undici8Supported } from './helpers/dispatchers.js'
 import { readBody, refusedOrigin, upstreamFor, type Upstream } from './helpers/upstream.js'
@@ -248,23 +248,8 @@ interface RawExchange {
  * closed the connection within `ms`.
  */
 function upload (url: string, path: string, total: number, chunked = false, ms = 4000): Promise<RawExchange> {
-  const { port } = new URL(url)
-  return new Promise((resolve) => {
-    const socket = net.connect(Number(port), '127.0.0.1')
-    let head = ''
-    let sent = 0
-    let done = false
-    const finish = (closed: boolean): void => {
-      if (done) return
-      done = true
-      clearTimeout(timer)
-      socket.destroy()
-      resolve({ head, closed, sent })
-    }
-    const timer = setTimeout(() => finish(false), ms)
-    socket.on('data', (chunk: Buffer) => { head += chunk.toString('latin1') })
-    socket.on('error', () => {})
-    socket.on('close', () => finish(true))
+  let sent = 0
+  const send = (socket: Socket): void => {
     const framing = chunked ? 'transfer-encoding: chunked' : `content-length: ${total}`
     socket.write(`POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\nconnection: keep-alive\r\n${framing}\r\n\r\n`)
     const piece = Buffer.alloc(64 * 1024, 97)
@@ -280,8 +265,9 @@ function upload (url: string, path: string, total: number, chunked = false, ms =
       }
       if (chunked && !socket.destroyed) socket.write('0\r\n\r\n')
     }
-    socket.once('connect', pump)
-  })
+    pump()
+  }
+  return rawExchange(url, send, ms).then(({ text, closed }) => ({ head: text, closed, sent }))
 }
 
 function passThrough (app: FastifyInstance): void {

@@ -1,6 +1,7 @@
 // A node:http client that tells a complete response from a cut one, for the things
 // app.inject cannot show: hangs, truncation, aborts, keep-alive.
 import http, { type IncomingHttpHeaders } from 'node:http'
+import net from 'node:net'
 
 export interface ClientResponse {
   statusCode: number
@@ -74,6 +75,39 @@ export function sendOnly (url: string, options: ClientOptions = {}): Promise<htt
     const req = http.request(url, { method: options.method ?? 'GET', headers: options.headers, agent: options.agent ?? false })
     req.on('error', () => {})
     req.end(options.body, () => resolve(req))
+  })
+}
+
+export interface RawAnswer {
+  /** Every byte the server sent, as latin1. */
+  text: string
+  /** The server closed the connection within the wait. */
+  closed: boolean
+}
+
+/**
+ * A raw TCP client, for what node:http would refuse to send or would hide: opens a connection
+ * to `url`'s port, lets `send` write what it likes once connected, and reads until the server
+ * closes the connection or `ms` have passed.
+ */
+export function rawExchange (url: string, send: (socket: net.Socket) => void, ms = 3000): Promise<RawAnswer> {
+  const { port } = new URL(url)
+  return new Promise((resolve) => {
+    const socket = net.connect(Number(port), '127.0.0.1')
+    let text = ''
+    let done = false
+    const finish = (closed: boolean): void => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      socket.destroy()
+      resolve({ text, closed })
+    }
+    const timer = setTimeout(() => finish(false), ms)
+    socket.on('data', (chunk: Buffer) => { text += chunk.toString('latin1') })
+    socket.on('error', () => {})
+    socket.on('close', () => finish(true))
+    socket.once('connect', () => send(socket))
   })
 }
 
