@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import type { PluginContext } from './context.js'
 import * as errors from './errors.js'
+import { closeSessions, sessionsOf } from './http2-sessions.js'
 import { resolveOptions } from './options.js'
 import { Registry } from './registry.js'
 import { createAsyncRoute } from './route.js'
@@ -49,7 +50,12 @@ function plugin (fastify: FastifyInstance, options: AsyncRoutePluginOptions, don
   // rest of the grace runs while server.close() waits for the pending replies' connections.
   const pluginTimeout = fastify.initialConfig.pluginTimeout as number
   const hookBudget = pluginTimeout > 0 ? pluginTimeout - Math.min(1000, Math.floor(pluginTimeout / 2)) : Infinity
-  fastify.addHook('preClose', (hookDone) => registry.close(resolved.closeGrace, hookBudget, hookDone))
+  // Then the server's HTTP/2 sessions are closed, as Node closes idle HTTP/1 connections.
+  const sessions = sessionsOf(fastify.server)
+  fastify.addHook('preClose', (hookDone) => registry.close(resolved.closeGrace, hookBudget, () => {
+    closeSessions(sessions)
+    hookDone()
+  }))
   if (ownsDispatcher) fastify.addHook('onClose', async () => await closeOwnDispatcher(context.dispatcher))
   done()
 }
