@@ -148,3 +148,25 @@ t.test('HTTP/2: close() does not wait for an idle client session; a reply pendin
   await waitFor(() => idle.closed && busy.closed, 2000, 'both client sessions to be closed by the server')
   t.pass('the server closed both sessions')
 })
+
+t.test('HTTP/2 close under hostile sessions: many idle ones, some cut by the client, one whose reply never finishes', async (t) => {
+  const { url, app } = await startApp(t, { closeGrace: 300, timeout: 0 }, (app) => {
+    asyncGet(app, '/now', { handler (_request, reply) { reply.finish('now') } })
+    asyncGet(app, '/never', { handler () {} })
+  }, H2C)
+  const sessions = Array.from({ length: 20 }, () => h2session(t, url))
+  await Promise.all(sessions.map(async (session) => await h2get(session, '/now')))
+  // Half of them the client cuts without a GOAWAY (their sockets just go).
+  for (const session of sessions.slice(0, 10)) session.destroy()
+  const stuck = h2session(t, url)
+  const never = h2get(stuck, '/never')
+  await waitFor(() => app.asyncRoute.pending().length === 1, 2000, 'the reply to be pending')
+  const started = Date.now()
+  await app.close()
+  const took = Date.now() - started
+  t.ok(took >= 250 && took < 2000, `close() waited for the grace only (${took} ms)`)
+  const answer = await never
+  t.equal(answer.status, 503, 'the unfinished reply got the close answer')
+  await waitFor(() => [...sessions, stuck].every((session) => session.closed || session.destroyed), 2000, 'every client session to be closed')
+  t.pass('every session closed, the cut ones included')
+})
