@@ -17,6 +17,12 @@ export interface Settings {
   /** Seconds of the measured window (in all), and of the warm-up before it. */
   duration: number
   warmup: number
+  /**
+   * The offered rate of the warm-up (default: the measured rate). The curve warms every point
+   * at the body's highest rate, so that each target has served as many requests before its
+   * window at 2,000 req/s as at 6,000.
+   */
+  warmupRate?: (scenario: Scenario) => number
   /** Slices the window is cut into, taking turns between targets. */
   slices: number
   /** Seconds of the saturated run after each window; 0 for none. */
@@ -172,9 +178,10 @@ export async function measure (upstream: string, settings: Settings): Promise<Re
           }
         }
         if (settings.warmup > 0) {
+          const warmupRate = settings.warmupRate?.(scenario) ?? offered
           const kept: Run[] = []
           for (const run of runs) {
-            if (await attempt(run, async () => check(await paced(run.url, settings.warmup, settings.connections, offered, scenario.post), 'warm-up'))) kept.push(run)
+            if (await attempt(run, async () => check(await paced(run.url, settings.warmup, settings.connections, warmupRate, scenario.post), 'warm-up'))) kept.push(run)
           }
           runs = kept
         }

@@ -1,9 +1,20 @@
 // The soak's upstream: one real server on 127.0.0.1 whose paths misbehave on purpose, plus a
 // port where nothing listens. Every good body ends with the SHA-256 of what precedes it, so a
 // client can tell a whole body from a corrupted or truncated one.
+//
+// The server runs in a process of its own, as a real upstream does. In the soak's thread it
+// accepted its connections late: since libuv 1.45 (Node 20 and later) a listening socket
+// accepts one connection per turn of the event loop, and the soak's thread, whose turns are
+// long with 200 clients and the gateway in it, fell behind the gateway's new upstream
+// connections (about 180 a second: the kinds that reset, cut or abandon one). The accept queue
+// stood at about 130; a new connection waited there 0.5 to 2 s, which the client saw as an
+// upstream slow to answer, and three tries of a retried request ran past their watchdog.
+import { fork } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
+import { once } from 'node:events'
 import http from 'node:http'
-import { listenCounting, refusedOrigin, type Listening } from '../helpers/upstream.js'
+import { fileURLToPath } from 'node:url'
+import { refusedOrigin } from '../helpers/upstream.js'
 
 export const BODY_SIZES = [100, 4 * 1024, 64 * 1024, 256 * 1024, 1024 * 1024]
 /** How long `/slow` waits before answering: longer than the soak's short watchdog. */
@@ -29,11 +40,54 @@ export function makeBodies (): Map<number, Buffer> {
   return bodies
 }
 
-export interface SoakUpstream extends Listening {
+export interface SoakUpstream {
+  origin: string
+  /** A port where nothing listens. */
   refusedOrigin: string
+  /** Connections the upstream accepted since it started. */
+  connections: () => number
+  /** Its connections open now. */
+  openSockets: () => number
+  /** Stops its process (and with it the server and its connections). */
+  close: () => Promise<void>
 }
 
+/** What the upstream's process tells the soak: where it listens, then its connection counts. */
+export type UpstreamMessage = { origin: string } | { accepted: number, open: number }
+
+/** Starts the upstream in a child process; resolves once it listens. */
 export async function startSoakUpstream (): Promise<SoakUpstream> {
+  // Its own `--import tsx`, whatever runs the soak (npm run soak, or tap with its own loader).
+  const child = fork(fileURLToPath(new URL('./upstream-process.ts', import.meta.url)), [], { execArgv: ['--import', 'tsx'] })
+  let accepted = 0
+  let open = 0
+  const origin = await new Promise<string>((resolve, reject) => {
+    child.on('message', (message: UpstreamMessage) => {
+      if ('origin' in message) return resolve(message.origin)
+      accepted = message.accepted
+      open = message.open
+    })
+    child.once('error', reject)
+    child.once('exit', (code) => reject(new Error(`the soak upstream's process exited (${String(code)}) before it listened`)))
+  })
+  return {
+    origin,
+    refusedOrigin: await refusedOrigin(),
+    connections: () => accepted,
+    openSockets: () => open,
+    close: async () => {
+      const exited = once(child, 'exit')
+      child.kill()
+      await exited
+    }
+  }
+}
+
+/**
+ * Runs in the upstream's process: listens on 127.0.0.1 at a free port, returns its origin,
+ * and reports its connection counts to `report` whenever they change.
+ */
+export async function serveSoakUpstream (report: (accepted: number, open: number) => void): Promise<string> {
   const bodies = makeBodies()
   /** `/flaky`: tries seen per request id; the first answers 503, the second is a reset. */
   const flaky = new Map<string, number>()
@@ -97,6 +151,12 @@ export async function startSoakUpstream (): Promise<SoakUpstream> {
     }
   })
   server.keepAliveTimeout = 5_000
-  const listening = await listenCounting(server)
-  return { ...listening, refusedOrigin: await refusedOrigin() }
+  let accepted = 0
+  let open = 0
+  server.on('connection', (socket) => {
+    report(++accepted, ++open)
+    socket.once('close', () => report(accepted, --open))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return `http://127.0.0.1:${(server.address() as { port: number }).port}`
 }
