@@ -95,6 +95,16 @@ async function fastifyServer (target: Target, upstream: string): Promise<Fastify
     case 'plain-json':
       app.get('/json', async () => JSON_BODY)
       break
+    case 'hijack-json':
+      // The floor of any route that hijacks: Fastify's routing and hijack(), then the body
+      // written straight to Node's response.
+      app.get('/json', (request, reply) => {
+        reply.hijack()
+        const body = JSON.stringify(JSON_BODY)
+        reply.raw.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) })
+        reply.raw.end(body)
+      })
+      break
     default:
       throw new Error(`not a Fastify target: ${target}`)
   }

@@ -31,6 +31,7 @@ export const TARGETS = {
   'reply-from-post': { label: '`@fastify/reply-from`, POST with a streamed body', short: 'reply-from (POST)', plugin: false },
   'forward-post': { label: 'asyncRoute, `reply.forward(url)`, POST with a streamed body', short: 'forward', reference: 'reply-from-post', goal: 1.2, plugin: true },
   'plain-json': { label: 'plain Fastify route returning `{hello:\'world\'}`', short: 'plain Fastify', plugin: false },
+  'hijack-json': { label: 'Fastify route, `reply.hijack()` + `raw.end(JSON)`', short: 'hijack + end', reference: 'plain-json', plugin: false },
   'finish-json': { label: 'asyncRoute, `reply.finish({hello:\'world\'})`', short: 'finish(json)', reference: 'plain-json', goal: 1.0, plugin: true }
 } as const satisfies Record<string, TargetInfo>
 
@@ -83,7 +84,7 @@ const POST_ORDER: readonly Target[] = ['reply-from-post', 'forward-post']
 export const SCENARIOS: readonly Scenario[] = [
   { name: 'small', path: '/small', label: '104 B', targets: UPSTREAM_ORDER },
   { name: 'large', path: '/large', label: '64 KiB', targets: UPSTREAM_ORDER },
-  { name: 'json', path: '/json', label: 'no upstream', targets: ['plain-json', 'finish-json'] },
+  { name: 'json', path: '/json', label: 'no upstream', targets: ['plain-json', 'hijack-json', 'finish-json'] },
   { name: 'post1k', path: '/echo-size/1k', label: 'POST 1 KiB', post: 1024, targets: POST_ORDER },
   { name: 'post1m', path: '/echo-size/1m', label: 'POST 1 MiB', post: 1024 * 1024, targets: POST_ORDER }
 ]

@@ -76,6 +76,7 @@ export async function startSoakUpstream (): Promise<SoakUpstream> {
     connections: () => accepted,
     openSockets: () => open,
     close: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return
       const exited = once(child, 'exit')
       child.kill()
       await exited
