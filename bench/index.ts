@@ -34,9 +34,9 @@
 //            --rates-large=R,R,…   offered req/s for the 64 KiB body (500,1000,1500)
 //            --rates-json=R,R,…    offered req/s for the no-upstream JSON (2000,4000,6000)
 //            targets: ceiling, pipe-url, reply-from, forward-get, fetch-pipe, plain-json,
-//            hijack-json (the floor of any hijacking route), finish-json unless --only=; bodies: small, large and json (--bodies= picks among
-//            them); no saturated runs unless
-//            --saturated=S. Each table adds what the load client achieved ("sent X of Y req/s",
+//            hijack-json (the floor of any hijacking route), finish-json unless --only=;
+//            bodies: small, large and json (--bodies= picks among them); no saturated runs
+//            unless --saturated=S. Each table adds what the load client achieved ("sent X of Y req/s",
 //            the lowest round) and how many requests it wrote more than 5 ms late. The warm-up
 //            (2 s unless --warmup=) runs at the body's highest rate, whatever the point's rate:
 //            every target has served as many requests before a window at 2,000 req/s as at
@@ -167,9 +167,11 @@ async function runCurve (): Promise<void> {
   await withUpstream(async (url) => {
     let serverNode = ''
     for (const scenario of settings.scenarios) {
-      for (const offered of CURVE_RATES[scenario.name] ?? []) {
+      const rates = CURVE_RATES[scenario.name] ?? []
+      const highest = Math.max(...rates)
+      for (const offered of rates) {
         process.stderr.write(`${scenario.label} at ${fmt(offered)} req/s offered\n`)
-        const results = await measure(url, { ...settings, scenarios: [scenario], rate: () => offered, warmupRate: () => Math.max(...(CURVE_RATES[scenario.name] ?? [offered])) })
+        const results = await measure(url, { ...settings, scenarios: [scenario], rate: () => offered, warmupRate: () => highest })
         points.push({ scenario, offered, results })
         if (results.serverNode !== '') serverNode = results.serverNode
       }

@@ -14,7 +14,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import http from 'node:http'
 import { fileURLToPath } from 'node:url'
-import { refusedOrigin } from '../helpers/upstream.js'
+import { listenCounting, refusedOrigin } from '../helpers/upstream.js'
 
 export const BODY_SIZES = [100, 4 * 1024, 64 * 1024, 256 * 1024, 1024 * 1024]
 /** How long `/slow` waits before answering: longer than the soak's short watchdog. */
@@ -152,12 +152,12 @@ export async function serveSoakUpstream (report: (accepted: number, open: number
     }
   })
   server.keepAliveTimeout = 5_000
-  let accepted = 0
-  let open = 0
+  const listening = await listenCounting(server)
+  // Added after listenCounting's own listeners, so these run once it has counted.
+  const counts = (): void => { report(listening.connections(), listening.openSockets()) }
   server.on('connection', (socket) => {
-    report(++accepted, ++open)
-    socket.once('close', () => report(accepted, --open))
+    counts()
+    socket.once('close', counts)
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return `http://127.0.0.1:${(server.address() as { port: number }).port}`
+  return listening.origin
 }
