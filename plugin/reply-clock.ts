@@ -14,7 +14,8 @@ import type { RouteContext } from './context.js'
 import { IdleTimeoutError, TimeoutError } from './errors.js'
 import { describeHang, describeSilence, describeUnfinished } from './report.js'
 import type { HangReport } from './types.js'
-import { kAsyncContext, kAwaitingFinish, kCheckUnfinished, kDeadline, kHangReport, kIdleTimerFired, kNoteSignOfLife, kRanOut, kRearmWatchdog, kRoute, kStartClock, kStartedAt, kStopClock, kWatchdogFired, kWatchesIdle } from './symbols.js'
+import type { WatchdogQueue } from './watchdog-queue.js'
+import { kAsyncContext, kAwaitingFinish, kCheckUnfinished, kDeadline, kEnqueueWatchdog, kHangReport, kIdleTimerFired, kNoteSignOfLife, kRanOut, kRearmWatchdog, kRoute, kStartClock, kStartedAt, kStopClock, kWatchdogFired, kWatchesIdle } from './symbols.js'
 
 export abstract class ReplyClock {
   readonly [kStartedAt] = Date.now()
@@ -29,6 +30,8 @@ export abstract class ReplyClock {
   #timer: NodeJS.Timeout | null = null
   /** Waiting in the route's WatchdogQueue (armed with the route's own timeout). */
   #queued = false
+  /** Due in the route's WatchdogQueue, entered once the handler returns (kEnqueueWatchdog). */
+  #awaitingQueue = false
   /** The `idleTimeout` timer, re-armed only when it fires early (never per sign of life). */
   #idleTimer: NodeJS.Timeout | null = null
   #warnedUnfinished = false
@@ -44,17 +47,28 @@ export abstract class ReplyClock {
    */
   abstract [kRanOut] (report: HangReport, message: string, error: Error & { code: string }): void
 
-  /** Arms the watchdog with the route's timeout (or `timeout` ms) and `idleTimeout`. */
+  /**
+   * Arms the watchdog with the route's timeout (or `timeout` ms) and `idleTimeout`. With the
+   * route's own timeout the reply is due from now, and joins the route's queue only if its
+   * handler returns with it open (kEnqueueWatchdog).
+   */
   [kStartClock] (timeout: number): void {
     const route = this[kRoute]
     if (timeout === route.timeout && route.watchdogs !== null) {
       this.#dueAt = this[kStartedAt] + timeout
-      this.#queued = true
-      route.watchdogs.add(this)
+      this.#awaitingQueue = true
     } else if (timeout > 0) {
       this.#arm(timeout)
     }
     if (route.idleTimeout > 0) this.#idleTimer = setTimeout(idleTimerFired, route.idleTimeout, this)
+  }
+
+  /** The handler returned with the reply open: it waits in its route's queue from now. */
+  [kEnqueueWatchdog] (): void {
+    if (!this.#awaitingQueue) return
+    this.#awaitingQueue = false
+    this.#queued = true
+    ;(this[kRoute].watchdogs as WatchdogQueue).add(this)
   }
 
   /** The reply ended: nothing watches it any more. */
@@ -139,6 +153,7 @@ export abstract class ReplyClock {
   }
 
   #disarm (): void {
+    this.#awaitingQueue = false
     if (this.#queued) {
       this.#queued = false
       this[kRoute].watchdogs?.delete(this)

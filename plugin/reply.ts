@@ -24,7 +24,7 @@ import type { Watched } from './watchdog-queue.js'
 import type { AsyncReply, ErrorFirstCallback, ReplyOutcome, RewriteHeaders, FetchCallback, FetchOptions, ForwardOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
 import { fetchUpstream, fetchWithCallback } from './fetch.js'
 import { pipeUpstream } from './pipe.js'
-import { kAsyncContext, kAwaitingFinish, kBytesWritten, kCalls, kClientGone, kEndForClose, kEndReason, kFailByPlugin, kHandlerSettled, kHangReport, kNoteSignOfLife, kOpen, kPendingEntry, kPlugin, kRanOut, kRearmWatchdog, kRecheckRoom, kRelayChunk, kRelayEnd, kRelayHead, kRenderedAnswer, kRenderOverload, kRetry, kRoute, kSettle, kStart, kStartClock, kStopClock, kTrack, kUntrack, kWatchesIdle } from './symbols.js'
+import { kAsyncContext, kAwaitingFinish, kBytesWritten, kCalls, kClientGone, kEndForClose, kEnqueueWatchdog, kEndReason, kFailByPlugin, kHandlerSettled, kHangReport, kNoteSignOfLife, kOpen, kPendingEntry, kPlugin, kRanOut, kRearmWatchdog, kRecheckRoom, kRelayChunk, kRelayEnd, kRelayHead, kRenderedAnswer, kRenderOverload, kRetry, kRoute, kSettle, kStart, kStartClock, kStopClock, kTrack, kUntrack, kWatch, kWatchesIdle } from './symbols.js'
 
 // How a reply ended. The handler's own finish()/fail() are told apart from the plugin's ends,
 // because a second call after the former is a bug worth a warning, after the latter it is not.
@@ -92,23 +92,33 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
     this.#http2 = request.raw.httpVersionMajor === 2
   }
 
-  /** Called once by the route: registers the reply, arms the watchdog, listens for the client. */
+  /** Called once by the route before the handler: registers the reply, starts its clock. */
   [kStart] (): void {
     const route = this[kRoute]
-    route.plugin.registry.add(this)
+    const registry = route.plugin.registry
+    registry.add(this)
     if (route.maxPending > 0) route.open++
     this[kStartClock](route.plugin.deadlineHeader === null ? route.timeout : incomingBudget(route, this.request))
-    const raw = this.raw as RawWithReply
-    raw[kReply] = this
-    raw.on('close', onRawClose)
-    const registry = this[kRoute].plugin.registry
-    if (isGone(raw, this.#http2)) {
+    if (isGone(this.raw, this.#http2)) {
       // The client left while hooks or body parsing ran.
       this[kClientGone]()
     } else if (registry.closing && !registry.inGrace) {
       // Its hooks were still running when close() began, and the grace is already over.
       this[kEndForClose]()
     }
+  }
+
+  /**
+   * Called by the route once the handler returned with the reply still open: the watchdog
+   * joins its route's queue and the client's leaving is listened for. Neither could act while
+   * the handler ran (timers and socket events wait for it), and a reply finished inside its
+   * handler, the common case, never needs them.
+   */
+  [kWatch] (): void {
+    this[kEnqueueWatchdog]()
+    const raw = this.raw as RawWithReply
+    raw[kReply] = this
+    raw.on('close', onRawClose)
   }
 
   get finished (): boolean {

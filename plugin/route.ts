@@ -10,7 +10,7 @@ import type { AsyncRouteOptions, UpstreamResponse } from './types.js'
 import { fetchUpstream } from './fetch.js'
 import { splitRequest } from './upstream-call.js'
 import { isPromise } from './user-code.js'
-import { kFailByPlugin, kOpen, kRenderOverload, kRoute, kSettle, kStart } from './symbols.js'
+import { kFailByPlugin, kOpen, kRenderOverload, kRoute, kSettle, kStart, kWatch } from './symbols.js'
 
 export function createAsyncRoute (plugin: PluginContext, owner: FastifyInstance) {
   return function asyncRoute (this: FastifyInstance | undefined, options: AsyncRouteOptions<any>): FastifyInstance {
@@ -52,6 +52,7 @@ function startReply (route: RouteContext, request: FastifyRequest, fastifyReply:
     // Never rejects: every failure inside ends the reply.
     void runUpstreamStep(reply, route)
   }
+  if (reply[kOpen]) reply[kWatch]()
 }
 
 /** The `upstream` option: performed under the watchdog before the handler runs. */

@@ -3,6 +3,8 @@
 // and the upstream side (through `ReplyPort`) reach what they need. (Fastify's lib/symbols.js.)
 
 export const kStart = Symbol('fastify-async-route.start')
+export const kWatch = Symbol('fastify-async-route.watch')
+export const kEnqueueWatchdog = Symbol('fastify-async-route.enqueueWatchdog')
 export const kOpen = Symbol('fastify-async-route.open')
 export const kPlugin = Symbol('fastify-async-route.plugin')
 export const kHandlerSettled = Symbol('fastify-async-route.handlerSettled')

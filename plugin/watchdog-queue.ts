@@ -1,9 +1,10 @@
 // The watchdogs of one route: every reply armed with the route's own timeout waits in one
-// queue with one timer, instead of a timer per reply. They share a duration, so the order they
-// were armed in is the order they are due in: the timer only ever waits for the oldest.
-// (A reply re-armed with `setTimeout(ms)`, or shortened by `deadlineHeader`, has its own timer.)
-// The timer is not cleared when the queue empties: a reply finished at once (the common case)
-// would otherwise cost a setTimeout and a clearTimeout each. It holds the process open only
+// queue with one timer, instead of a timer per reply. They share a duration, and a reply joins
+// when its handler returns, in the same synchronous call that started it, so the order they
+// join in is the order they are due in: the timer only ever waits for the oldest. (A reply
+// finished inside its handler never joins; one re-armed with `setTimeout(ms)`, or shortened by
+// `deadlineHeader`, has its own timer.) The timer is not cleared when the queue empties: a
+// reply that waits only briefly would otherwise cost a setTimeout and a clearTimeout each. It holds the process open only
 // while replies wait on it (ref'd then, unref'd when the queue empties), so `app.inject()` of a
 // long poll gets its answer, and a timer with nothing left to watch holds neither the process
 // nor `app.close()`; it fires once, finds the queue empty and stops.
