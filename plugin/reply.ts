@@ -395,7 +395,8 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
    * Relays the head of an upstream answer (`pipe`, `forward`): the base headers, the
    * upstream's less the hop-by-hop ones, then the handler's. True when its body is to follow;
    * false when the reply is done with this answer: a HEAD request (answered now), or a head
-   * the client's protocol cannot carry (answered 502, a bad upstream response).
+   * that cannot be written (answered 502, a bad upstream response; 500 when rewriteHeaders
+   * made it).
    */
   [kRelayHead] (statusCode: number, upstreamHeaders: IncomingHttpHeaders, rewrite: RewriteHeaders | null): boolean {
     if (this[kWatchesIdle]) this[kNoteSignOfLife]()
@@ -411,16 +412,22 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
           return false
         }
       }
+      if (!isRelayableStatus(statusCode)) {
+        this[kFailByPlugin](new UpstreamError({ cause: new RangeError(`upstream status ${statusCode} is outside 100-599`) }))
+        return false
+      }
       try {
-        if (!isRelayableStatus(statusCode)) throw new RangeError(`upstream status ${statusCode} is outside 100-599`)
         this.#writeHead(statusCode, undefined, undefined, relayed)
       } catch (error) {
         // Node's HTTP/2 response keeps what a failed writeHead stored (`:status` included),
         // which would break the error answer's head too: start from a clean head. (Over
-        // HTTP/1, the failed writeHead kept its reason phrase: the 502 would go out as "502 OK".)
+        // HTTP/1, the failed writeHead kept its reason phrase: the error answer would go out
+        // as "500 OK".)
         for (const name of raw.getHeaderNames()) raw.removeHeader(name)
         if (!this.#http2) raw.statusMessage = ''
-        this[kFailByPlugin](new UpstreamError({ cause: error }))
+        // A head Node refuses to write. With rewriteHeaders, it is what the app's callback
+        // returned (undici's parser refuses such headers from an upstream): the app's error.
+        this[kFailByPlugin](rewrite === null ? new UpstreamError({ cause: error }) : new RewriteHeadersError({ cause: error }))
         return false
       }
     }

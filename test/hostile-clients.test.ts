@@ -8,9 +8,10 @@ import zlib from 'node:zlib'
 import type { FastifyHttpOptions } from 'fastify'
 import t from 'tap'
 import type { AsyncReply, RewriteHeaders } from '../plugin/index.js'
-import { asyncGet, LEVEL, logsAt, startApp } from './helpers/app.js'
+import { asyncGet, closeTimed, LEVEL, logsAt, startApp } from './helpers/app.js'
 import { poll, startChat } from './helpers/chat.js'
 import { rawExchange, request, waitFor, type RawAnswer } from './helpers/client.js'
+import { H2C, h2get, h2session } from './helpers/h2.js'
 import { socketClosed, upstreamFor } from './helpers/upstream.js'
 
 type Test = Parameters<Parameters<typeof t.test>[0]>[0]
@@ -170,9 +171,7 @@ t.test('a client that leaves in the middle of a compressed stream: aborted, upst
   t.same(app.asyncRoute.stats(), { started: 18, finished: 0, timedOut: 0, aborted: 18, failed: 0, rejected: 0, pending: 0 })
   t.same(app.asyncRoute.pending(), [])
   t.same(logs.filter((line) => line.level >= LEVEL.warn).map((line) => line.msg), [], 'nothing above info logged')
-  const started = Date.now()
-  await app.close()
-  const took = Date.now() - started
+  const took = await closeTimed(app)
   t.ok(took < 1500, `close() resolved in ${took} ms (closeGrace is 5000)`)
 })
 
@@ -197,7 +196,7 @@ function slug (name: string): string {
   return Buffer.from(name).toString('hex')
 }
 
-t.test('rewriteHeaders returning CR/LF or an invalid header name: 502 UPSTREAM_ERROR before anything is sent, no header injected, no crash', async (t) => {
+t.test('rewriteHeaders returning CR/LF or an invalid header name: 500 REWRITE_HEADERS before anything is sent, no header injected, no crash', async (t) => {
   const up = await upstreamFor(t, (_req, res) => {
     res.writeHead(200, { 'content-type': 'text/plain', 'x-upstream': 'yes' }).end('upstream body')
   })
@@ -224,13 +223,13 @@ t.test('rewriteHeaders returning CR/LF or an invalid header name: 502 UPSTREAM_E
       const answer = await sendHead(url, `GET /${slug(way)}/${slug(name)} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`)
       t.ok(answer.closed, `${what}: the answer ended`)
       const lines = headLines(answer.text)
-      t.match(lines[0], /^HTTP\/1\.1 502 /, what)
+      t.match(lines[0], /^HTTP\/1\.1 500 /, what)
       t.notOk(lines.some((line) => /^set-cookie/i.test(line)), `${what}: no injected header`)
       t.notMatch(answer.text, /stolen/, `${what}: nothing of the rewritten head went out`)
       t.notMatch(answer.text, /x-upstream|upstream body/i, `${what}: nothing of the upstream's answer either`)
       t.ok(lines.includes('x-request-id: r-1'), `${what}: the hook's header is kept`)
       const body = JSON.parse(answer.text.slice(answer.text.indexOf('\r\n\r\n') + 4)) as { code: string }
-      t.same(body, { statusCode: 502, code: 'FST_ASYNC_ROUTE_UPSTREAM_ERROR', error: 'Bad Gateway', message: 'The upstream request failed' }, what)
+      t.same(body, { statusCode: 500, code: 'FST_ASYNC_ROUTE_REWRITE_HEADERS', error: 'Internal Server Error', message: 'The upstream response headers could not be rewritten' }, what)
     }
   }
   t.equal((await request(`${url}/after`)).body, 'still serving', 'the process serves on')
@@ -241,7 +240,7 @@ t.test('rewriteHeaders returning CR/LF or an invalid header name: 502 UPSTREAM_E
   t.ok(errors.every((line) => /ERR_INVALID_CHAR|ERR_INVALID_HTTP_TOKEN/.test(JSON.stringify(line))), 'each names Node\'s reason')
 })
 
-t.test('the 502 sent after Node refused a rewritten head has its own reason phrase', async (t) => {
+t.test('the 500 sent after Node refused a rewritten head has its own reason phrase', async (t) => {
   const up = await upstreamFor(t, (_req, res) => { res.end('upstream body') })
   const rewriteHeaders: RewriteHeaders = () => ({ 'x-note': 'ok\r\nset-cookie: session=stolen' })
   const { url } = await startApp(t, {}, (app) => {
@@ -250,8 +249,55 @@ t.test('the 502 sent after Node refused a rewritten head has its own reason phra
   })
   for (const path of ['/pipe', '/forward']) {
     const answer = await sendHead(url, `GET ${path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`)
-    t.equal(headLines(answer.text)[0], 'HTTP/1.1 502 Bad Gateway', path)
+    t.equal(headLines(answer.text)[0], 'HTTP/1.1 500 Internal Server Error', path)
   }
+})
+
+t.test('over HTTP/2, a rewritten head Node refuses (a bad name): 500 REWRITE_HEADERS on a clean head; a CR/LF value never reaches the client', async (t) => {
+  const up = await upstreamFor(t, (_req, res) => { res.writeHead(200, { 'x-upstream': 'yes' }).end('upstream body') })
+  const badName: RewriteHeaders = (headers) => ({ ...headers, 'set-cookie session': 'stolen' })
+  const crlfValue: RewriteHeaders = (headers) => ({ ...headers, 'x-note': 'ok\r\nset-cookie: session=stolen' })
+  const { url } = await startApp(t, {}, (app) => {
+    asyncGet(app, '/pipe', (_request, reply) => reply.pipe(up.url, { rewriteHeaders: badName }))
+    asyncGet(app, '/forward', (_request, reply) => reply.forward(up.url, { rewriteHeaders: badName }))
+    asyncGet(app, '/crlf', (_request, reply) => reply.pipe(up.url, { rewriteHeaders: crlfValue }))
+  }, H2C)
+  const session = h2session(t, url)
+  for (const path of ['/pipe', '/forward']) {
+    const answer = await h2get(session, path)
+    t.equal(answer.status, 500, path)
+    t.equal(JSON.parse(answer.body).code, 'FST_ASYNC_ROUTE_REWRITE_HEADERS', path)
+    t.equal(answer.headers['x-upstream'], undefined, `${path}: nothing of the refused head`)
+    t.equal(answer.headers['content-type'], 'application/json; charset=utf-8', `${path}: the error answer's own head`)
+  }
+  // Node's HTTP/2 response does not refuse CR/LF in a value, but HTTP/2 frames each field
+  // apart, so it cannot start another one; Node's client drops the invalid field.
+  const crlf = await h2get(session, '/crlf')
+  t.equal(crlf.status, 200)
+  t.equal(crlf.body, 'upstream body')
+  t.equal(crlf.headers['set-cookie'], undefined, 'no header injected')
+  t.equal(crlf.headers['x-note'], undefined, 'the field was dropped')
+})
+
+t.test('a relayed head Node refuses without rewriteHeaders (a hook\'s header): the connection is cut, logged, the process serves on', async (t) => {
+  const up = await upstreamFor(t, (_req, res) => { res.end('upstream body') })
+  const { url, logs } = await startApp(t, {}, (app) => {
+    app.addHook('onRequest', async (request, reply) => {
+      // Fastify does not check header values: Node refuses this one at writeHead(), and the
+      // error answer carries it too.
+      if (request.url !== '/after') reply.header('x-broken', 'line\nbreak')
+    })
+    asyncGet(app, '/pipe', (_request, reply) => reply.pipe(up.url))
+    asyncGet(app, '/after', (_request, reply) => reply.finish('still serving'))
+  })
+  const answer = await sendHead(url, 'GET /pipe HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n')
+  t.ok(answer.closed, 'the answer ended')
+  t.equal(answer.text, '', 'the connection was cut before any head')
+  const errors = JSON.stringify(logsAt(logs, LEVEL.error))
+  t.match(errors, /ERR_INVALID_CHAR/, 'Node\'s reason is logged')
+  t.match(errors, /FST_ASYNC_ROUTE_UPSTREAM_ERROR/, 'as a failed relay, not as rewriteHeaders\' (there is none)')
+  t.notMatch(errors, /FST_ASYNC_ROUTE_REWRITE_HEADERS/)
+  t.equal((await request(`${url}/after`)).body, 'still serving')
 })
 
 // ---- a huge accept-encoding ----

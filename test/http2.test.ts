@@ -2,7 +2,7 @@
 // session, and every other stream on it, carry on.
 import http2 from 'node:http2'
 import t from 'tap'
-import { asyncGet, startApp, startRoute } from './helpers/app.js'
+import { asyncGet, closeTimed, startApp, startRoute } from './helpers/app.js'
 import { sleep, waitFor } from './helpers/client.js'
 import { H2C, h2get, h2session, type H2Response } from './helpers/h2.js'
 
@@ -136,11 +136,9 @@ t.test('HTTP/2: close() does not wait for an idle client session; a reply pendin
   const busy = h2session(t, url)
   const pending = h2get(busy, '/soon')
   await waitFor(() => app.asyncRoute.pending().length === 1, 2000, 'the reply to be pending')
-  const started = Date.now()
   // (Before the sessions were closed, an idle one held close() for Fastify's
   // http2SessionTimeout, 72 s, on Node 20 and 22.)
-  await app.close()
-  const took = Date.now() - started
+  const took = await closeTimed(app)
   const answer = await pending
   t.equal(answer.status, 200)
   t.equal(answer.body, 'soon', 'the pending reply finished within the grace, on its session')
@@ -161,9 +159,7 @@ t.test('HTTP/2 close under hostile sessions: many idle ones, some cut by the cli
   const stuck = h2session(t, url)
   const never = h2get(stuck, '/never')
   await waitFor(() => app.asyncRoute.pending().length === 1, 2000, 'the reply to be pending')
-  const started = Date.now()
-  await app.close()
-  const took = Date.now() - started
+  const took = await closeTimed(app)
   t.ok(took >= 250 && took < 2000, `close() waited for the grace only (${took} ms)`)
   const answer = await never
   t.equal(answer.status, 503, 'the unfinished reply got the close answer')

@@ -58,3 +58,10 @@ export function startRoute (
 ): Promise<TestApp> {
   return startApp(test, pluginOptions, (app) => { asyncGet(app, '/', route as RouteOptions) }, fastifyOptions)
 }
+
+/** Closes `app` and says how long its `close()` took, in ms. */
+export async function closeTimed (app: FastifyInstance): Promise<number> {
+  const started = Date.now()
+  await app.close()
+  return Date.now() - started
+}
