@@ -37,22 +37,20 @@ export function startChild (core: string, script: string, args: string[], { node
     stdio: ['ignore', 'inherit', 'inherit', 'ipc']
   })
   const queue: unknown[] = []
-  const waiters: Array<(message: unknown) => void> = []
+  const waiting: Array<{ resolve: (message: unknown) => void, reject: (error: Error) => void }> = []
+  const exited = (): Error => new Error(`${script} ${args.join(' ')} exited with ${String(proc.exitCode ?? proc.signalCode)}`)
   proc.on('message', (message) => {
-    const waiter = waiters.shift()
+    const waiter = waiting.shift()
     if (waiter === undefined) queue.push(message)
-    else waiter(message)
+    else waiter.resolve(message)
+  })
+  proc.once('exit', () => {
+    for (const waiter of waiting.splice(0)) waiter.reject(exited())
   })
   const next = async (): Promise<any> => {
     if (queue.length > 0) return queue.shift()
-    return await new Promise((resolve, reject) => {
-      const onExit = (code: number | null): void => reject(new Error(`${script} ${args.join(' ')} exited with ${String(code)}`))
-      waiters.push((message) => {
-        proc.off('exit', onExit)
-        resolve(message)
-      })
-      proc.once('exit', onExit)
-    })
+    if (proc.exitCode !== null || proc.signalCode !== null) throw exited()
+    return await new Promise((resolve, reject) => waiting.push({ resolve, reject }))
   }
   const ready = next()
   ready.catch(() => {})

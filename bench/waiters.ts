@@ -16,15 +16,13 @@
 // wake-all, lost and duplicated messages, the servers' CPU per delivered message (all server
 // processes, from before the publish until every answer arrived) and Redis's own CPU. Servers
 // and Redis share core 0 (`--server-cores=0-1` spreads the servers), the client has core 1.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
+import { spawnSync } from 'node:child_process'
 import http from 'node:http'
 import http2 from 'node:http2'
 import os from 'node:os'
-import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
+import { startChild, type Child } from './common.js'
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const WARM = 2_000
 const TARGETS = { h1: 1_000, h2: 5_000 } as const // wake-all ms
 const HEAP_MARGIN = 512 // bytes over the bare hijacked reply
@@ -37,47 +35,6 @@ function option (name: string, fallback: number): number {
 const only = process.argv.find((arg) => arg.startsWith('--only='))?.slice(7)
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 const now = (): number => performance.timeOrigin + performance.now()
-
-interface Child { proc: ChildProcess, next: () => Promise<any>, ask: (message: unknown) => Promise<any>, stop: () => Promise<void> }
-
-function startChild (core: string, script: string, args: string[], flags: string[]): Child {
-  const proc = spawn('taskset', ['-c', core, process.execPath, ...flags, '--import', 'tsx', script, ...args], {
-    cwd: ROOT,
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc']
-  })
-  const queue: unknown[] = []
-  const waiting: Array<{ resolve: (message: unknown) => void, reject: (error: Error) => void }> = []
-  proc.on('message', (message) => {
-    const waiter = waiting.shift()
-    if (waiter === undefined) queue.push(message)
-    else waiter.resolve(message)
-  })
-  proc.once('exit', (code) => {
-    for (const waiter of waiting.splice(0)) waiter.reject(new Error(`${script} ${args.join(' ')} exited with ${String(code)}`))
-  })
-  const next = async (): Promise<any> => {
-    if (queue.length > 0) return queue.shift()
-    if (proc.exitCode !== null) throw new Error(`${script} ${args.join(' ')} exited with ${String(proc.exitCode)}`)
-    return await new Promise((resolve, reject) => waiting.push({ resolve, reject }))
-  }
-  return {
-    proc,
-    next,
-    ask: async (message) => {
-      const answer = next()
-      proc.send(message as any)
-      return await answer
-    },
-    stop: async () => {
-      if (proc.exitCode !== null || proc.signalCode !== null) return
-      const exited = once(proc, 'exit')
-      proc.kill('SIGTERM')
-      const timer = setTimeout(() => proc.kill('SIGKILL'), 5000)
-      await exited
-      clearTimeout(timer)
-    }
-  }
-}
 
 /** POSTs a message the way the page does; resolves with its id when the server answered. */
 async function publish (protocol: 'h1' | 'h2', port: number, body: string): Promise<number> {
@@ -143,12 +100,12 @@ async function round (server: Child, client: Child, protocol: 'h1' | 'h2', port:
 }
 
 async function run (variant: 'chat' | 'bare', protocol: 'h1' | 'h2', n: number, sessions: number): Promise<Result> {
-  const server = startChild('0', 'bench/waiters-server.ts', [variant, protocol], ['--expose-gc', '--max-old-space-size=8192'])
+  const server = startChild('0', 'bench/waiters-server.ts', [variant, protocol], { nodeFlags: ['--expose-gc', '--max-old-space-size=8192'] })
   try {
-    const { port } = await server.next() as { port: number }
-    const client = startChild('1', 'bench/waiters-client.ts', [protocol, String(port), String(sessions)], ['--max-old-space-size=8192'])
+    const { port } = await server.ready as { port: number }
+    const client = startChild('1', 'bench/waiters-client.ts', [protocol, String(port), String(sessions)], { nodeFlags: ['--max-old-space-size=8192'] })
     try {
-      await client.next() // ready
+      await client.ready
       await round(server, client, protocol, port, WARM, 0, false) // warm-up: JIT, pools
       await sleep(500)
       const base = await server.ask('measure') as Memory
@@ -194,14 +151,14 @@ interface ClusterResult { processes: number, held: number, wakeAllMs: number, fi
  */
 async function runCluster (processes: number, n: number, sessions: number, redis?: Redis): Promise<ClusterResult> {
   const variant = redis === undefined ? 'chat' : 'redis'
-  const servers = Array.from({ length: processes }, () => startChild(SERVER_CORES, 'bench/waiters-server.ts', [variant, 'h2', ...(redis === undefined ? [] : [REDIS_URL])], ['--expose-gc', '--max-old-space-size=8192']))
+  const servers = Array.from({ length: processes }, () => startChild(SERVER_CORES, 'bench/waiters-server.ts', [variant, 'h2', ...(redis === undefined ? [] : [REDIS_URL])], { nodeFlags: ['--expose-gc', '--max-old-space-size=8192'] }))
   try {
-    const ports = await Promise.all(servers.map(async (server) => (await server.next() as { port: number }).port))
-    const client = startChild('1', 'bench/waiters-client.ts', ['h2', ports.join(','), String(sessions)], ['--max-old-space-size=8192'])
+    const ports = await Promise.all(servers.map(async (server) => (await server.ready as { port: number }).port))
+    const client = startChild('1', 'bench/waiters-client.ts', ['h2', ports.join(','), String(sessions)], { nodeFlags: ['--max-old-space-size=8192'] })
     const ask = async <T>(message: string): Promise<T[]> => await Promise.all(servers.map(async (server) => await server.ask(message) as T))
     const cpu = async (): Promise<number> => (await ask<{ cpu: number }>('cpu')).reduce((sum, { cpu }) => sum + cpu, 0)
     try {
-      await client.next() // ready
+      await client.ready
       const rounds: Array<Omit<ClusterResult, 'processes' | 'rounds'>> = []
       let cursor = 0 // the id of the last message published: every poll waits for the next one
       for (let r = 0; r <= ROUNDS; r++) { // round 0: a warm-up of WARM polls per process, not counted
