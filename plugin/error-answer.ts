@@ -24,24 +24,54 @@ function statusOf (error: Error): number {
   return typeof value === 'number' && Number.isInteger(value) && value >= 400 && value <= 599 ? value : 500
 }
 
+/**
+ * The answer for whatever a handler threw or failed with. Never throws: a value it cannot read
+ * (a getter, `toString` or `toJSON` that throws, a `BigInt` message) is answered as a plain
+ * 500 whose `cause` is what reading it threw.
+ */
 export function errorAnswer (thrown: unknown): ErrorAnswer {
-  const error = asError(thrown)
-  const status = statusOf(error)
-  const code = (error as { code?: unknown }).code
-  const body = JSON.stringify({
-    statusCode: status,
-    code: typeof code === 'string' ? code : undefined,
-    error: STATUS_CODES[status],
-    message: error.message
-  })
-  return { error, status, body }
+  try {
+    const error = asError(thrown)
+    const status = statusOf(error)
+    const code = (error as { code?: unknown }).code
+    const body = JSON.stringify({
+      statusCode: status,
+      code: typeof code === 'string' ? code : undefined,
+      error: STATUS_CODES[status],
+      message: error.message
+    })
+    return { error, status, body }
+  } catch (readError) {
+    const error = new Error(UNREADABLE, { cause: readError })
+    return { error, status: 500, body: UNREADABLE_BODY }
+  }
 }
+
+const UNREADABLE = 'The error could not be read'
+const UNREADABLE_BODY = JSON.stringify({ statusCode: 500, error: STATUS_CODES[500], message: UNREADABLE })
 
 /** 5xx at error level, the rest at info: a client's mistake is not the server's alarm. */
 export function logAnswer (log: FastifyBaseLogger, answer: ErrorAnswer): void {
-  if (answer.status >= 500) {
-    log.error({ err: answer.error }, answer.error.message)
-  } else {
-    log.info({ err: answer.error }, answer.error.message)
+  logError(log, answer.status >= 500 ? 'error' : 'info', answer.error, answer.error.message)
+}
+
+/**
+ * Logs `error` under `err`. Never throws: an error the logger cannot serialise (pino's
+ * serialiser throws on a frozen error, or on a getter that throws) is logged as its
+ * description instead.
+ */
+export function logError (log: FastifyBaseLogger, level: 'error' | 'info' | 'debug', error: unknown, message: string): void {
+  try {
+    log[level]({ err: error }, message)
+  } catch {
+    log[level]({ err: new Error(describe(error)) }, message)
+  }
+}
+
+function describe (value: unknown): string {
+  try {
+    return `${String(value)} (not serialisable)`
+  } catch {
+    return 'an unreadable value'
   }
 }

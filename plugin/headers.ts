@@ -1,7 +1,7 @@
 // Which upstream response headers `pipe` may relay to the client: never the hop-by-hop ones,
 // nor those the upstream's `connection` header names. (`forward` filters request headers with
 // the same list: forward.ts.)
-import type { OutgoingHttpHeaders } from 'node:http'
+import { validateHeaderName, validateHeaderValue, type OutgoingHttpHeaders } from 'node:http'
 import type { FastifyRequest } from 'fastify'
 import type { RewriteHeaders, UpstreamResponse } from './types.js'
 
@@ -62,8 +62,11 @@ function withoutNamed (out: OutgoingHttpHeaders, connection: string | string[]):
 
 /**
  * What an app's `rewriteHeaders` makes of the headers `pipe` would relay: its answer, less the
- * names whose value is `undefined` or `null`. Throws what it throws, or a TypeError when it
- * does not return an object.
+ * names whose value is `undefined` or `null`. Throws what it throws, a TypeError when it does
+ * not return an object, and Node's own error for a name or value Node would refuse to write
+ * (CR/LF, a name that is not a token): the callback's mistake, told apart here from a head
+ * the client's protocol refuses later. (What the upstream sent passed undici's parser, which
+ * refuses the same characters.)
  */
 export function rewrittenHeaders (rewrite: RewriteHeaders, headers: OutgoingHttpHeaders, request: FastifyRequest): OutgoingHttpHeaders {
   const answer: unknown = rewrite(headers as Parameters<RewriteHeaders>[0], request)
@@ -71,7 +74,11 @@ export function rewrittenHeaders (rewrite: RewriteHeaders, headers: OutgoingHttp
   const out: OutgoingHttpHeaders = {}
   for (const name of Object.keys(answer)) {
     const value = (answer as Record<string, unknown>)[name]
-    if (value !== undefined && value !== null) out[name.toLowerCase()] = value as OutgoingHttpHeaders[string]
+    if (value === undefined || value === null) continue
+    validateHeaderName(name)
+    // (Typed for strings; Node checks numbers and arrays of strings too, as writeHead does.)
+    validateHeaderValue(name, value as string)
+    out[name.toLowerCase()] = value as OutgoingHttpHeaders[string]
   }
   return out
 }

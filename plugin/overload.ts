@@ -4,7 +4,7 @@ import type { OutgoingHttpHeaders } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { JSON_TYPE } from './body.js'
 import type { RouteContext } from './context.js'
-import { errorAnswer, type ErrorAnswer } from './error-answer.js'
+import { errorAnswer, logError, type ErrorAnswer } from './error-answer.js'
 import { OverloadedError } from './errors.js'
 import { bodyUnread } from './raw-response.js'
 
@@ -45,7 +45,7 @@ export function answerOverloaded (route: RouteContext, request: FastifyRequest, 
     raw.end(ANSWER.body)
   } catch (error) {
     // A header Node refuses (set unchecked by a hook): never a throw from a route handler here.
-    request.log.error({ err: error }, 'async route: the overload answer could not be sent')
+    logError(request.log, 'error', error, 'async route: the overload answer could not be sent')
     raw.destroy()
   }
 }

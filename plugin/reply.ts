@@ -8,7 +8,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { bodyType, byteLength, encodeBody, isBytes, JSON_TYPE, OCTET, TEXT } from './body.js'
 import type { PluginContext, RouteContext } from './context.js'
 import { checkDuration } from './durations.js'
-import { errorAnswer, logAnswer, type ErrorAnswer } from './error-answer.js'
+import { errorAnswer, logAnswer, logError, type ErrorAnswer } from './error-answer.js'
 import { incomingBudget } from './deadline.js'
 import { ClientGoneError, ClosingError, InvalidArgumentError, RewriteHeadersError, UpstreamError } from './errors.js'
 import { forwardableHeaders, isRelayableStatus, rewrittenHeaders } from './headers.js'
@@ -396,7 +396,7 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
    * upstream's less the hop-by-hop ones, then the handler's. True when its body is to follow;
    * false when the reply is done with this answer: a HEAD request (answered now), or a head
    * that cannot be written (answered 502, a bad upstream response; 500 when rewriteHeaders
-   * made it).
+   * returned a header Node refuses).
    */
   [kRelayHead] (statusCode: number, upstreamHeaders: IncomingHttpHeaders, rewrite: RewriteHeaders | null): boolean {
     if (this[kWatchesIdle]) this[kNoteSignOfLife]()
@@ -421,13 +421,12 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
       } catch (error) {
         // Node's HTTP/2 response keeps what a failed writeHead stored (`:status` included),
         // which would break the error answer's head too: start from a clean head. (Over
-        // HTTP/1, the failed writeHead kept its reason phrase: the error answer would go out
-        // as "500 OK".)
+        // HTTP/1, the failed writeHead kept its reason phrase: the 502 would go out as "502 OK".)
         for (const name of raw.getHeaderNames()) raw.removeHeader(name)
         if (!this.#http2) raw.statusMessage = ''
-        // A head Node refuses to write. With rewriteHeaders, it is what the app's callback
-        // returned (undici's parser refuses such headers from an upstream): the app's error.
-        this[kFailByPlugin](rewrite === null ? new UpstreamError({ cause: error }) : new RewriteHeadersError({ cause: error }))
+        // A head the client's protocol refuses (HTTP/2: a connection-specific header, two
+        // values of a single-value one). What rewriteHeaders returned was checked already.
+        this[kFailByPlugin](new UpstreamError({ cause: error }))
         return false
       }
     }
@@ -573,7 +572,7 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
       try {
         onWatchdog(this.request, this, report)
       } catch (thrown) {
-        log.error({ err: thrown }, 'onTimeout threw')
+        logError(log, 'error', thrown, 'onTimeout threw')
       }
       if (this.#state !== OPEN) return
     }
@@ -583,7 +582,7 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
   /** Ends the reply with an error answer, or cuts the connection if the head is out. */
   #failWith (error: unknown, state: typeof FAILED_BY_PLUGIN | typeof FAILED_BY_HANDLER | typeof TIMED_OUT | typeof CLOSED): void {
     if (this.#state !== OPEN) {
-      this.request.log.debug({ err: error }, 'async reply already ended; error ignored')
+      logError(this.request.log, 'debug', error, 'async reply already ended; error ignored')
       return
     }
     const answer = errorAnswer(error)
@@ -605,7 +604,7 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
     } catch (headError) {
       // A header Node refuses (set unchecked on the Fastify reply by a hook, say): this runs
       // from timers and callbacks, where a throw would crash the process. Cut instead.
-      this.request.log.error({ err: headError }, 'async reply: the error answer could not be sent')
+      logError(this.request.log, 'error', headError, 'async reply: the error answer could not be sent')
       cut(raw, http2)
     }
   }
@@ -620,7 +619,11 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
   [kRenderedAnswer] (answer: ErrorAnswer): boolean {
     const render = this[kRoute].renderError as NonNullable<RouteContext['renderError']>
     const error = answer.error as Error & { statusCode?: unknown }
-    if (error.statusCode === undefined) error.statusCode = answer.status
+    try {
+      if (error.statusCode === undefined) error.statusCode = answer.status
+    } catch {
+      // A frozen error (or one that refuses the property) keeps what it had.
+    }
     const { raw } = this
     const head = this.#head === null ? null : { ...this.#head }
     const statusCode = this.#statusCode
@@ -631,7 +634,7 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
       this[kAsyncContext].runInAsyncScope(render, null, error, this.request, this)
     } catch (thrown) {
       threw = true
-      this.request.log.error({ err: thrown }, 'renderError threw; the default error answer is sent')
+      logError(this.request.log, 'error', thrown, 'renderError threw; the default error answer is sent')
     } finally {
       this.#rendering = false
     }
@@ -731,7 +734,7 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
     try {
       this[kAsyncContext].runInAsyncScope(fn, undefined, outcome)
     } catch (error) {
-      this.request.log.error({ err: error }, `reply.${name}() callback threw`)
+      logError(this.request.log, 'error', error, `reply.${name}() callback threw`)
     }
   }
 }

@@ -48,7 +48,7 @@ export function resolveRouteOptions (
     instance,
     handler: handler as UserFunction,
     timeout: watchdog,
-    watchdogs: watchdog > 0 ? new WatchdogQueue(watchdog) : null,
+    watchdogs: watchdog > 0 ? new WatchdogQueue() : null,
     onWatchdog: (onWatchdog as WatchdogHook | undefined) ?? plugin.onTimeout,
     warnUnfinished: warnUnfinished === undefined
       ? plugin.warnUnfinished

@@ -3,7 +3,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { PluginContext, RouteContext, UpstreamTarget, UserFunction } from './context.js'
 import { answerOverloaded, overloaded } from './overload.js'
-import type { ErrorAnswer } from './error-answer.js'
+import { logError, type ErrorAnswer } from './error-answer.js'
 import { AsyncReplyImpl } from './reply.js'
 import { resolveRouteOptions } from './route-options.js'
 import type { AsyncRouteOptions, UpstreamResponse } from './types.js'
@@ -46,13 +46,17 @@ function startReply (route: RouteContext, request: FastifyRequest, fastifyReply:
   const reply = new AsyncReplyImpl(route, request, fastifyReply)
   reply[kStart]()
   if (!reply[kOpen]) return
-  if (route.upstream === null) {
-    invoke(reply, route.handler, request, reply, undefined)
-  } else {
-    // Never rejects: every failure inside ends the reply.
-    void runUpstreamStep(reply, route)
+  try {
+    if (route.upstream === null) {
+      invoke(reply, route.handler, request, reply, undefined)
+    } else {
+      // Never rejects: every failure inside ends the reply.
+      void runUpstreamStep(reply, route)
+    }
+  } finally {
+    // Whatever happened in there, a reply still open is watched from now on.
+    if (reply[kOpen]) reply[kWatch]()
   }
-  if (reply[kOpen]) reply[kWatch]()
 }
 
 /** The `upstream` option: performed under the watchdog before the handler runs. */
@@ -117,5 +121,5 @@ function settled (reply: AsyncReplyImpl): void {
 
 function handlerError (reply: AsyncReplyImpl, error: unknown): void {
   if (reply[kOpen]) return reply[kFailByPlugin](error)
-  reply.request.log.debug({ err: error }, 'async route handler threw after its reply ended')
+  logError(reply.request.log, 'debug', error, 'async route handler threw after its reply ended')
 }

@@ -24,18 +24,14 @@ export interface Watched {
 }
 
 export class WatchdogQueue {
-  readonly ms: number
   /** Insertion order is due order; a Set's delete is O(1) and iteration skips what was deleted. */
   readonly #waiting = new Set<Watched>()
   #timer: NodeJS.Timeout | null = null
 
-  constructor (ms: number) {
-    this.ms = ms
-  }
-
   add (reply: Watched): void {
     this.#waiting.add(reply)
-    if (this.#timer === null) this.#timer = setTimeout(fire, this.ms, this)
+    // (Due from its start, not from now: its handler ran in between.)
+    if (this.#timer === null) this.#timer = setTimeout(fire, Math.max(1, reply[kDeadline] - Date.now()), this)
     else if (this.#waiting.size === 1) this.#timer.ref()
   }
 

@@ -1,0 +1,104 @@
+// What a handler can throw or fail with, tried as an attacker would: values that the error
+// answer or the logger cannot read (no prototype, a throwing getter or toString, a BigInt
+// message, a frozen error, a Proxy that throws). Each gets a 500, nothing hangs, and the
+// process neither crashes nor leaves an unhandled rejection.
+import t from 'tap'
+import type { AsyncReply, RenderError } from '../plugin/index.js'
+import { asyncGet, LEVEL, logsAt, startApp, startRoute } from './helpers/app.js'
+import { request } from './helpers/client.js'
+
+/** A fresh value per request: some of them are consumed (frozen, tagged) by reading them. */
+const VALUES: Record<string, { make: () => unknown, message: string }> = {
+  'no prototype': { make: () => Object.create(null), message: 'The error could not be read' },
+  'a toString that throws': { make: () => ({ toString () { throw new Error('toString') } }), message: 'The error could not be read' },
+  'a message getter that throws': {
+    make: () => Object.defineProperty(new Error('m'), 'message', { get () { throw new Error('message getter') } }),
+    message: 'The error could not be read'
+  },
+  'a BigInt message': { make: () => Object.defineProperty(new Error('b'), 'message', { value: 10n }), message: 'The error could not be read' },
+  'a Proxy whose every read throws': { make: () => new Proxy(new Error('p'), { get () { throw new Error('trap') } }), message: 'The error could not be read' },
+  // Readable for the answer, but not for pino's serialiser: the log line falls back.
+  'a frozen error': { make: () => Object.freeze(new Error('frozen')), message: 'frozen' },
+  'an enumerable getter that throws': {
+    make: () => Object.defineProperty(new Error('getter'), 'detail', { enumerable: true, get () { throw new Error('detail') } }),
+    message: 'getter'
+  }
+}
+
+const WAYS: Record<string, (value: unknown) => (request: unknown, reply: AsyncReply) => void | Promise<void>> = {
+  'thrown by the handler': (value) => () => { throw value },
+  'rejected by an async handler': (value) => async () => { throw value },
+  'given to reply.fail()': (value) => (_request, reply) => { reply.fail(value) },
+  'thrown later, from a timer, through fail()': (value) => (_request, reply) => { setTimeout(() => reply.fail(value), 5) }
+}
+
+function slug (text: string): string {
+  return Buffer.from(text).toString('hex')
+}
+
+t.test('values an error answer cannot read: a 500 for each, in Fastify\'s shape, one error line each, the process serves on', async (t) => {
+  const { url, app, logs } = await startApp(t, { timeout: 2000 }, (app) => {
+    for (const [way, handler] of Object.entries(WAYS)) {
+      for (const [name, value] of Object.entries(VALUES)) {
+        app.asyncRoute({ method: 'GET', url: `/${slug(way)}/${slug(name)}`, handler: (request, reply) => handler(value.make())(request, reply) })
+      }
+    }
+    asyncGet(app, '/after', (_request, reply) => reply.finish('still serving'))
+  })
+  let cases = 0
+  for (const way of Object.keys(WAYS)) {
+    for (const [name, value] of Object.entries(VALUES)) {
+      const what = `${name}, ${way}`
+      cases++
+      const res = await request(`${url}/${slug(way)}/${slug(name)}`)
+      t.equal(res.statusCode, 500, what)
+      t.same(JSON.parse(res.body), { statusCode: 500, error: 'Internal Server Error', message: value.message }, what)
+    }
+  }
+  t.equal((await request(`${url}/after`)).body, 'still serving')
+  t.match(app.asyncRoute.stats(), { failed: cases, pending: 0 })
+  t.equal(logsAt(logs, LEVEL.error).length, cases, 'one error line per answer, serialisable or not')
+})
+
+t.test('renderError gets a frozen error it cannot add statusCode to, and its answer still goes out', async (t) => {
+  const seen: unknown[] = []
+  const render: RenderError = (error, _request, reply) => {
+    seen.push(error.statusCode)
+    reply.status(500).header('content-type', 'application/problem+json').finish({ title: error.message })
+  }
+  const { url } = await startApp(t, { renderError: render }, (app) => {
+    asyncGet(app, '/', () => { throw Object.freeze(new Error('frozen')) })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 500)
+  t.equal(res.headers['content-type'], 'application/problem+json')
+  t.same(JSON.parse(res.body), { title: 'frozen' })
+  t.same(seen, [undefined], 'the frozen error kept what it had')
+})
+
+t.test('a handler that blocks before returning with its reply open still times out when due from its start, not later', async (t) => {
+  const { url, logs } = await startRoute(t, { timeout: 200 }, () => {
+    // 400 ms of synchronous work: the reply is due before the handler returns.
+    const until = Date.now() + 400
+    while (Date.now() < until);
+  })
+  const started = Date.now()
+  const res = await request(`${url}/`)
+  const took = Date.now() - started
+  t.equal(res.statusCode, 504)
+  // Due at 200 ms, found due when the handler returned at 400: fired then, not 200 ms later.
+  t.ok(took < 580, `answered ${took} ms after the request (the handler alone took 400)`)
+  const [line] = logsAt(logs, LEVEL.warn, 'not finished')
+  t.ok(line !== undefined, 'the watchdog warned with its report')
+})
+
+t.test('an onEnd callback that throws a value nothing can read is logged as such; the reply and the process are unharmed', async (t) => {
+  const { url, logs } = await startRoute(t, {}, (_request, reply) => {
+    reply.onEnd(() => { throw new Proxy({}, { get () { throw new Error('trap') } }) })
+    reply.finish('done')
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.body, 'done')
+  const [line] = logsAt(logs, LEVEL.error, 'reply.onEnd() callback threw')
+  t.match(JSON.stringify(line), /an unreadable value/)
+})
