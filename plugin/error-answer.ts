@@ -7,6 +7,8 @@ import { isUpstreamFailure, toUpstreamError } from './error-mapping.js'
 export interface ErrorAnswer {
   readonly error: Error
   readonly status: number
+  /** The error's message, read once, as text: what the body and the log line say. */
+  readonly message: string
   /** `{ statusCode, code, error, message }` as JSON. */
   readonly body: string
 }
@@ -34,16 +36,18 @@ export function errorAnswer (thrown: unknown): ErrorAnswer {
     const error = asError(thrown)
     const status = statusOf(error)
     const code = (error as { code?: unknown }).code
+    const read: unknown = error.message
+    const message = typeof read === 'string' ? read : String(read)
     const body = JSON.stringify({
       statusCode: status,
       code: typeof code === 'string' ? code : undefined,
       error: STATUS_CODES[status],
-      message: error.message
+      message
     })
-    return { error, status, body }
+    return { error, status, message, body }
   } catch (readError) {
     const error = new Error(UNREADABLE, { cause: readError })
-    return { error, status: 500, body: UNREADABLE_BODY }
+    return { error, status: 500, message: UNREADABLE, body: UNREADABLE_BODY }
   }
 }
 
@@ -52,7 +56,7 @@ const UNREADABLE_BODY = JSON.stringify({ statusCode: 500, error: STATUS_CODES[50
 
 /** 5xx at error level, the rest at info: a client's mistake is not the server's alarm. */
 export function logAnswer (log: FastifyBaseLogger, answer: ErrorAnswer): void {
-  logError(log, answer.status >= 500 ? 'error' : 'info', answer.error, answer.error.message)
+  logError(log, answer.status >= 500 ? 'error' : 'info', answer.error, answer.message)
 }
 
 /**

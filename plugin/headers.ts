@@ -4,6 +4,7 @@
 import { validateHeaderName, validateHeaderValue, type OutgoingHttpHeaders } from 'node:http'
 import type { FastifyRequest } from 'fastify'
 import type { RewriteHeaders, UpstreamResponse } from './types.js'
+import { isPromise } from './user-code.js'
 
 /**
  * Headers that describe one connection, not the message: never copied from an upstream
@@ -71,14 +72,25 @@ function withoutNamed (out: OutgoingHttpHeaders, connection: string | string[]):
 export function rewrittenHeaders (rewrite: RewriteHeaders, headers: OutgoingHttpHeaders, request: FastifyRequest): OutgoingHttpHeaders {
   const answer: unknown = rewrite(headers as Parameters<RewriteHeaders>[0], request)
   if (answer === null || typeof answer !== 'object') throw new TypeError(`rewriteHeaders must return an object of headers, got ${answer === null ? 'null' : typeof answer}`)
+  if (isPromise(answer)) {
+    // The head cannot wait: refused now, and a later rejection is of no one's concern.
+    answer.then(undefined, noop)
+    throw new TypeError('rewriteHeaders must return an object of headers, got a promise (it runs synchronously)')
+  }
   const out: OutgoingHttpHeaders = {}
   for (const name of Object.keys(answer)) {
     const value = (answer as Record<string, unknown>)[name]
     if (value === undefined || value === null) continue
     validateHeaderName(name)
-    // (Typed for strings; Node checks numbers and arrays of strings too, as writeHead does.)
-    validateHeaderValue(name, value as string)
+    // As writeHead checks them: each value of an array on its own.
+    if (Array.isArray(value)) {
+      for (const item of value) validateHeaderValue(name, item)
+    } else {
+      validateHeaderValue(name, value as string)
+    }
     out[name.toLowerCase()] = value as OutgoingHttpHeaders[string]
   }
   return out
 }
+
+function noop (): void {}

@@ -24,6 +24,7 @@ import type { Watched } from './watchdog-queue.js'
 import type { AsyncReply, ErrorFirstCallback, ReplyOutcome, RewriteHeaders, FetchCallback, FetchOptions, ForwardOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
 import { fetchUpstream, fetchWithCallback } from './fetch.js'
 import { pipeUpstream } from './pipe.js'
+import { logRejection } from './user-code.js'
 import { kAsyncContext, kAwaitingFinish, kBytesWritten, kCalls, kClientGone, kEndForClose, kEnqueueWatchdog, kEndReason, kFailByPlugin, kHandlerSettled, kHangReport, kNoteSignOfLife, kOpen, kPendingEntry, kPlugin, kRanOut, kRearmWatchdog, kRecheckRoom, kRelayChunk, kRelayEnd, kRelayHead, kRenderedAnswer, kRenderOverload, kRetry, kRoute, kSettle, kStart, kStartClock, kStopClock, kTrack, kUntrack, kWatch, kWatchesIdle } from './symbols.js'
 
 // How a reply ended. The handler's own finish()/fail() are told apart from the plugin's ends,
@@ -425,7 +426,8 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
         for (const name of raw.getHeaderNames()) raw.removeHeader(name)
         if (!this.#http2) raw.statusMessage = ''
         // A head the client's protocol refuses (HTTP/2: a connection-specific header, two
-        // values of a single-value one). What rewriteHeaders returned was checked already.
+        // values of a single-value one), whoever put it there: rewriteHeaders' result was
+        // checked already for what Node refuses on every protocol (CR/LF, a bad name).
         this[kFailByPlugin](new UpstreamError({ cause: error }))
         return false
       }
@@ -570,7 +572,7 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
     const onWatchdog = this[kRoute].onWatchdog
     if (onWatchdog !== null) {
       try {
-        onWatchdog(this.request, this, report)
+        logRejection(onWatchdog(this.request, this, report), log, 'onTimeout rejected')
       } catch (thrown) {
         logError(log, 'error', thrown, 'onTimeout threw')
       }
@@ -631,7 +633,7 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
     this.#rendering = true
     let threw = false
     try {
-      this[kAsyncContext].runInAsyncScope(render, null, error, this.request, this)
+      logRejection(this[kAsyncContext].runInAsyncScope(render, null, error, this.request, this), this.request.log, 'renderError rejected')
     } catch (thrown) {
       threw = true
       logError(this.request.log, 'error', thrown, 'renderError threw; the default error answer is sent')
@@ -732,7 +734,7 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
    */
   #runListener (fn: (outcome: ReplyOutcome) => void, outcome: ReplyOutcome | undefined, name: string): void {
     try {
-      this[kAsyncContext].runInAsyncScope(fn, undefined, outcome)
+      logRejection(this[kAsyncContext].runInAsyncScope(fn, undefined, outcome), this.request.log, `reply.${name}() callback rejected`)
     } catch (error) {
       logError(this.request.log, 'error', error, `reply.${name}() callback threw`)
     }

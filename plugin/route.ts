@@ -87,22 +87,23 @@ function invoke (reply: AsyncReplyImpl, fn: UserFunction, a: unknown, b: unknown
   let result: unknown
   try {
     result = fn.call(reply[kRoute].instance, a, b, c)
+    // (Inside the try: reading a returned value's `then` can throw too.)
+    if (isPromise(result)) {
+      result.then((value: unknown) => {
+        settled(reply)
+        returned(reply, fn, value)
+      }, (error: unknown) => {
+        settled(reply)
+        handlerError(reply, error)
+      })
+      return
+    }
   } catch (error) {
     settled(reply)
     return handlerError(reply, error)
   }
-  if (isPromise(result)) {
-    result.then((value: unknown) => {
-      settled(reply)
-      returned(reply, fn, value)
-    }, (error: unknown) => {
-      settled(reply)
-      handlerError(reply, error)
-    })
-  } else {
-    settled(reply)
-    returned(reply, fn, result)
-  }
+  settled(reply)
+  returned(reply, fn, result)
 }
 
 /** `return { … }`, a Fastify habit, sends nothing from an async route: said once per route. */

@@ -1,11 +1,14 @@
-// What a handler can throw or fail with, tried as an attacker would: values that the error
-// answer or the logger cannot read (no prototype, a throwing getter or toString, a BigInt
-// message, a frozen error, a Proxy that throws). Each gets a 500, nothing hangs, and the
-// process neither crashes nor leaves an unhandled rejection.
+// What the app's own functions can throw, return or fail with, tried as an attacker would:
+// values that the error answer or the logger cannot read (no prototype, a throwing getter or
+// toString, a BigInt message, a frozen error, a Proxy that throws), returned values whose
+// `then` throws, callbacks that reject, rewriteHeaders results Node refuses. Each gets its
+// answer, nothing hangs, and the process neither crashes nor leaves an unhandled rejection
+// (the helpers fail the run on either).
 import t from 'tap'
-import type { AsyncReply, RenderError } from '../plugin/index.js'
+import type { AsyncReply, RenderError, RewriteHeaders } from '../plugin/index.js'
 import { asyncGet, LEVEL, logsAt, startApp, startRoute } from './helpers/app.js'
-import { request } from './helpers/client.js'
+import { request, waitFor } from './helpers/client.js'
+import { upstreamFor } from './helpers/upstream.js'
 
 /** A fresh value per request: some of them are consumed (frozen, tagged) by reading them. */
 const VALUES: Record<string, { make: () => unknown, message: string }> = {
@@ -15,7 +18,8 @@ const VALUES: Record<string, { make: () => unknown, message: string }> = {
     make: () => Object.defineProperty(new Error('m'), 'message', { get () { throw new Error('message getter') } }),
     message: 'The error could not be read'
   },
-  'a BigInt message': { make: () => Object.defineProperty(new Error('b'), 'message', { value: 10n }), message: 'The error could not be read' },
+  // (Read as text: the JSON body could not hold it as it is.)
+  'a BigInt message': { make: () => Object.defineProperty(new Error('b'), 'message', { value: 10n }), message: '10' },
   'a Proxy whose every read throws': { make: () => new Proxy(new Error('p'), { get () { throw new Error('trap') } }), message: 'The error could not be read' },
   // Readable for the answer, but not for pino's serialiser: the log line falls back.
   'a frozen error': { make: () => Object.freeze(new Error('frozen')), message: 'frozen' },
@@ -101,4 +105,90 @@ t.test('an onEnd callback that throws a value nothing can read is logged as such
   t.equal(res.body, 'done')
   const [line] = logsAt(logs, LEVEL.error, 'reply.onEnd() callback threw')
   t.match(JSON.stringify(line), /an unreadable value/)
+})
+
+/** A value whose `then` cannot be read: what a handler might return by mistake. */
+function thenThrows (): unknown {
+  return Object.defineProperty({}, 'then', { get () { throw new Error('then getter') } })
+}
+
+t.test('a returned value whose then cannot be read fails the reply with 500, with or without the upstream step', async (t) => {
+  const up = await upstreamFor(t)
+  const { url, app } = await startApp(t, { timeout: 2000 }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/handler', handler: thenThrows as () => void })
+    app.asyncRoute({ method: 'GET', url: '/after-upstream', upstream: up.url, handler: thenThrows as () => void })
+    app.asyncRoute({ method: 'GET', url: '/upstream-fn', upstream: thenThrows as () => string, handler: (_request, reply) => { reply.finish('unreachable') } })
+  })
+  for (const path of ['/handler', '/after-upstream', '/upstream-fn']) {
+    const res = await request(`${url}${path}`)
+    t.equal(res.statusCode, 500, path)
+    t.match(JSON.parse(res.body), { statusCode: 500, message: 'then getter' }, path)
+  }
+  t.match(app.asyncRoute.stats(), { failed: 3, pending: 0 })
+})
+
+t.test('an error message read once: a getter that answers once and then throws still gets its answer and its log line', async (t) => {
+  const { url, logs } = await startRoute(t, {}, () => {
+    let reads = 0
+    throw Object.defineProperty(new Error('x'), 'message', {
+      get () {
+        if (++reads > 1) throw new Error('read twice')
+        return 'once'
+      }
+    })
+  })
+  const res = await request(`${url}/`)
+  t.equal(res.statusCode, 500)
+  t.equal(JSON.parse(res.body).message, 'once')
+  t.equal(logsAt(logs, LEVEL.error, 'once').length, 1, 'logged with the message as it was read')
+})
+
+t.test('callbacks that reject (onEnd, onClose, onTimeout, renderError) are logged, never left unhandled', async (t) => {
+  const render: RenderError = async () => { throw new Error('renderError rejected it') }
+  const { url, logs } = await startApp(t, {
+    timeout: 100,
+    renderError: render,
+    onTimeout: async () => { throw new Error('onTimeout rejected it') }
+  }, (app) => {
+    asyncGet(app, '/end', (_request, reply) => {
+      reply.onEnd(async () => { throw new Error('onEnd rejected it') })
+      // Not even a promise: a value whose `then` throws when read.
+      reply.onEnd(thenThrows as () => void)
+      reply.finish('ended')
+    })
+    asyncGet(app, '/hang', () => {})
+    asyncGet(app, '/left', (_request, reply) => {
+      reply.onClose(async () => { throw new Error('onClose rejected it') })
+    })
+  })
+  t.equal((await request(`${url}/end`)).body, 'ended')
+  const hung = await request(`${url}/hang`)
+  t.equal(hung.statusCode, 504, 'the default answer, renderError having not finished')
+  // A client that leaves: onClose runs.
+  await request(`${url}/left`, { timeout: 50 }).catch(() => {})
+  await waitFor(() => logsAt(logs, LEVEL.error, 'rejected').length >= 5, 2000, 'five rejections logged')
+  const text = JSON.stringify(logsAt(logs, LEVEL.error, 'rejected'))
+  for (const name of ['onEnd', 'onClose', 'onTimeout', 'renderError']) t.match(text, `${name} rejected it`, name)
+  t.match(text, 'then getter', 'the unreadable then, logged too')
+})
+
+t.test('rewriteHeaders: an array with a value Node refuses, or a promise, is a 500 REWRITE_HEADERS before anything is sent', async (t) => {
+  const up = await upstreamFor(t, (_req, res) => { res.writeHead(200, { 'x-upstream': 'yes' }).end('upstream body') })
+  const rewrites: Record<string, RewriteHeaders> = {
+    'undefined in an array': (headers) => ({ ...headers, 'set-cookie': ['a=1', undefined as unknown as string] }),
+    'CR/LF in one value of an array': (headers) => ({ ...headers, 'set-cookie': ['a=1', 'b=2\r\nx-injected: 1'] }),
+    'a promise': (async (headers: Record<string, unknown>) => headers) as unknown as RewriteHeaders,
+    'a promise that rejects': (async () => { throw new Error('later') }) as unknown as RewriteHeaders
+  }
+  const { url } = await startApp(t, {}, (app) => {
+    for (const [name, rewriteHeaders] of Object.entries(rewrites)) {
+      asyncGet(app, `/${slug(name)}`, (_request, reply) => reply.pipe(up.url, { rewriteHeaders }))
+    }
+  })
+  for (const name of Object.keys(rewrites)) {
+    const res = await request(`${url}/${slug(name)}`)
+    t.equal(res.statusCode, 500, name)
+    t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_REWRITE_HEADERS', name)
+    t.equal(res.headers['x-upstream'], undefined, `${name}: nothing of the upstream head`)
+  }
 })
