@@ -28,8 +28,8 @@ function statusOf (error: Error): number {
 
 /**
  * The answer for whatever a handler threw or failed with. Never throws: a value it cannot read
- * (a getter, `toString` or `toJSON` that throws, a `BigInt` message) is answered as a plain
- * 500 whose `cause` is what reading it threw.
+ * (no prototype, a getter or `toString` that throws, a Proxy) is answered as a plain 500 whose
+ * `cause` is what reading it threw. The message is read once, as text.
  */
 export function errorAnswer (thrown: unknown): ErrorAnswer {
   try {
