@@ -175,6 +175,24 @@ t.test('a client that leaves in the middle of a compressed stream: aborted, upst
   t.ok(took < 1500, `close() resolved in ${took} ms (closeGrace is 5000)`)
 })
 
+t.test('a client that leaves while the handler runs, its reply left open: seen once the handler returns, the reply aborted', async (t) => {
+  let closes = 0
+  const { url, app } = await startApp(t, { timeout: 5000 }, (app) => {
+    asyncGet(app, '/', (_request, reply) => {
+      reply.onClose(() => { closes++ })
+      // The client goes while the handler still runs (the same process: nothing of the
+      // socket's end can be seen before the handler returns).
+      client.destroy()
+    })
+  })
+  const client = http.request(`${url}/`)
+  client.on('error', () => {})
+  client.end()
+  await waitFor(() => app.asyncRoute.stats().aborted === 1, 2000, 'the reply to be aborted')
+  t.equal(closes, 1, 'onClose ran')
+  t.same(app.asyncRoute.pending(), [])
+})
+
 // ---- rewriteHeaders that lets CR/LF or an invalid name through ----
 
 /** The headers a rewriteHeaders could return from values an upstream or a client controls. */
