@@ -17,6 +17,13 @@ import type { HangReport } from './types.js'
 import type { WatchdogQueue } from './watchdog-queue.js'
 import { kAsyncContext, kAwaitingFinish, kCheckUnfinished, kDeadline, kEnqueueWatchdog, kHangReport, kIdleTimerFired, kNoteSignOfLife, kRanOut, kRearmWatchdog, kRoute, kStartClock, kStartedAt, kStopClock, kWatchdogFired, kWatchesIdle } from './symbols.js'
 
+// A reply armed with its route's own timeout is due from its start, and joins the route's
+// WatchdogQueue only if its handler returns with it open (kEnqueueWatchdog).
+const NOT_QUEUED = 0
+const JOINS_ON_RETURN = 1
+const QUEUED = 2
+type QueueState = typeof NOT_QUEUED | typeof JOINS_ON_RETURN | typeof QUEUED
+
 export abstract class ReplyClock {
   readonly [kStartedAt] = Date.now()
   abstract readonly [kRoute]: RouteContext
@@ -28,10 +35,8 @@ export abstract class ReplyClock {
   #dueAt = Infinity
   /** The watchdog's own timer, when the reply is not in its route's WatchdogQueue. */
   #timer: NodeJS.Timeout | null = null
-  /** Waiting in the route's WatchdogQueue (armed with the route's own timeout). */
-  #queued = false
-  /** Due in the route's WatchdogQueue, entered once the handler returns (kEnqueueWatchdog). */
-  #awaitingQueue = false
+  /** Where the route's WatchdogQueue stands for this reply (armed with the route's own timeout). */
+  #inQueue: QueueState = NOT_QUEUED
   /** The `idleTimeout` timer, re-armed only when it fires early (never per sign of life). */
   #idleTimer: NodeJS.Timeout | null = null
   #warnedUnfinished = false
@@ -56,7 +61,7 @@ export abstract class ReplyClock {
     const route = this[kRoute]
     if (timeout === route.timeout && route.watchdogs !== null) {
       this.#dueAt = this[kStartedAt] + timeout
-      this.#awaitingQueue = true
+      this.#inQueue = JOINS_ON_RETURN
     } else if (timeout > 0) {
       this.#arm(timeout)
     }
@@ -65,9 +70,8 @@ export abstract class ReplyClock {
 
   /** The handler returned with the reply open: it waits in its route's queue from now. */
   [kEnqueueWatchdog] (): void {
-    if (!this.#awaitingQueue) return
-    this.#awaitingQueue = false
-    this.#queued = true
+    if (this.#inQueue !== JOINS_ON_RETURN) return
+    this.#inQueue = QUEUED
     ;(this[kRoute].watchdogs as WatchdogQueue).add(this)
   }
 
@@ -109,7 +113,7 @@ export abstract class ReplyClock {
   /** The watchdog fired (from the route's queue or the reply's own timer). */
   [kWatchdogFired] (): void {
     this.#timer = null
-    this.#queued = false
+    this.#inQueue = NOT_QUEUED
     this.#dueAt = Infinity
     const now = Date.now()
     const report = this[kHangReport](now)
@@ -153,10 +157,10 @@ export abstract class ReplyClock {
   }
 
   #disarm (): void {
-    this.#awaitingQueue = false
-    if (this.#queued) {
-      this.#queued = false
-      this[kRoute].watchdogs?.delete(this)
+    const inQueue = this.#inQueue
+    this.#inQueue = NOT_QUEUED
+    if (inQueue === QUEUED) {
+      ;(this[kRoute].watchdogs as WatchdogQueue).delete(this)
     } else if (this.#timer !== null) {
       clearTimeout(this.#timer)
       this.#timer = null

@@ -24,7 +24,7 @@ import type { Watched } from './watchdog-queue.js'
 import type { AsyncReply, ErrorFirstCallback, ReplyOutcome, RewriteHeaders, FetchCallback, FetchOptions, ForwardOptions, HangReport, PendingReply, PipeOptions, UpstreamRequest, UpstreamResponse } from './types.js'
 import { fetchUpstream, fetchWithCallback } from './fetch.js'
 import { pipeUpstream } from './pipe.js'
-import { logRejection } from './user-code.js'
+import { callAppCallback } from './user-code.js'
 import { kAsyncContext, kAwaitingFinish, kBytesWritten, kCalls, kClientGone, kEndForClose, kEnqueueWatchdog, kEndReason, kFailByPlugin, kHandlerSettled, kHangReport, kNoteSignOfLife, kOpen, kPendingEntry, kPlugin, kRanOut, kRearmWatchdog, kRecheckRoom, kRelayChunk, kRelayEnd, kRelayHead, kRenderedAnswer, kRenderOverload, kRetry, kRoute, kSettle, kStart, kStartClock, kStopClock, kTrack, kUntrack, kWatch, kWatchesIdle } from './symbols.js'
 
 // How a reply ended. The handler's own finish()/fail() are told apart from the plugin's ends,
@@ -571,11 +571,7 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
     if (timeoutChannel.hasSubscribers) timeoutChannel.publish({ request: this.request, report, code: error.code })
     const onWatchdog = this[kRoute].onWatchdog
     if (onWatchdog !== null) {
-      try {
-        logRejection(onWatchdog(this.request, this, report), log, 'onTimeout rejected')
-      } catch (thrown) {
-        logError(log, 'error', thrown, 'onTimeout threw')
-      }
+      callAppCallback(this[kAsyncContext], log, 'onTimeout', onWatchdog, this.request, this, report)
       if (this.#state !== OPEN) return
     }
     this.#failWith(error, TIMED_OUT)
@@ -631,19 +627,13 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
     const statusCode = this.#statusCode
     this.#statusCode = answer.status
     this.#rendering = true
-    let threw = false
-    try {
-      logRejection(this[kAsyncContext].runInAsyncScope(render, null, error, this.request, this), this.request.log, 'renderError rejected')
-    } catch (thrown) {
-      threw = true
-      logError(this.request.log, 'error', thrown, 'renderError threw; the default error answer is sent')
-    } finally {
-      this.#rendering = false
-    }
+    // (callAppCallback never throws: the rendering flag is always cleared.)
+    const returned = callAppCallback(this[kAsyncContext], this.request.log, 'renderError', render, error, this.request, this)
+    this.#rendering = false
     // (Only finish() answers while rendering: the reply has ended, write(), flush() and the rest
     // are ignored as on any ended reply.)
     if (raw.writableEnded) return true
-    if (!threw) this.request.log.warn('renderError did not finish the reply; the default error answer is sent')
+    if (returned) this.request.log.warn('renderError did not finish the reply; the default error answer is sent')
     this.#head = head
     this.#statusCode = statusCode
     return false
@@ -733,11 +723,7 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
    * socket event or another request's handler): a throw is logged, never raised.
    */
   #runListener (fn: (outcome: ReplyOutcome) => void, outcome: ReplyOutcome | undefined, name: string): void {
-    try {
-      logRejection(this[kAsyncContext].runInAsyncScope(fn, undefined, outcome), this.request.log, `reply.${name}() callback rejected`)
-    } catch (error) {
-      logError(this.request.log, 'error', error, `reply.${name}() callback threw`)
-    }
+    callAppCallback(this[kAsyncContext], this.request.log, `reply.${name}() callback`, fn, outcome)
   }
 }
 

@@ -1,4 +1,6 @@
-// What the plugin assumes of values the app's own functions return.
+// What the plugin assumes of values the app's own functions return, and how it calls the
+// callbacks it does not wait for.
+import type { AsyncResource } from 'node:async_hooks'
 import type { FastifyBaseLogger } from 'fastify'
 import { logError } from './error-answer.js'
 
@@ -8,14 +10,25 @@ export function isPromise (value: unknown): value is PromiseLike<unknown> {
 }
 
 /**
- * What an app's callback returned, when the plugin does not wait for it (`onEnd`, `onClose`,
- * `onTimeout`, `renderError`): a rejection, or a `then` that cannot be read, is logged, never
- * left unhandled.
+ * Calls an app's callback that the plugin does not wait for (`onEnd`, `onClose`, `onTimeout`,
+ * `renderError`) in the reply's context: a throw is logged as "`name` threw", a rejection (or
+ * a `then` that cannot be read) as "`name` rejected"; neither is raised. False when it threw.
  */
-export function logRejection (result: unknown, log: FastifyBaseLogger, message: string): void {
+export function callAppCallback (
+  context: AsyncResource, log: FastifyBaseLogger, name: string,
+  fn: (...args: any[]) => unknown, ...args: unknown[]
+): boolean {
+  let result: unknown
   try {
-    if (isPromise(result)) result.then(undefined, (error: unknown) => logError(log, 'error', error, message))
+    result = context.runInAsyncScope(fn, undefined, ...args)
   } catch (error) {
-    logError(log, 'error', error, message)
+    logError(log, 'error', error, `${name} threw`)
+    return false
   }
+  try {
+    if (isPromise(result)) result.then(undefined, (error: unknown) => logError(log, 'error', error, `${name} rejected`))
+  } catch (error) {
+    logError(log, 'error', error, `${name} rejected`)
+  }
+  return true
 }
