@@ -25,7 +25,7 @@ import type { AsyncReply, ErrorFirstCallback, ReplyOutcome, RewriteHeaders, Fetc
 import { fetchUpstream, fetchWithCallback } from './fetch.js'
 import { pipeUpstream } from './pipe.js'
 import { callAppCallback } from './user-code.js'
-import { kAsyncContext, kAwaitingFinish, kBytesWritten, kCalls, kClientGone, kEndForClose, kEnqueueWatchdog, kEndReason, kFailByPlugin, kHandlerSettled, kHangReport, kNoteSignOfLife, kOpen, kPendingEntry, kPlugin, kRanOut, kRearmWatchdog, kRecheckRoom, kRelayChunk, kRelayEnd, kRelayHead, kRenderedAnswer, kRenderOverload, kRetry, kRoute, kSettle, kStart, kStartClock, kStopClock, kTrack, kUntrack, kWatch, kWatchesIdle } from './symbols.js'
+import { kAsyncContext, kAwaitingFinish, kBytesWritten, kCalls, kClientGone, kEndForClose, kEnqueueWatchdog, kEndReason, kFailByPlugin, kHandlerSettled, kHangReport, kNoteSignOfLife, kOpen, kOpenNext, kOpenPrev, kPendingEntry, kPlugin, kRanOut, kRearmWatchdog, kRecheckRoom, kRelayChunk, kRelayEnd, kRelayHead, kRenderedAnswer, kRenderOverload, kRetry, kRoute, kSettle, kStart, kStartClock, kStopClock, kTrack, kUntrack, kWatch, kWatchesIdle } from './symbols.js'
 
 // How a reply ended. The handler's own finish()/fail() are told apart from the plugin's ends,
 // because a second call after the former is a bug worth a warning, after the latter it is not.
@@ -48,6 +48,9 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
   readonly request: FastifyRequest
   readonly raw: ServerResponse
   readonly [kRoute]: RouteContext
+  /** Its neighbours in the registry's list of open replies (the registry writes them). */
+  [kOpenPrev]: Tracked | null
+  [kOpenNext]: Tracked | null
   /**
    * The async context the request's handler runs in (AsyncLocalStorage stores, the active
    * span): what the plugin runs for this reply from a timer or a socket event runs in it.
@@ -87,6 +90,8 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
   constructor (route: RouteContext, request: FastifyRequest, fastifyReply: FastifyReply) {
     super()
     this[kRoute] = route
+    this[kOpenPrev] = null
+    this[kOpenNext] = null
     this.request = request
     this.#fastifyReply = fastifyReply
     this.raw = fastifyReply.raw
@@ -339,10 +344,11 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
 
   // ---- used by the route, the upstream side (ReplyPort) and the registry (Tracked) ----
 
-  /** The handler (or `onUpstreamError`) returned or settled: a sign of life. */
+  /** The handler (or `onUpstreamError`) returned or settled: a sign of life, if the reply is still open. */
   [kSettle] (): void {
     this.#handlerSettled = true
-    this[kNoteSignOfLife]()
+    // (Nothing reads the clock of an ended reply: most end inside their handler.)
+    if (this.#state === OPEN) this[kNoteSignOfLife]()
   }
 
   [kTrack] (call: UpstreamCall): void {
