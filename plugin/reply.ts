@@ -48,7 +48,7 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
   readonly request: FastifyRequest
   readonly raw: ServerResponse
   readonly [kRoute]: RouteContext
-  /** Its neighbours in the registry's list of open replies (the registry writes them). */
+  /** Its neighbours in the registry's list of open replies: null from the constructor, then only the registry writes them. */
   [kOpenPrev]: Tracked | null
   [kOpenNext]: Tracked | null
   /**

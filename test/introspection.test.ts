@@ -72,6 +72,44 @@ t.test('pending() lists unfinished replies with their in-flight upstream request
   t.same(app.asyncRoute.pending(), [], 'empty once every reply ended')
 })
 
+t.test('pending() lists open replies oldest first, whichever of them end: the first, the last or one between', async (t) => {
+  const open = new Map<string, AsyncReply>()
+  const { url, app } = await startApp(t, { timeout: 10_000 }, (app) => {
+    asyncGet(app, '/hold', (request, reply) => {
+      open.set((request.query as { n: string }).n, reply)
+    })
+  })
+  const answers = new Map<string, Promise<unknown>>()
+  const hold = async (n: string): Promise<void> => {
+    answers.set(n, request(`${url}/hold?n=${n}`))
+    await waitFor(() => open.has(n), 2000, `reply ${n}`)
+  }
+  const listed = (): string[] => app.asyncRoute.pending().map((entry) => entry.url.slice('/hold?n='.length))
+  const end = async (n: string): Promise<void> => {
+    open.get(n)?.finish(n)
+    await answers.get(n)
+  }
+  for (const n of ['1', '2', '3', '4', '5']) await hold(n)
+  t.same(listed(), ['1', '2', '3', '4', '5'], 'in the order they started')
+  await end('3')
+  t.same(listed(), ['1', '2', '4', '5'], 'one between ended')
+  await end('1')
+  t.same(listed(), ['2', '4', '5'], 'the oldest ended')
+  await end('5')
+  t.same(listed(), ['2', '4'], 'the newest ended')
+  await hold('6')
+  t.same(listed(), ['2', '4', '6'], 'a new reply comes last')
+  await end('2')
+  await end('6')
+  await end('4')
+  t.same(listed(), [], 'none once all ended')
+  await hold('7')
+  t.same(listed(), ['7'], 'and the list starts again')
+  await end('7')
+  t.same(app.asyncRoute.stats().pending, 0)
+  t.equal(app.asyncRoute.stats().finished, 7)
+})
+
 t.test('stats() counts each reply once, by the first way it ended', async (t) => {
   const held: AsyncReply[] = []
   let leaving: AsyncReply | undefined
