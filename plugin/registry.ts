@@ -79,9 +79,9 @@ export class Registry {
     this.#last = reply
   }
 
-  /** Called once per reply that was added, when it ends. */
+  /** A reply that was added ended (counted once: a second call for it changes nothing). */
   end (reply: Tracked, outcome: ReplyOutcome): void {
-    this.#remove(reply)
+    if (!this.#remove(reply)) return
     switch (outcome) {
       case 'finished': this.#finished++; break
       case 'timedOut': this.#timedOut++; break
@@ -96,16 +96,20 @@ export class Registry {
     if (this.#onDrained !== null && this.#size === 0) this.#onDrained()
   }
 
-  #remove (reply: Tracked): void {
-    this.#size--
+  /** Unlinks an open reply; false when it is not in the list (never added, or removed already). */
+  #remove (reply: Tracked): boolean {
     const prev = reply[kOpenPrev]
+    // (Unlinking a reply that is not in the list would cut the list at its head.)
+    if (prev === null && this.#first !== reply) return false
     const next = reply[kOpenNext]
+    this.#size--
     if (prev === null) this.#first = next
     else prev[kOpenNext] = next
     if (next === null) this.#last = prev
     else next[kOpenPrev] = prev
     reply[kOpenPrev] = null
     reply[kOpenNext] = null
+    return true
   }
 
   /** The open replies now, oldest first: a copy, so that what runs for each may end any of them. */
@@ -145,8 +149,12 @@ export class Registry {
     if (this.#unfinishedSweep !== null) clearInterval(this.#unfinishedSweep)
     this.#unfinishedSweep = setInterval(() => {
       const now = Date.now()
-      // (A warning never ends a reply: the list can be walked as it is.)
-      for (let reply = this.#first; reply !== null; reply = reply[kOpenNext]) reply[kCheckUnfinished](now)
+      // (Its next one is read first: the logger is the app's code, and could end this reply.)
+      let next: Tracked | null
+      for (let reply = this.#first; reply !== null; reply = next) {
+        next = reply[kOpenNext]
+        reply[kCheckUnfinished](now)
+      }
     }, every)
     this.#unfinishedSweep.unref()
   }

@@ -48,9 +48,6 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
   readonly request: FastifyRequest
   readonly raw: ServerResponse
   readonly [kRoute]: RouteContext
-  /** Its neighbours in the registry's list of open replies: null from the constructor, then only the registry writes them. */
-  [kOpenPrev]: Tracked | null
-  [kOpenNext]: Tracked | null
   /**
    * The async context the request's handler runs in (AsyncLocalStorage stores, the active
    * span): what the plugin runs for this reply from a timer or a socket event runs in it.
@@ -86,12 +83,17 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
    * array, not a Set: a reply has one or two, and a Set costs an allocation and a hash each.
    */
   #calls: UpstreamCall[] | null = null
+  /**
+   * Its neighbours in the registry's list of open replies, which only the registry sets
+   * (through the accessors below). Private, so that a reply logged or inspected shows no
+   * other request.
+   */
+  #openPrev: Tracked | null = null
+  #openNext: Tracked | null = null
 
   constructor (route: RouteContext, request: FastifyRequest, fastifyReply: FastifyReply) {
     super()
     this[kRoute] = route
-    this[kOpenPrev] = null
-    this[kOpenNext] = null
     this.request = request
     this.#fastifyReply = fastifyReply
     this.raw = fastifyReply.raw
@@ -125,6 +127,22 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
     const raw = this.raw as RawWithReply
     raw[kReply] = this
     raw.on('close', onRawClose)
+  }
+
+  get [kOpenPrev] (): Tracked | null {
+    return this.#openPrev
+  }
+
+  set [kOpenPrev] (reply: Tracked | null) {
+    this.#openPrev = reply
+  }
+
+  get [kOpenNext] (): Tracked | null {
+    return this.#openNext
+  }
+
+  set [kOpenNext] (reply: Tracked | null) {
+    this.#openNext = reply
   }
 
   get finished (): boolean {
@@ -633,9 +651,13 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
     const statusCode = this.#statusCode
     this.#statusCode = answer.status
     this.#rendering = true
-    // (callAppCallback never throws: the rendering flag is always cleared.)
-    const returned = callAppCallback(this[kAsyncContext], this.request.log, 'renderError', render, error, this.request, this)
-    this.#rendering = false
+    let returned: boolean
+    try {
+      returned = callAppCallback(this[kAsyncContext], this.request.log, 'renderError', render, error, this.request, this)
+    } finally {
+      // (Only a logger that throws twice gets a throw out of callAppCallback.)
+      this.#rendering = false
+    }
     // (Only finish() answers while rendering: the reply has ended, write(), flush() and the rest
     // are ignored as on any ended reply.)
     if (raw.writableEnded) return true

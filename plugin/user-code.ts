@@ -12,7 +12,8 @@ export function isPromise (value: unknown): value is PromiseLike<unknown> {
 /**
  * Calls an app's callback that the plugin does not wait for (`onEnd`, `onClose`, `onTimeout`,
  * `renderError`) in the reply's context: a throw is logged as "`name` threw", a rejection (or
- * a `then` that cannot be read) as "`name` rejected"; neither is raised. False when it threw.
+ * a `then` that cannot be read) as "`name` rejected"; neither is raised (only a logger that
+ * throws twice, as `logError` tries it, gets a throw out). False when the callback threw.
  */
 export function callAppCallback (
   context: AsyncResource, log: FastifyBaseLogger, name: string,

@@ -2,6 +2,7 @@
 // warnUnfinished hint.
 import diagnostics from 'node:diagnostics_channel'
 import http from 'node:http'
+import util from 'node:util'
 import t from 'tap'
 import type { AsyncReply, HangReport, PendingReply } from '../plugin/index.js'
 import { asyncGet, LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
@@ -108,6 +109,23 @@ t.test('pending() lists open replies oldest first, whichever of them end: the fi
   await end('7')
   t.same(app.asyncRoute.stats().pending, 0)
   t.equal(app.asyncRoute.stats().finished, 7)
+})
+
+t.test('a reply logged or inspected shows no other request', async (t) => {
+  const open = new Map<string, AsyncReply>()
+  const { url } = await startApp(t, { timeout: 10_000 }, (app) => {
+    asyncGet(app, '/hold', (request, reply) => {
+      open.set((request.query as { n: string }).n, reply)
+    })
+  })
+  const answers = ['other-client-secret', 'mine', 'third-client-secret'].map((n) => request(`${url}/hold?n=${n}`))
+  await waitFor(() => open.size === 3, 2000, 'three open replies')
+  const shown = util.inspect(open.get('mine'), { depth: 5 })
+  t.match(shown, 'mine', 'its own request is there')
+  t.notMatch(shown, 'other-client-secret', 'not the reply that started before it')
+  t.notMatch(shown, 'third-client-secret', 'nor the one after it')
+  for (const reply of open.values()) reply.finish('ok')
+  await Promise.all(answers)
 })
 
 t.test('stats() counts each reply once, by the first way it ended', async (t) => {
