@@ -54,14 +54,20 @@ export async function startUpstream (handler: UpstreamHandler = (req, res) => re
   return { ...listening, url: `${listening.origin}/`, server, requests }
 }
 
-/** A port on 127.0.0.1 where nothing listens: connections are refused. */
+/**
+ * A port where nothing listens: connections are refused. On 127.0.0.2, because every server of
+ * the tests (apps, upstreams, Redis) listens on 127.0.0.1 port 0 and could be handed a port
+ * just freed on 127.0.0.1 — the app under test once was, and answered its own `upstream`.
+ */
 export async function refusedOrigin (): Promise<string> {
   const server = http.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  await new Promise<void>((resolve) => server.listen(0, REFUSING_HOST, resolve))
   const { port } = server.address() as { port: number }
   await new Promise<void>((resolve) => server.close(() => resolve()))
-  return `http://127.0.0.1:${port}`
+  return `http://${REFUSING_HOST}:${port}`
 }
+
+const REFUSING_HOST = '127.0.0.2'
 
 /** An upstream closed when the test ends. */
 export async function upstreamFor (test: Teardown, handler?: UpstreamHandler): Promise<Upstream> {
