@@ -33,8 +33,10 @@
 //            --rates-small=R,R,…   offered req/s for the 104 B body (2000,4000,6000)
 //            --rates-large=R,R,…   offered req/s for the 64 KiB body (500,1000,1500)
 //            --rates-json=R,R,…    offered req/s for the no-upstream JSON (2000,4000,6000)
-//            targets: ceiling, pipe-url, reply-from, forward-get, fetch-pipe, plain-json,
-//            hijack-json (the floor of any hijacking route), finish-json unless --only=;
+//            targets: ceiling, hijack-stream (the floor of any Fastify route that proxies),
+//            pipe-url, reply-from, forward-get, fetch-pipe, plain-json, hijack-json (the
+//            floor of any hijacking route), finish-json unless --only=; an asyncRoute target
+//            with a floor notes "× hijack + stream" or "× hijack + end": what the plugin adds;
 //            bodies: small, large and json (--bodies= picks among them); no saturated runs
 //            unless --saturated=S. Each table adds what the load client achieved ("sent X of Y req/s",
 //            the lowest round) and how many requests it wrote more than 5 ms late. The warm-up
@@ -76,7 +78,7 @@ const CURVE_RATES: Partial<Record<Scenario['name'], number[]>> = {
   large: numbersOption(argv, 'rates-large', [500, 1000, 1500]),
   json: numbersOption(argv, 'rates-json', [2000, 4000, 6000])
 }
-const CURVE_TARGETS: readonly Target[] = ['ceiling', 'pipe-url', 'reply-from', 'forward-get', 'fetch-pipe', 'plain-json', 'hijack-json', 'finish-json']
+const CURVE_TARGETS: readonly Target[] = ['ceiling', 'hijack-stream', 'pipe-url', 'reply-from', 'forward-get', 'fetch-pipe', 'plain-json', 'hijack-json', 'finish-json']
 
 for (const name of only ?? []) if (!isTarget(name)) throw new Error(`--only: unknown target ${name} (one of ${Object.keys(TARGETS).join(', ')})`)
 

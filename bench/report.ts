@@ -3,7 +3,7 @@
 // same round) and the pairs are combined by geometric mean; min–max shows their spread.
 import { geomean, median } from './common.js'
 import { key, type Results, type Window } from './measure.js'
-import { alsoOf, info, referenceOf, variant, type Scenario } from './targets.js'
+import { alsoOf, floorOf, info, referenceOf, variant, type Scenario } from './targets.js'
 
 interface Paired { mean: number, min: number, max: number, n: number }
 
@@ -57,6 +57,9 @@ function note (name: string, path: string, list: Window[], results: Results): st
     const short = info(also.reference).short
     notes.push(`${spread(p)} × ${short} (goal ≥ ${two(also.goal)} × ${short}: ${verdict(p, also.goal, list, reference)})`)
   }
+  const floor = floorOf(name)
+  const floorPair = floor === undefined ? undefined : paired(list, results.windows.get(key(floor, path)), cpuRatio)
+  if (floor !== undefined && floorPair !== undefined) notes.push(`${spread(floorPair)} × ${info(floor).short} (what the plugin adds)`)
   return notes.join('; ')
 }
 

@@ -95,6 +95,16 @@ async function fastifyServer (target: Target, upstream: string): Promise<Fastify
     case 'plain-json':
       app.get('/json', async () => JSON_BODY)
       break
+    case 'hijack-stream': {
+      // The floor of any Fastify route that proxies: Fastify's routing and hijack(), then the
+      // ceiling's own relay into Node's response.
+      const pool = new Pool(upstream)
+      app.get('/*', (request, reply) => {
+        reply.hijack()
+        relay(pool, request.url, reply.raw)
+      })
+      break
+    }
     case 'hijack-json':
       // The floor of any route that hijacks: Fastify's routing and hijack(), then the body
       // written straight to Node's response.
@@ -112,22 +122,27 @@ async function fastifyServer (target: Target, upstream: string): Promise<Fastify
   return app
 }
 
-/** The ceiling: one bare Node hop, an undici Pool, `stream()` straight into the response. */
+/** The ceiling's relay: `GET path` through an undici Pool, `stream()` straight into `res`. */
+function relay (pool: Pick<Pool, 'stream'>, path: string, res: http.ServerResponse): void {
+  pool.stream({ path, method: 'GET' }, ({ statusCode, headers }) => {
+    const out: OutgoingHttpHeaders = {}
+    for (const name of Object.keys(headers)) {
+      if (!HOP_BY_HOP.has(name)) out[name] = headers[name]
+    }
+    res.writeHead(statusCode, out)
+    return res
+  }, (err) => {
+    if (err !== null) {
+      if (res.headersSent) res.destroy()
+      else res.writeHead(502).end()
+    }
+  })
+}
+
+/** The ceiling: one bare Node hop and the relay. */
 async function ceilingServer (pool: Pick<Pool, 'stream'>): Promise<number> {
   const server = http.createServer((req, res) => {
-    pool.stream({ path: req.url ?? '/', method: 'GET' }, ({ statusCode, headers }) => {
-      const out: OutgoingHttpHeaders = {}
-      for (const name of Object.keys(headers)) {
-        if (!HOP_BY_HOP.has(name)) out[name] = headers[name]
-      }
-      res.writeHead(statusCode, out)
-      return res
-    }, (err) => {
-      if (err !== null) {
-        if (res.headersSent) res.destroy()
-        else res.writeHead(502).end()
-      }
-    })
+    relay(pool, req.url ?? '/', res)
   })
   server.keepAliveTimeout = 72_000
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))

@@ -12,6 +12,11 @@ export interface TargetInfo {
   goal?: number
   /** A second goal against another target measured in the same round, shown in the notes. */
   also?: { reference: string, goal: number }
+  /**
+   * The same answer from a bare Fastify route that hijacks (no plugin), measured in the same
+   * round: the notes show the target against it, which is what the plugin itself adds.
+   */
+  floor?: string
   /** Uses the plugin, so `--baseline=DIR` measures it also with the sources in DIR. */
   plugin: boolean
   /** Needs undici 8 (Node ≥ 22.19 for the server, see `--node=PATH`); only with `--undici8` or `--only`. */
@@ -20,10 +25,11 @@ export interface TargetInfo {
 
 export const TARGETS = {
   ceiling: { label: '`node:http` + undici `Pool.stream()` (ceiling)', short: 'ceiling', plugin: false },
-  'pipe-url': { label: 'asyncRoute, `reply.pipe(url)`', short: 'pipe(url)', reference: 'ceiling', goal: 0.9, also: { reference: 'reply-from', goal: 1.3 }, plugin: true },
-  'forward-get': { label: 'asyncRoute, `reply.forward(url)`, GET', short: 'forward (GET)', reference: 'reply-from', goal: 1.3, plugin: true },
+  'pipe-url': { label: 'asyncRoute, `reply.pipe(url)`', short: 'pipe(url)', reference: 'ceiling', goal: 0.9, also: { reference: 'reply-from', goal: 1.3 }, floor: 'hijack-stream', plugin: true },
+  'hijack-stream': { label: 'Fastify route, `reply.hijack()` + the ceiling\'s `Pool.stream()`', short: 'hijack + stream', reference: 'ceiling', plugin: false },
+  'forward-get': { label: 'asyncRoute, `reply.forward(url)`, GET', short: 'forward (GET)', reference: 'reply-from', goal: 1.3, floor: 'hijack-stream', plugin: true },
   'reply-from': { label: '`@fastify/reply-from`', short: 'reply-from', reference: 'ceiling', plugin: false },
-  'fetch-pipe': { label: 'asyncRoute, `reply.fetch` + `reply.pipe(res)`', short: 'fetch + pipe', reference: 'reply-from', goal: 1.0, plugin: true },
+  'fetch-pipe': { label: 'asyncRoute, `reply.fetch` + `reply.pipe(res)`', short: 'fetch + pipe', reference: 'reply-from', goal: 1.0, floor: 'hijack-stream', plugin: true },
   'upstream-pipe': { label: 'asyncRoute, `upstream` option + `reply.pipe(res)`', short: 'upstream + pipe', reference: 'reply-from', plugin: true },
   'undici-send': { label: 'Fastify route, `undici.request` + `reply.send(body)`', short: 'undici + send', reference: 'reply-from', plugin: false },
   'ceiling-undici8': { label: '`node:http` + undici 8 `Pool.stream()` (ceiling, undici 8)', short: 'ceiling (undici 8)', reference: 'ceiling', plugin: false, undici8: true },
@@ -32,7 +38,7 @@ export const TARGETS = {
   'forward-post': { label: 'asyncRoute, `reply.forward(url)`, POST with a streamed body', short: 'forward', reference: 'reply-from-post', goal: 1.2, plugin: true },
   'plain-json': { label: 'plain Fastify route returning `{hello:\'world\'}`', short: 'plain Fastify', plugin: false },
   'hijack-json': { label: 'Fastify route, `reply.hijack()` + `raw.end(JSON)`', short: 'hijack + end', reference: 'plain-json', plugin: false },
-  'finish-json': { label: 'asyncRoute, `reply.finish({hello:\'world\'})`', short: 'finish(json)', reference: 'plain-json', goal: 1.0, plugin: true }
+  'finish-json': { label: 'asyncRoute, `reply.finish({hello:\'world\'})`', short: 'finish(json)', reference: 'plain-json', goal: 1.0, floor: 'hijack-json', plugin: true }
 } as const satisfies Record<string, TargetInfo>
 
 export type Target = keyof typeof TARGETS
@@ -60,6 +66,12 @@ export function referenceOf (name: string): Target | undefined {
   return reference === undefined ? undefined : variant(reference).target
 }
 
+/** The bare hijacking route a variant's answer is also compared with, if any (`pipe-url` vs `hijack-stream`). */
+export function floorOf (name: string): Target | undefined {
+  const floor = info(variant(name).target).floor
+  return floor === undefined ? undefined : variant(floor).target
+}
+
 /** The second comparison of a variant, if its target has one (`pipe-url` vs `reply-from`). */
 export function alsoOf (name: string): { reference: Target, goal: number } | undefined {
   const also = info(variant(name).target).also
@@ -77,7 +89,7 @@ export interface Scenario {
   targets: readonly Target[]
 }
 
-const UPSTREAM_ORDER: readonly Target[] = ['ceiling', 'pipe-url', 'forward-get', 'reply-from', 'fetch-pipe', 'upstream-pipe', 'undici-send', 'ceiling-undici8', 'pipe-url-undici8']
+const UPSTREAM_ORDER: readonly Target[] = ['ceiling', 'hijack-stream', 'pipe-url', 'forward-get', 'reply-from', 'fetch-pipe', 'upstream-pipe', 'undici-send', 'ceiling-undici8', 'pipe-url-undici8']
 
 const POST_ORDER: readonly Target[] = ['reply-from-post', 'forward-post']
 
