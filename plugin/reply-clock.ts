@@ -14,8 +14,8 @@ import type { RouteContext } from './context.js'
 import { IdleTimeoutError, TimeoutError } from './errors.js'
 import { describeHang, describeSilence, describeUnfinished } from './report.js'
 import type { HangReport } from './types.js'
-import type { WatchdogQueue } from './watchdog-queue.js'
-import { kAsyncContext, kAwaitingFinish, kCheckUnfinished, kDeadline, kEnqueueWatchdog, kHangReport, kIdleTimerFired, kNoteSignOfLife, kRanOut, kRearmWatchdog, kRoute, kStartClock, kStartedAt, kStopClock, kWatchdogFired, kWatchesIdle } from './symbols.js'
+import type { Watched, WatchdogQueue } from './watchdog-queue.js'
+import { kAsyncContext, kAwaitingFinish, kCheckUnfinished, kDeadline, kEnqueueWatchdog, kHangReport, kIdleTimerFired, kNoteSignOfLife, kQueueNext, kQueuePrev, kRanOut, kRearmWatchdog, kRoute, kStartClock, kStartedAt, kStopClock, kWatchdogFired, kWatchesIdle } from './symbols.js'
 
 // A reply armed with its route's own timeout is due from its start, and joins the route's
 // WatchdogQueue only if its handler returns with it open (kEnqueueWatchdog).
@@ -40,6 +40,12 @@ export abstract class ReplyClock {
   /** The `idleTimeout` timer, re-armed only when it fires early (never per sign of life). */
   #idleTimer: NodeJS.Timeout | null = null
   #warnedUnfinished = false
+  /**
+   * Its neighbours in the route's WatchdogQueue, which only the queue sets (through the
+   * accessors below). Private, so that a reply logged or inspected shows no other request.
+   */
+  #queuePrev: Watched | null = null
+  #queueNext: Watched | null = null
 
   abstract readonly request: FastifyRequest
   /** The hang report as of `now`. */
@@ -73,6 +79,22 @@ export abstract class ReplyClock {
     if (this.#inQueue !== JOINS_ON_RETURN) return
     this.#inQueue = QUEUED
     ;(this[kRoute].watchdogs as WatchdogQueue).add(this)
+  }
+
+  get [kQueuePrev] (): Watched | null {
+    return this.#queuePrev
+  }
+
+  set [kQueuePrev] (reply: Watched | null) {
+    this.#queuePrev = reply
+  }
+
+  get [kQueueNext] (): Watched | null {
+    return this.#queueNext
+  }
+
+  set [kQueueNext] (reply: Watched | null) {
+    this.#queueNext = reply
   }
 
   /** The reply ended: nothing watches it any more. */

@@ -376,8 +376,12 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
 
   [kUntrack] (call: UpstreamCall): void {
     const calls = this.#calls
-    // (A call that is not there, -1, becomes an index past the end: nothing is removed.)
-    if (calls !== null) calls.splice(calls.indexOf(call) >>> 0, 1)
+    if (calls !== null) {
+      // The usual case, the only call or the latest, needs no array for splice() to return.
+      // (A call that is not there, -1, becomes an index past the end: nothing is removed.)
+      if (calls[calls.length - 1] === call) calls.pop()
+      else calls.splice(calls.indexOf(call) >>> 0, 1)
+    }
     this[kNoteSignOfLife]()
   }
 

@@ -11,10 +11,17 @@
 // The timer was created in the async context of whichever reply armed it first: each reply's
 // watchdog runs in that reply's own context (`asyncContext`), never in the timer's.
 import type { AsyncResource } from 'node:async_hooks'
-import { kAsyncContext, kDeadline, kWatchdogFired } from './symbols.js'
+import { kAsyncContext, kDeadline, kQueueNext, kQueuePrev, kWatchdogFired } from './symbols.js'
 
 /** A reply as the queue sees it. */
 export interface Watched {
+  /**
+   * Its neighbours in the queue, written by the queue alone. A queue threaded through the
+   * replies costs no allocation; a Set, emptied and filled again about once a request on a
+   * route answering one request at a time, got a new table from V8 each time.
+   */
+  [kQueuePrev]: Watched | null
+  [kQueueNext]: Watched | null
   /** When its watchdog fires (epoch ms). */
   readonly [kDeadline]: number
   /** The async context of the request the reply answers. */
@@ -24,35 +31,53 @@ export interface Watched {
 }
 
 export class WatchdogQueue {
-  /** Insertion order is due order; a Set's delete is O(1) and iteration skips what was deleted. */
-  readonly #waiting = new Set<Watched>()
+  /** Waiting replies in due order, oldest first (a list through their kQueuePrev and kQueueNext). */
+  #first: Watched | null = null
+  #last: Watched | null = null
   #timer: NodeJS.Timeout | null = null
 
   add (reply: Watched): void {
-    this.#waiting.add(reply)
+    const last = this.#last
+    reply[kQueuePrev] = last
+    if (last === null) this.#first = reply
+    else last[kQueueNext] = reply
+    this.#last = reply
     // (Due from its start, not from now: its handler ran in between.)
     if (this.#timer === null) this.#timer = setTimeout(fire, Math.max(1, reply[kDeadline] - Date.now()), this)
-    else if (this.#waiting.size === 1) this.#timer.ref()
+    else if (last === null) this.#timer.ref()
   }
 
+  /** A waiting reply leaves (its clock calls this only while the reply is in the queue). */
   delete (reply: Watched): void {
-    this.#waiting.delete(reply)
+    this.#unlink(reply)
     // (A reply was waiting, so there is a timer: the one that is firing, if this runs from fire().)
-    if (this.#waiting.size === 0) (this.#timer as NodeJS.Timeout).unref()
+    if (this.#first === null) (this.#timer as NodeJS.Timeout).unref()
   }
 
   /** Fires every reply that is due, then waits for the next one. */
   fire (): void {
     const now = Date.now()
-    for (const reply of this.#waiting) {
+    // (The first reply is read again after each: what a watchdog runs may end other replies.)
+    for (let reply = this.#first; reply !== null; reply = this.#first) {
       if (reply[kDeadline] > now) {
         this.#timer = setTimeout(fire, reply[kDeadline] - now, this)
         return
       }
-      this.#waiting.delete(reply)
+      this.#unlink(reply)
       reply[kAsyncContext].runInAsyncScope(reply[kWatchdogFired], reply)
     }
     this.#timer = null
+  }
+
+  #unlink (reply: Watched): void {
+    const prev = reply[kQueuePrev]
+    const next = reply[kQueueNext]
+    if (prev === null) this.#first = next
+    else prev[kQueueNext] = next
+    if (next === null) this.#last = prev
+    else next[kQueuePrev] = prev
+    reply[kQueuePrev] = null
+    reply[kQueueNext] = null
   }
 }
 
