@@ -47,8 +47,11 @@ export class WatchdogQueue {
     else if (last === null) this.#timer.ref()
   }
 
-  /** A waiting reply leaves (its clock calls this only while the reply is in the queue). */
+  /** A waiting reply leaves; one that is not in the queue (never added, or gone) changes nothing. */
   delete (reply: Watched): void {
+    // (Unlinking a reply that is not in the queue would cut the queue at its head. Its clock
+    // calls this only for a reply in the queue: the queue does not count on it.)
+    if (reply[kQueuePrev] === null && this.#first !== reply) return
     this.#unlink(reply)
     // (A reply was waiting, so there is a timer: the one that is firing, if this runs from fire().)
     if (this.#first === null) (this.#timer as NodeJS.Timeout).unref()

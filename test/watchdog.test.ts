@@ -536,3 +536,38 @@ t.test('the hang report of a streaming reply says it was streaming, not that fin
   t.match(String(line?.msg), /streaming: 208 bytes written, the last \d+ ms ago/)
   t.notMatch(String(line?.msg), /forgotten/)
 })
+
+t.test('replies waiting in the middle of a route\'s watchdog queue re-armed or finished from outside: the others still time out on time', async (t) => {
+  const held = new Map<string, AsyncReply>()
+  const { url, app } = await startApp(t, { timeout: 500 }, (app) => {
+    app.asyncRoute({
+      method: 'GET',
+      url: '/hold/:id',
+      handler (request, reply) {
+        held.set((request.params as { id: string }).id, reply)
+      }
+    })
+  })
+  const started = Date.now()
+  const answers = ['a', 'b', 'c', 'd'].map(async (id) => {
+    const res = await request(`${url}/hold/${id}`)
+    return { id, status: res.statusCode, body: res.body, after: Date.now() - started }
+  })
+  await waitFor(() => held.size === 4, 2000, 'four replies waiting')
+  t.equal(app.asyncRoute.pending().length, 4)
+  // From outside any handler: b leaves the queue for a watchdog of its own, c ends.
+  held.get('b')?.setTimeout(2000)
+  held.get('c')?.finish('done')
+  const byId = new Map((await Promise.all(answers)).map((answer) => [answer.id, answer]))
+  t.equal(byId.get('c')?.status, 200)
+  t.equal(byId.get('c')?.body, 'done')
+  for (const id of ['a', 'd']) {
+    const answer = byId.get(id)
+    t.equal(answer?.status, 504, `${id}, on either side of them, timed out`)
+    t.ok((answer?.after ?? 0) < 1500, `${id} on its route's timeout (${answer?.after ?? 0} ms)`)
+  }
+  const b = byId.get('b')
+  t.equal(b?.status, 504)
+  t.ok((b?.after ?? 0) >= 1500, `b on its own, later watchdog (${b?.after ?? 0} ms)`)
+  t.same(app.asyncRoute.pending(), [])
+})

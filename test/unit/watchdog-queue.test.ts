@@ -1,7 +1,7 @@
 // A route's WatchdogQueue (plugin/watchdog-queue.ts), without sockets: replies fire in the
 // order they are due and only once due, a reply that left never fires, a watchdog that ends
-// other waiting replies, a queue emptied and filled again. Watchdogs over real sockets are
-// in test/watchdog.test.ts.
+// other waiting replies, a queue emptied and filled again, a reply deleted twice or never
+// added. Watchdogs over real sockets are in test/watchdog.test.ts.
 import { AsyncResource } from 'node:async_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { test } from 'tap'
@@ -80,4 +80,20 @@ test('a queue emptied, by leaving or by firing, takes replies again', async (t) 
   queue.add(c)
   await firedCount(fired, 2)
   t.same(fired, ['b', 'c'], 'a queue that fired empty arms a new timer')
+})
+
+test('a reply deleted twice, or never added, leaves the waiting replies and the timer alone', async (t) => {
+  const queue = new WatchdogQueue()
+  const fired: string[] = []
+  const [a, b, c] = ['a', 'b', 'c'].map((name, i) => fakeReply(name, 20 + i * 20, fired)) as [FakeReply, FakeReply, FakeReply]
+  queue.add(a)
+  queue.add(b)
+  queue.delete(a)
+  queue.delete(a)
+  queue.delete(c)
+  await firedCount(fired, 1)
+  t.same(fired, ['b'], 'b still fires')
+  queue.add(c)
+  await firedCount(fired, 2)
+  t.same(fired, ['b', 'c'], 'and the queue still takes replies')
 })
