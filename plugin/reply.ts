@@ -593,13 +593,20 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
    */
   [kRanOut] (report: HangReport, message: string, error: Error & { code: string }): void {
     this.#timeoutError = error
-    const log = this.request.log
-    log.warn({ report }, message)
+    try {
+      this.request.log.warn({ report }, message)
+    } finally {
+      // The reply ends even if the app's logger threw: its error goes on to the process.
+      this.#timedOut(report, error)
+    }
+  }
+
+  #timedOut (report: HangReport, error: Error & { code: string }): void {
     // `code` tells the watchdog (FST_ASYNC_ROUTE_TIMEOUT) from idleTimeout (…_IDLE_TIMEOUT).
     if (timeoutChannel.hasSubscribers) timeoutChannel.publish({ request: this.request, report, code: error.code })
     const onWatchdog = this[kRoute].onWatchdog
     if (onWatchdog !== null) {
-      callAppCallback(this[kAsyncContext], log, 'onTimeout', onWatchdog, this.request, this, report)
+      callAppCallback(this[kAsyncContext], this.request.log, 'onTimeout', onWatchdog, this.request, this, report)
       if (this.#state !== OPEN) return
     }
     this.#failWith(error, TIMED_OUT)

@@ -60,16 +60,18 @@ export class WatchdogQueue {
   /** Fires every reply that is due, then waits for the next one. */
   fire (): void {
     const now = Date.now()
-    // (The first reply is read again after each: what a watchdog runs may end other replies.)
-    for (let reply = this.#first; reply !== null; reply = this.#first) {
-      if (reply[kDeadline] > now) {
-        this.#timer = setTimeout(fire, reply[kDeadline] - now, this)
-        return
+    try {
+      // (The first reply is read again after each: what a watchdog runs may end other replies.)
+      for (let reply = this.#first; reply !== null && reply[kDeadline] <= now; reply = this.#first) {
+        this.#unlink(reply)
+        reply[kAsyncContext].runInAsyncScope(reply[kWatchdogFired], reply)
       }
-      this.#unlink(reply)
-      reply[kAsyncContext].runInAsyncScope(reply[kWatchdogFired], reply)
+    } finally {
+      // Timed for the next reply due, also after a watchdog that threw (the app's logger, say):
+      // the error goes on to the process, and the replies still waiting keep their watchdogs.
+      const first = this.#first
+      this.#timer = first === null ? null : setTimeout(fire, Math.max(1, first[kDeadline] - Date.now()), this)
     }
-    this.#timer = null
   }
 
   #unlink (reply: Watched): void {

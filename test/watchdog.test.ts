@@ -6,6 +6,7 @@ import type { AsyncReply, HangReport } from '../plugin/index.js'
 import { asyncGet, LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
 import { request, waitFor } from './helpers/client.js'
 import { socketClosed, startUpstream, type Upstream } from './helpers/upstream.js'
+import { captureLogs } from './helpers/logs.js'
 
 /** An upstream that accepts requests and never answers them. */
 async function stalledUpstream (test: Parameters<typeof startApp>[0]): Promise<Upstream> {
@@ -569,5 +570,48 @@ t.test('replies waiting in the middle of a route\'s watchdog queue re-armed or f
   const b = byId.get('b')
   t.equal(b?.status, 504)
   t.ok((b?.after ?? 0) >= 1500, `b on its own, later watchdog (${b?.after ?? 0} ms)`)
+  t.same(app.asyncRoute.pending(), [])
+})
+
+t.test('an app logger that throws on the hang warning: every reply still gets its 504, on time, and the error reaches the process', async (t) => {
+  // The errors expected here are kept, in place of the helpers' guard that fails on any.
+  const errors: unknown[] = []
+  const guards = process.listeners('uncaughtException')
+  process.removeAllListeners('uncaughtException')
+  process.on('uncaughtException', (error) => { errors.push(error) })
+  t.teardown(() => {
+    process.removeAllListeners('uncaughtException')
+    for (const guard of guards) process.on('uncaughtException', guard)
+  })
+  const broken = new Error('log transport down')
+  const { logger } = captureLogs('debug')
+  const throwingLogger = {
+    ...logger,
+    hooks: {
+      logMethod (this: unknown, args: unknown[], method: (...args: unknown[]) => void, level: number): void {
+        if (level === LEVEL.warn) throw broken
+        method.apply(this, args)
+      }
+    }
+  }
+  const { url, app } = await startApp(t, { timeout: 300 }, (app) => {
+    app.asyncRoute({ method: 'GET', url: '/hang/:id', handler () {} })
+    app.asyncRoute({ method: 'GET', url: '/silent', timeout: 0, idleTimeout: 300, handler () {} })
+  }, { logger: throwingLogger })
+  const started = Date.now()
+  // a and b wait in the route's queue, due together; c has its idle timer.
+  const answers = await Promise.all(['/hang/a', '/hang/b', '/silent'].map(async (path) => {
+    const res = await request(`${url}${path}`)
+    return { path, status: res.statusCode, code: (JSON.parse(res.body) as { code: string }).code, after: Date.now() - started }
+  }))
+  for (const answer of answers) {
+    t.equal(answer.status, 504, `${answer.path} answered`)
+    t.ok(answer.after < 2000, `${answer.path} on time (${answer.after} ms)`)
+  }
+  t.same(answers.map((answer) => answer.code), ['FST_ASYNC_ROUTE_TIMEOUT', 'FST_ASYNC_ROUTE_TIMEOUT', 'FST_ASYNC_ROUTE_IDLE_TIMEOUT'])
+  t.same(errors, [broken, broken, broken], 'each warning\'s error reached the process')
+  // The route's queue still times replies that join it later.
+  const later = await request(`${url}/hang/c`)
+  t.equal(later.statusCode, 504)
   t.same(app.asyncRoute.pending(), [])
 })

@@ -1,7 +1,7 @@
 // A route's WatchdogQueue (plugin/watchdog-queue.ts), without sockets: replies fire in the
 // order they are due and only once due, a reply that left never fires, a watchdog that ends
 // other waiting replies, a queue emptied and filled again, a reply deleted twice or never
-// added. Watchdogs over real sockets are in test/watchdog.test.ts.
+// added, a watchdog that throws. Watchdogs over real sockets are in test/watchdog.test.ts.
 import { AsyncResource } from 'node:async_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { test } from 'tap'
@@ -96,4 +96,24 @@ test('a reply deleted twice, or never added, leaves the waiting replies and the 
   queue.add(c)
   await firedCount(fired, 2)
   t.same(fired, ['b', 'c'], 'and the queue still takes replies')
+})
+
+test('a watchdog that throws: the error reaches the process, the replies due with it and after it still fire', async (t) => {
+  const errors: unknown[] = []
+  const onUncaught = (error: unknown): void => { errors.push(error) }
+  process.prependListener('uncaughtException', onUncaught)
+  t.teardown(() => { process.off('uncaughtException', onUncaught) })
+  const queue = new WatchdogQueue()
+  const fired: string[] = []
+  const broken = new Error('the app\'s logger threw')
+  queue.add(fakeReply('a', 10, fired, () => { throw broken }))
+  queue.add(fakeReply('b', 10, fired))
+  queue.add(fakeReply('c', 60, fired))
+  await firedCount(fired, 3)
+  t.same(fired, ['a', 'b', 'c'])
+  t.same(errors, [broken], 'thrown once, to the process')
+  const d = fakeReply('d', 10, fired)
+  queue.add(d)
+  await firedCount(fired, 4)
+  t.same(fired, ['a', 'b', 'c', 'd'], 'and the queue still takes replies')
 })
