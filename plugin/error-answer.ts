@@ -54,6 +54,20 @@ export function errorAnswer (thrown: unknown): ErrorAnswer {
 const UNREADABLE = 'The error could not be read'
 const UNREADABLE_BODY = JSON.stringify({ statusCode: 500, error: STATUS_CODES[500], message: UNREADABLE })
 
+// What the app's `renderError` did with an error answer.
+/** It finished the reply. */
+export const RENDERED = 0
+/** It threw (logged already): the default answer goes out. */
+export const NOT_RENDERED = 1
+/** It returned without finishing: the default answer goes out, then `warnRenderUnfinished`. */
+export const LEFT_UNFINISHED = 2
+export type Rendering = typeof RENDERED | typeof NOT_RENDERED | typeof LEFT_UNFINISHED
+
+/** Logged once the default answer is out (a logger that throws leaves no client waiting). */
+export function warnRenderUnfinished (log: FastifyBaseLogger): void {
+  log.warn('renderError did not finish the reply; the default error answer is sent')
+}
+
 /** 5xx at error level, the rest at info: a client's mistake is not the server's alarm. */
 export function logAnswer (log: FastifyBaseLogger, answer: ErrorAnswer): void {
   logError(log, answer.status >= 500 ? 'error' : 'info', answer.error, answer.message)

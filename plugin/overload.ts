@@ -4,7 +4,7 @@ import type { OutgoingHttpHeaders } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { JSON_TYPE } from './body.js'
 import type { RouteContext } from './context.js'
-import { errorAnswer, logError, type ErrorAnswer } from './error-answer.js'
+import { errorAnswer, LEFT_UNFINISHED, logError, NOT_RENDERED, RENDERED, warnRenderUnfinished, type ErrorAnswer, type Rendering } from './error-answer.js'
 import { OverloadedError } from './errors.js'
 import { bodyUnread } from './raw-response.js'
 
@@ -20,18 +20,26 @@ export function overloaded (route: RouteContext): boolean {
 }
 
 /**
- * `503 FST_ASYNC_ROUTE_OVERLOADED` with `retry-after: 1`, on a hijacked reply, logged at warn.
- * `rendered` is the app's `renderError` (true when it answered), or null.
+ * `503 FST_ASYNC_ROUTE_OVERLOADED` with `retry-after: 1`, on a hijacked reply, logged at warn
+ * once answered. `rendered` is the app's `renderError`, or null.
  */
-export function answerOverloaded (route: RouteContext, request: FastifyRequest, fastifyReply: FastifyReply, rendered: ((answer: ErrorAnswer) => boolean) | null): void {
+export function answerOverloaded (route: RouteContext, request: FastifyRequest, fastifyReply: FastifyReply, rendered: ((answer: ErrorAnswer) => Rendering) | null): void {
   const { plugin } = route
   plugin.registry.reject()
-  request.log.warn({ pending: plugin.registry.size, routePending: route.open }, 'async route overloaded (maxPending): answered 503')
+  const pending = { pending: plugin.registry.size, routePending: route.open }
+  let rendering: Rendering = NOT_RENDERED
   if (rendered !== null) {
     // Its retry-after stays, whatever format the app renders the answer in.
     fastifyReply.header('retry-after', '1')
-    if (rendered(ANSWER)) return
+    rendering = rendered(ANSWER)
   }
+  if (rendering !== RENDERED) sendDefault(request, fastifyReply)
+  // Logged once answered: a logger that throws leaves no client waiting.
+  request.log.warn(pending, 'async route overloaded (maxPending): answered 503')
+  if (rendering === LEFT_UNFINISHED) warnRenderUnfinished(request.log)
+}
+
+function sendDefault (request: FastifyRequest, fastifyReply: FastifyReply): void {
   // Headers set by hooks (CORS, request ids) are the base, as for every answer of the plugin.
   const headers = fastifyReply.getHeaders()
   headers['content-type'] = JSON_TYPE
@@ -45,7 +53,7 @@ export function answerOverloaded (route: RouteContext, request: FastifyRequest, 
     raw.end(ANSWER.body)
   } catch (error) {
     // A header Node refuses (set unchecked by a hook): never a throw from a route handler here.
-    logError(request.log, 'error', error, 'async route: the overload answer could not be sent')
     raw.destroy()
+    logError(request.log, 'error', error, 'async route: the overload answer could not be sent')
   }
 }

@@ -119,6 +119,25 @@ export class Registry {
     return list
   }
 
+  /**
+   * Ends every reply still open when the grace is over. A throw from one (the app's logger,
+   * once its answer is out) leaves none of the others open: the first goes on to the process
+   * once all have ended.
+   */
+  #endOpenReplies (): void {
+    let failed = false
+    let failure: unknown
+    for (const reply of this.#openReplies()) {
+      try {
+        reply[kAsyncContext].runInAsyncScope(reply[kEndForClose], reply)
+      } catch (error) {
+        if (!failed) failure = error
+        failed = true
+      }
+    }
+    if (failed) throw failure
+  }
+
   pending (): PendingReply[] {
     const now = Date.now()
     const list: PendingReply[] = []
@@ -181,7 +200,7 @@ export class Registry {
     }
     const graceTimer = setTimeout(() => {
       this.#inGrace = false
-      for (const reply of this.#openReplies()) reply[kAsyncContext].runInAsyncScope(reply[kEndForClose], reply)
+      this.#endOpenReplies()
     }, grace)
     if (hookBudget < grace) hookTimer = setTimeout(release, hookBudget)
     this.#onDrained = () => {

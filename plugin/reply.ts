@@ -8,7 +8,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { bodyType, byteLength, encodeBody, isBytes, JSON_TYPE, OCTET, TEXT } from './body.js'
 import type { PluginContext, RouteContext } from './context.js'
 import { checkDuration } from './durations.js'
-import { errorAnswer, logAnswer, logError, type ErrorAnswer } from './error-answer.js'
+import { errorAnswer, LEFT_UNFINISHED, logAnswer, logError, NOT_RENDERED, RENDERED, warnRenderUnfinished, type ErrorAnswer, type Rendering } from './error-answer.js'
 import { incomingBudget } from './deadline.js'
 import { ClientGoneError, ClosingError, InvalidArgumentError, RewriteHeadersError, UpstreamError } from './errors.js'
 import { forwardableHeaders, isRelayableStatus, rewrittenHeaders } from './headers.js'
@@ -388,13 +388,15 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
   /** The client left before the reply was finished. */
   [kClientGone] (): void {
     if (this.#state !== OPEN) return
-    // nginx's 499: worth a line, not an alarm.
-    this.request.log.info('the client closed the connection before the reply was finished')
     const listeners = this.#closeListeners
     this.#closeListeners = null
     this.#end(ABORTED, new ClientGoneError())
-    if (listeners === null) return
-    for (const fn of listeners) this.#runListener(fn, undefined, 'onClose')
+    if (listeners !== null) {
+      for (const fn of listeners) this.#runListener(fn, undefined, 'onClose')
+    }
+    // nginx's 499: worth a line, not an alarm (once the reply has ended: a logger that throws
+    // leaves nothing open).
+    this.request.log.info('the client closed the connection before the reply was finished')
   }
 
   /** Ends the reply for a failure the handler did not report itself (throw, upstream error). */
@@ -605,11 +607,13 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
     // `code` tells the watchdog (FST_ASYNC_ROUTE_TIMEOUT) from idleTimeout (…_IDLE_TIMEOUT).
     if (timeoutChannel.hasSubscribers) timeoutChannel.publish({ request: this.request, report, code: error.code })
     const onWatchdog = this[kRoute].onWatchdog
-    if (onWatchdog !== null) {
-      callAppCallback(this[kAsyncContext], this.request.log, 'onTimeout', onWatchdog, this.request, this, report)
-      if (this.#state !== OPEN) return
+    try {
+      if (onWatchdog !== null) callAppCallback(this[kAsyncContext], this.request.log, 'onTimeout', onWatchdog, this.request, this, report)
+    } finally {
+      // (onTimeout may have answered itself. Only a logger that throws twice, on onTimeout's
+      // own error, gets a throw out of callAppCallback: the reply ends all the same.)
+      if (this.#state === OPEN) this.#failWith(error, TIMED_OUT)
     }
-    this.#failWith(error, TIMED_OUT)
   }
 
   /** Ends the reply with an error answer, or cuts the connection if the head is out. */
@@ -620,16 +624,23 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
     }
     const answer = errorAnswer(error)
     this.#end(state, answer.error)
-    // The watchdog's and idleTimeout's 504s were logged once already, as the warning with the
-    // hang report (ranOut).
+    this.#sendError(answer)
+    // Logged once the answer is out, so that a logger that throws leaves no client waiting. The
+    // watchdog's and idleTimeout's 504s were logged once already, as the warning with the hang
+    // report (ranOut).
     if (state !== TIMED_OUT) logAnswer(this.request.log, answer)
+  }
+
+  /** The error answer of a reply that has just ended: rendered, the default JSON, or a cut connection. */
+  #sendError (answer: ErrorAnswer): void {
     const raw = this.raw
     const http2 = this.#http2
     if (raw.headersSent || isGone(raw, http2)) {
       cut(raw, http2)
       return
     }
-    if (this[kRoute].renderError !== null && this[kRenderedAnswer](answer)) return
+    const rendered = this[kRoute].renderError === null ? NOT_RENDERED : this[kRenderedAnswer](answer)
+    if (rendered === RENDERED) return
     try {
       // The answer is JSON whatever content type the handler had set for its own body.
       this.#writeHead(answer.status, JSON_TYPE, Buffer.byteLength(answer.body), undefined, true)
@@ -637,19 +648,21 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
     } catch (headError) {
       // A header Node refuses (set unchecked on the Fastify reply by a hook, say): this runs
       // from timers and callbacks, where a throw would crash the process. Cut instead.
-      logError(this.request.log, 'error', headError, 'async reply: the error answer could not be sent')
       cut(raw, http2)
+      logError(this.request.log, 'error', headError, 'async reply: the error answer could not be sent')
     }
+    if (rendered === LEFT_UNFINISHED) warnRenderUnfinished(this.request.log)
   }
 
   /**
    * `renderError`: the app renders an error answer before the head (its own format,
    * `application/problem+json` say), synchronously, in the request's context; `error` carries
-   * `code` and `statusCode`. True when it finished the reply; false when the default answer is
-   * to go out (it threw or did not finish; what it set on the head is dropped). The reply has
-   * ended already (see `renderOverload` for the one that never started).
+   * `code` and `statusCode`. RENDERED when it finished the reply; otherwise the default answer
+   * is to go out (what it set on the head is dropped): NOT_RENDERED when it threw (logged),
+   * LEFT_UNFINISHED when it returned without finishing (warned about once the default answer
+   * is out). The reply has ended already (see `renderOverload` for the one that never started).
    */
-  [kRenderedAnswer] (answer: ErrorAnswer): boolean {
+  [kRenderedAnswer] (answer: ErrorAnswer): Rendering {
     const render = this[kRoute].renderError as NonNullable<RouteContext['renderError']>
     const error = answer.error as Error & { statusCode?: unknown }
     try {
@@ -671,15 +684,14 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
     }
     // (Only finish() answers while rendering: the reply has ended, write(), flush() and the rest
     // are ignored as on any ended reply.)
-    if (raw.writableEnded) return true
-    if (returned) this.request.log.warn('renderError did not finish the reply; the default error answer is sent')
+    if (raw.writableEnded) return RENDERED
     this.#head = head
     this.#statusCode = statusCode
-    return false
+    return returned ? LEFT_UNFINISHED : NOT_RENDERED
   }
 
   /** `renderedAnswer` for the `maxPending` 503: a reply that never started, ended as refused. */
-  [kRenderOverload] (answer: ErrorAnswer): boolean {
+  [kRenderOverload] (answer: ErrorAnswer): Rendering {
     this.#state = FAILED_BY_PLUGIN
     return this[kRenderedAnswer](answer)
   }

@@ -7,7 +7,7 @@
 import t from 'tap'
 import type { AsyncReply, RenderError, RewriteHeaders } from '../plugin/index.js'
 import { asyncGet, LEVEL, logsAt, startApp, startRoute } from './helpers/app.js'
-import { request, waitFor } from './helpers/client.js'
+import { request, sendOnly, waitFor } from './helpers/client.js'
 import { upstreamFor } from './helpers/upstream.js'
 
 /** A fresh value per request: some of them are consumed (frozen, tagged) by reading them. */
@@ -191,4 +191,66 @@ t.test('rewriteHeaders: an array with a value Node refuses, or a promise, is a 5
     t.equal(JSON.parse(res.body).code, 'FST_ASYNC_ROUTE_REWRITE_HEADERS', name)
     t.equal(res.headers['x-upstream'], undefined, `${name}: nothing of the upstream head`)
   }
+})
+
+t.test('an app logger that throws on every line: each way a reply ends still answers its client, and app.close() ends', async (t) => {
+  // The errors expected here are kept, in place of the helpers' guard that fails on any.
+  const errors: unknown[] = []
+  const guards = process.listeners('uncaughtException')
+  process.removeAllListeners('uncaughtException')
+  process.on('uncaughtException', (error) => { errors.push(error) })
+  t.teardown(() => {
+    process.removeAllListeners('uncaughtException')
+    for (const guard of guards) process.on('uncaughtException', guard)
+  })
+  const broken = new Error('log transport down')
+  let failing = false
+  const logger = {
+    level: 'debug',
+    hooks: {
+      logMethod (this: unknown, args: unknown[], method: (...args: unknown[]) => void): void {
+        if (failing) throw broken
+        method.apply(this, args)
+      }
+    }
+  }
+  const doesNotFinish: RenderError = () => {}
+  const { url, app } = await startApp(t, { timeout: 300, closeGrace: 200 }, (app) => {
+    // onWatchdog throws, and so does the logger told of it.
+    app.asyncRoute({ method: 'GET', url: '/hang', onWatchdog () { throw new Error('onWatchdog') }, handler () {} })
+    app.asyncRoute({ method: 'GET', url: '/fail', handler () { throw new Error('handler') } })
+    app.asyncRoute({ method: 'GET', url: '/render', renderError: doesNotFinish, handler () { throw new Error('handler') } })
+    app.asyncRoute({ method: 'GET', url: '/full', timeout: 0, maxPending: 1, handler () {} })
+    app.asyncRoute({ method: 'GET', url: '/held', timeout: 0, handler () {} })
+  }, { logger, disableRequestLogging: true })
+  failing = true
+  const codeOf = (body: string): unknown => (JSON.parse(body) as { code?: unknown }).code
+  const timedOut = await request(`${url}/hang`)
+  t.equal(timedOut.statusCode, 504, 'the watchdog answers')
+  t.equal(codeOf(timedOut.body), 'FST_ASYNC_ROUTE_TIMEOUT')
+  t.equal((await request(`${url}/fail`)).statusCode, 500, 'a handler\'s throw is answered')
+  t.equal((await request(`${url}/render`)).statusCode, 500, 'the default answer after a renderError that did not finish')
+  // The first /full stays open; the second is over the route's maxPending.
+  const heldFull = request(`${url}/full`)
+  await waitFor(() => app.asyncRoute.pending().length === 1, 2000, 'the first /full open')
+  const refused = await request(`${url}/full`)
+  t.equal(refused.statusCode, 503, 'maxPending answers')
+  t.equal(codeOf(refused.body), 'FST_ASYNC_ROUTE_OVERLOADED')
+  // A client that leaves: its reply ends.
+  const leaving = await sendOnly(`${url}/held`)
+  await waitFor(() => app.asyncRoute.pending().length === 2, 2000, '/held open')
+  leaving.destroy()
+  await waitFor(() => app.asyncRoute.pending().length === 1, 2000, '/held ended once its client left')
+  // Two replies open at close: each gets the 503 of a closing server, and close() ends.
+  const heldAtClose = request(`${url}/held`)
+  await waitFor(() => app.asyncRoute.pending().length === 2, 2000, 'two replies open at close')
+  const started = Date.now()
+  await app.close()
+  t.ok(Date.now() - started < 3000, `close() ended (${Date.now() - started} ms)`)
+  for (const answer of await Promise.all([heldFull, heldAtClose])) {
+    t.equal(answer.statusCode, 503, 'answered at close')
+    t.equal(codeOf(answer.body), 'FST_ASYNC_ROUTE_CLOSING')
+  }
+  t.same(app.asyncRoute.pending(), [])
+  t.ok(errors.length > 0 && errors.every((error) => error === broken), `only the logger's errors reached the process (${errors.length})`)
 })
