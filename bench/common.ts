@@ -27,11 +27,13 @@ export interface ChildOptions {
   env?: NodeJS.ProcessEnv
   /** The Node binary (default: the one running the benchmark). */
   node?: string
+  /** A command Node runs under, with its arguments (`valgrind --tool=callgrind …`): same pid. */
+  wrapper?: string[]
 }
 
 /** Runs `node [flags] --import tsx <script> [args]` pinned to `core` with `taskset`, with IPC. */
-export function startChild (core: string, script: string, args: string[], { nodeFlags = [], env = process.env, node = process.execPath }: ChildOptions = {}): Child {
-  const proc = spawn('taskset', ['-c', core, node, ...nodeFlags, '--import', 'tsx', script, ...args], {
+export function startChild (core: string, script: string, args: string[], { nodeFlags = [], env = process.env, node = process.execPath, wrapper = [] }: ChildOptions = {}): Child {
+  const proc = spawn('taskset', ['-c', core, ...wrapper, node, ...nodeFlags, '--import', 'tsx', script, ...args], {
     cwd: ROOT,
     env,
     stdio: ['ignore', 'inherit', 'inherit', 'ipc']
