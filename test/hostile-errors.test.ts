@@ -6,7 +6,7 @@
 // (the helpers fail the run on either).
 import t from 'tap'
 import type { AsyncReply, RenderError, RewriteHeaders } from '../plugin/index.js'
-import { asyncGet, LEVEL, logsAt, startApp, startRoute } from './helpers/app.js'
+import { asyncGet, collectUncaught, LEVEL, logsAt, startApp, startRoute } from './helpers/app.js'
 import { request, sendOnly, waitFor } from './helpers/client.js'
 import { upstreamFor } from './helpers/upstream.js'
 
@@ -194,15 +194,7 @@ t.test('rewriteHeaders: an array with a value Node refuses, or a promise, is a 5
 })
 
 t.test('an app logger that throws on every line: each way a reply ends still answers its client, and app.close() ends', async (t) => {
-  // The errors expected here are kept, in place of the helpers' guard that fails on any.
-  const errors: unknown[] = []
-  const guards = process.listeners('uncaughtException')
-  process.removeAllListeners('uncaughtException')
-  process.on('uncaughtException', (error) => { errors.push(error) })
-  t.teardown(() => {
-    process.removeAllListeners('uncaughtException')
-    for (const guard of guards) process.on('uncaughtException', guard)
-  })
+  const errors = collectUncaught(t)
   const broken = new Error('log transport down')
   let failing = false
   const logger = {

@@ -3,7 +3,7 @@
 import type { IncomingMessage } from 'node:http'
 import t from 'tap'
 import type { AsyncReply, HangReport } from '../plugin/index.js'
-import { asyncGet, LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
+import { asyncGet, collectUncaught, LEVEL, logsAt, startApp, startRoute, type LogLine } from './helpers/app.js'
 import { request, waitFor } from './helpers/client.js'
 import { socketClosed, startUpstream, type Upstream } from './helpers/upstream.js'
 import { captureLogs } from './helpers/logs.js'
@@ -574,15 +574,7 @@ t.test('replies waiting in the middle of a route\'s watchdog queue re-armed or f
 })
 
 t.test('an app logger that throws on the hang warning: every reply still gets its 504, on time, and the error reaches the process', async (t) => {
-  // The errors expected here are kept, in place of the helpers' guard that fails on any.
-  const errors: unknown[] = []
-  const guards = process.listeners('uncaughtException')
-  process.removeAllListeners('uncaughtException')
-  process.on('uncaughtException', (error) => { errors.push(error) })
-  t.teardown(() => {
-    process.removeAllListeners('uncaughtException')
-    for (const guard of guards) process.on('uncaughtException', guard)
-  })
+  const errors = collectUncaught(t)
   const broken = new Error('log transport down')
   const { logger } = captureLogs('debug')
   const throwingLogger = {

@@ -18,6 +18,22 @@ process.on('uncaughtException', (error) => {
   t.fail(`uncaught exception: ${String(error?.stack ?? error)}`)
 })
 
+/**
+ * For a test that expects uncaught exceptions (an app logger that throws): until it ends, they
+ * are collected in the array returned instead of failing the run.
+ */
+export function collectUncaught (test: Teardown): unknown[] {
+  const errors: unknown[] = []
+  const guards = process.listeners('uncaughtException')
+  process.removeAllListeners('uncaughtException')
+  process.on('uncaughtException', (error) => { errors.push(error) })
+  test.teardown(() => {
+    process.removeAllListeners('uncaughtException')
+    for (const guard of guards) process.on('uncaughtException', guard)
+  })
+  return errors
+}
+
 export interface TestApp {
   app: FastifyInstance
   logs: LogLine[]
