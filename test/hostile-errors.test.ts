@@ -201,7 +201,10 @@ t.test('an app logger that throws on every line: each way a reply ends still ans
     level: 'debug',
     hooks: {
       logMethod (this: unknown, args: unknown[], method: (...args: unknown[]) => void): void {
-        if (failing) throw broken
+        // Every line of the plugin's throws; Fastify's own request lines ({ req } or { res }) pass.
+        const [fields] = args
+        const fastifys = typeof fields === 'object' && fields !== null && ('req' in fields || 'res' in fields)
+        if (failing && !fastifys) throw broken
         method.apply(this, args)
       }
     }
@@ -214,7 +217,7 @@ t.test('an app logger that throws on every line: each way a reply ends still ans
     app.asyncRoute({ method: 'GET', url: '/render', renderError: doesNotFinish, handler () { throw new Error('handler') } })
     app.asyncRoute({ method: 'GET', url: '/full', timeout: 0, maxPending: 1, handler () {} })
     app.asyncRoute({ method: 'GET', url: '/held', timeout: 0, handler () {} })
-  }, { logger, disableRequestLogging: true })
+  }, { logger })
   failing = true
   const codeOf = (body: string): unknown => (JSON.parse(body) as { code?: unknown }).code
   const timedOut = await request(`${url}/hang`)
