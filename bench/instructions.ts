@@ -81,14 +81,14 @@ async function load (pool: Pool, urlPath: string, count: number): Promise<void> 
 }
 
 /** The instructions counted since the last zeroing, from callgrind's dump of `pid`. */
-async function dumpCount (pid: number): Promise<number> {
+async function dumpCount (pid: number): Promise<{ count: number, file: string }> {
   const before = new Set(readdirSync(outDir))
   await run('callgrind_control', ['--dump', String(pid)])
   const file = readdirSync(outDir).find((name) => name.startsWith(`cg.${pid}.`) && !before.has(name))
   if (file === undefined) throw new Error(`no callgrind dump for ${pid}`)
   const totals = /^(?:totals|summary): (\d+)/m.exec(readFileSync(path.join(outDir, file), 'utf8'))
   if (totals === null) throw new Error(`no totals in ${file}`)
-  return Number(totals[1])
+  return { count: Number(totals[1]), file: path.join(outDir, file) }
 }
 
 const upstreamChild = startChild(CLIENT_CORE, 'bench/upstream.ts', [])
@@ -114,11 +114,13 @@ try {
           await load(pool, scenario.path, warmup)
           await run('callgrind_control', ['--zero', String(server.proc.pid)])
           await load(pool, scenario.path, requests)
-          const count = await dumpCount(server.proc.pid as number) / requests
+          const dump = await dumpCount(server.proc.pid as number)
+          const count = dump.count / requests
           await pool.close()
           const key = `${variant.name} ${scenario.path}`
           results.set(key, [...(results.get(key) ?? []), count])
-          console.log(`  ${round} ${scenario.path.padEnd(7)} ${variant.name.padEnd(22)} ${thousands(count).padStart(9)} instructions/request`)
+          const kept = process.env.KEEP_CALLGRIND === undefined ? '' : `  ${dump.file}`
+          console.log(`  ${round} ${scenario.path.padEnd(7)} ${variant.name.padEnd(22)} ${thousands(count).padStart(9)} instructions/request${kept}`)
         } finally {
           await server.stop()
         }
