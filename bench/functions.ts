@@ -7,7 +7,8 @@
 //   a dump is the file callgrind wrote after the count (cg.<pid>.1); N: the requests counted (8000)
 import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
-import { option, run } from './common.js'
+import { instructionsByFunction } from './callgrind.js'
+import { option } from './common.js'
 
 const argv = process.argv.slice(2)
 const files = argv.filter((arg) => !arg.startsWith('--'))
@@ -47,19 +48,15 @@ function jitName (entries: JitEntry[], address: number): string {
     if (entry.start <= address && address < entry.end && (found === undefined || entry.line > found.line)) found = entry
   }
   if (found === undefined) return 'JIT code (unnamed)'
-  return 'JS ' + found.name.replace(/^JS:/, '').replace(/file:\/\/\S*?\/(plugin|node_modules|bench)\//, '$1/')
+  return 'JS ' + found.name.replace(/^JS:/, '').replace(/(?:file:\/\/)?\/\S*?\/(plugin|node_modules|bench)\//, '$1/')
 }
 
-/** Exclusive instructions by function, JIT addresses named, per counted request. */
+/** Exclusive instructions per counted request by function, the JIT's addresses named. */
 async function functionsOf (dump: string): Promise<Map<string, number>> {
   const entries = jitEntries(dump)
-  const out = await run('callgrind_annotate', ['--inclusive=no', '--threshold=100', dump])
   const byName = new Map<string, number>()
-  for (const line of out.split('\n')) {
-    const match = /^\s*([\d,]+) \([^)]*\)\s+(.*)$/.exec(line)
-    if (match === null) continue
-    const count = Number((match[1] as string).replaceAll(',', ''))
-    let name = (match[2] as string).replace(/^\?\?\?:/, '').replace(/ \[\/\S*\]$/, '')
+  for (const [raw, count] of await instructionsByFunction(dump)) {
+    let name = raw.replace(/ \[\/\S*\]$/, '')
     const address = /^0x([0-9a-f]+)(?:'\d+)? \[\?\?\?\]$/.exec(name)
     if (address !== null) name = jitName(entries, Number.parseInt(address[1] as string, 16))
     byName.set(name, (byName.get(name) ?? 0) + count / requests)

@@ -12,6 +12,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { Pool } from 'undici'
+import { instructionsByFunction } from './callgrind.js'
 import { CLIENT_CORE, machine, option, ROOT, run, SERVER_CORE, startChild, stringOption, versions, type Child } from './common.js'
 import { alsoOf, floorOf, info, isTarget, referenceOf, SCENARIOS, TARGETS, type Scenario, type Target } from './targets.js'
 
@@ -80,6 +81,21 @@ async function load (pool: Pool, urlPath: string, count: number): Promise<void> 
   await Promise.all(Array.from({ length: connections }, worker))
 }
 
+// V8's garbage collector, by the names of its own functions (C++, not the JIT's code): a round
+// whose window held a major collection counts tens of thousands of instructions per request
+// more than one that did not, whichever route it measures. Approximate: what a collection leaves
+// behind (colder caches, re-filled inline caches) is in the route's own functions.
+const COLLECTOR = /(?:^|[\s<])(?:heap::base::|v8::internal::(?:[\w ()]+::)*?(?:\w*Scaveng|\w*Marking|MarkCompact|Sweeper|\w*Evacuat|RememberedSet|Heap::OnMoveEvent|Heap::CollectGarbage|IterateObjectCache|LiveObjectVisitor|BodyDescriptorBase::IteratePointers|HeapObject::SizeFromMap|FreeList|ConcurrentMarking|IncrementalMarking|MinorMarkSweep))/
+/** A round whose collector's share is above this fraction of its count: a major collection fell in its window. */
+const DISTURBED = 0.1
+
+/** Instructions in V8's collector, from the dump `file`. */
+async function collectorCount (file: string): Promise<number> {
+  let total = 0
+  for (const [name, count] of await instructionsByFunction(file)) if (COLLECTOR.test(name)) total += count
+  return total
+}
+
 /** The instructions counted since the last zeroing, from callgrind's dump of `pid`. */
 async function dumpCount (pid: number): Promise<{ count: number, file: string }> {
   const before = new Set(readdirSync(outDir))
@@ -100,7 +116,9 @@ console.log(versions((await run(node, ['--version'])).trim()))
 console.log(`Servers run under \`valgrind --tool=callgrind\` with \`${serverFlags.join(' ') || 'no flags'}\`.`)
 console.log(`${warmup} requests of warm-up, then ${requests} counted, over ${connections} keep-alive connections, one request at a time on each; ${rounds} round(s), each a fresh server per target.\n`)
 
-const results = new Map<string, number[]>()
+interface Round { count: number, collector: number }
+const results = new Map<string, Round[]>()
+const disturbed = (round: Round): boolean => round.collector > DISTURBED * round.count
 try {
   for (let round = 1; round <= rounds; round++) {
     for (const scenario of scenarios) {
@@ -116,11 +134,12 @@ try {
           await load(pool, scenario.path, requests)
           const dump = await dumpCount(server.proc.pid as number)
           const count = dump.count / requests
+          const collector = await collectorCount(dump.file) / requests
           await pool.close()
           const key = `${variant.name} ${scenario.path}`
-          results.set(key, [...(results.get(key) ?? []), count])
+          results.set(key, [...(results.get(key) ?? []), { count, collector }])
           const kept = process.env.KEEP_CALLGRIND === undefined ? '' : `  ${dump.file}`
-          console.log(`  ${round} ${scenario.path.padEnd(7)} ${variant.name.padEnd(22)} ${thousands(count).padStart(9)} instructions/request${kept}`)
+          console.log(`  ${round} ${scenario.path.padEnd(7)} ${variant.name.padEnd(22)} ${thousands(count).padStart(9)} instructions/request (V8's collector ${thousands(collector)})${kept}`)
         } finally {
           await server.stop()
         }
@@ -137,10 +156,13 @@ function thousands (value: number): string {
   return Math.round(value).toLocaleString('en-US')
 }
 
-/** The mean over the rounds, or undefined if the variant did not run. */
+/** The mean over the rounds without a major collection (over all if each had one), or undefined if the variant did not run. */
 function mean (name: string, scenario: Scenario): number | undefined {
-  const values = results.get(`${name} ${scenario.path}`)
-  return values === undefined ? undefined : values.reduce((sum, value) => sum + value, 0) / values.length
+  const rounds = results.get(`${name} ${scenario.path}`)
+  if (rounds === undefined) return undefined
+  const quiet = rounds.filter((round) => !disturbed(round))
+  const chosen = quiet.length > 0 ? quiet : rounds
+  return chosen.reduce((sum, round) => sum + round.count, 0) / chosen.length
 }
 
 /** "0.956 × ceiling" (reference ÷ variant, as the CPU tables), or nothing if either did not run. */
@@ -152,16 +174,16 @@ function ratio (name: string, reference: Target | undefined, scenario: Scenario)
   return `${(theirs / own).toFixed(3)} × ${TARGETS[reference].short}`
 }
 
-console.log('\nRatios are reference ÷ route (higher is better), from the mean of the rounds; the rounds show how much the count moves from one fresh server to the next.\n')
+console.log(`\nRatios are reference ÷ route (higher is better), from the mean of the rounds; the rounds show how much the count moves from one fresh server to the next. † a round with more than ${DISTURBED * 100} % of its count in V8's collector (a major collection in its window): left out of the mean unless every round of the route is.\n`)
 console.log('| route | body | instructions / request, by round | vs reference (goal) | vs floor, second comparison |\n| --- | --- | ---: | --- | --- |')
 for (const scenario of scenarios) {
   for (const variant of variantsOf(scenario)) {
-    const values = results.get(`${variant.name} ${scenario.path}`) ?? []
+    const rounds = results.get(`${variant.name} ${scenario.path}`) ?? []
     const reference = referenceOf(variant.name)
     const goal = info(variant.target).goal
     const versus = ratio(variant.name, reference, scenario)
     const also = alsoOf(variant.name)
     const notes = [ratio(variant.name, floorOf(variant.name), scenario), also === undefined ? undefined : `${ratio(variant.name, also.reference, scenario) ?? '—'} (goal ${also.goal.toFixed(2)})`]
-    console.log(`| ${variant.name} | ${scenario.label} | ${values.map(thousands).join(' / ')} | ${versus === undefined ? '—' : `${versus}${goal === undefined ? '' : ` (goal ${goal.toFixed(2)})`}`} | ${notes.filter((note) => note !== undefined).join('; ') || '—'} |`)
+    console.log(`| ${variant.name} | ${scenario.label} | ${rounds.map((round) => `${thousands(round.count)}${disturbed(round) ? ' †' : ''}`).join(' / ')} | ${versus === undefined ? '—' : `${versus}${goal === undefined ? '' : ` (goal ${goal.toFixed(2)})`}`} | ${notes.filter((note) => note !== undefined).join('; ') || '—'} |`)
   }
 }
