@@ -10,7 +10,7 @@ import { bodyUnread } from './raw-response.js'
 
 // The answer never changes: built once.
 const ANSWER = errorAnswer(new OverloadedError())
-const LENGTH = Buffer.byteLength(ANSWER.body)
+const LENGTH = String(Buffer.byteLength(ANSWER.body))
 
 /** True when the plugin's or the route's limit of open replies is reached. */
 export function overloaded (route: RouteContext): boolean {

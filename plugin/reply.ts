@@ -710,7 +710,9 @@ export class AsyncReplyImpl extends ReplyClock implements AsyncReply, Tracked, R
     if (upstream !== undefined) Object.assign(headers, upstream)
     if (this.#head !== null) Object.assign(headers, this.#head)
     if (contentType !== undefined && (isError || headers['content-type'] === undefined)) headers['content-type'] = contentType
-    if (length !== undefined) headers['content-length'] = length
+    // A string, as Fastify writes it: Node checks each value with a regular expression, which
+    // takes V8's slow path for a number.
+    if (length !== undefined) headers['content-length'] = String(length)
     if (this.#endsConnection) headers.connection = 'close'
     const compress = this[kRoute].compress
     if (compress !== null && !isError && !this.#rendering) this.#chooseEncoding(compress, statusCode, headers as OutgoingHttpHeaders)

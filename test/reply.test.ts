@@ -757,6 +757,7 @@ function habitRoutes (app: FastifyInstance, seen: Array<Record<string, unknown>>
         missing: reply.getHeader('x-missing')
       })
       reply.finish('<p>hi</p>')
+      seen.push({ length: reply.getHeader('content-length') })
     }
   })
   asyncGet(app, '/late', {
@@ -779,6 +780,7 @@ async function checkHabits (t: Test, get: (path: string) => Promise<{ statusCode
   t.equal(head.headers['x-remove-me'], undefined, 'removeHeader() removes a hook header')
   t.equal(head.body, '<p>hi</p>')
   t.strictSame(seen.shift(), { before: 'hook', chained: true, type: 'text/html; charset=utf-8', hook: 'from hook', handler: 'h', removed: false, hasHook: true, missing: undefined })
+  t.strictSame(seen.shift(), { length: '9' }, 'getHeader() after finish() reads the length as sent: a string, as on a Fastify reply')
 
   const late = await get('/late')
   t.equal(late.headers['content-type'], TEXT, 'type() after the head is ignored')
