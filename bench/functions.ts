@@ -66,10 +66,12 @@ async function functionsOf (dump: string): Promise<Map<string, number>> {
 
 const [reference, route] = await Promise.all(files.map(functionsOf)) as [Map<string, number>, Map<string, number>]
 const total = (map: Map<string, number>): number => map.get('PROGRAM TOTALS') ?? 0
-// The frames every instruction runs under (main, the event loop) are not functions of interest.
-const frames = /PROGRAM TOTALS|\(below main\)|^main$|node::Start|SpinEventLoop|NodeMainInstance::Run|libc_start|^0x0+1ab70/
+// callgrind_annotate also lists the frames every counted instruction ran under (the loader's
+// entry, main, the event loop) with the whole count: not functions of interest.
+const isFrame = (name: string): boolean => name === 'PROGRAM TOTALS' ||
+  [reference, route].some((map) => (map.get(name) ?? 0) >= 0.999 * total(map))
 const rows = [...new Set([...reference.keys(), ...route.keys()])]
-  .filter((name) => !frames.test(name))
+  .filter((name) => !isFrame(name))
   .map((name) => ({ name, a: reference.get(name) ?? 0, b: route.get(name) ?? 0 }))
   .sort((x, y) => Math.abs(y.b - y.a) - Math.abs(x.b - x.a))
 const format = (value: number): string => Math.round(value).toLocaleString('en-US')

@@ -39,7 +39,12 @@ const rounds = option(argv, 'rounds', 2)
 const baseline = stringOption(argv, 'baseline')
 // --single-threaded by default: V8's collector and compilers then work on the main thread, where
 // the count is the same from run to run, instead of on worker threads that run when they do.
-const serverFlags = (stringOption(argv, 'server-flags') ?? '--single-threaded').split(' ').filter((flag) => flag !== '')
+// The young generation has a fixed size (16 MiB semi-spaces): V8 otherwise resizes it as it
+// goes, and how often it was scavenged moved a JSON route's count by 3,000–3,500 instructions
+// per request from one fresh server to the next (as many scavenges, as much work per request,
+// for every route: a route that allocates more still collects more).
+const DEFAULT_FLAGS = '--single-threaded --min-semi-space-size=16 --max-semi-space-size=16'
+const serverFlags = (stringOption(argv, 'server-flags') ?? DEFAULT_FLAGS).split(' ').filter((flag) => flag !== '')
 const node = stringOption(argv, 'node') ?? process.execPath
 
 interface Variant { name: string, target: Target, env: NodeJS.ProcessEnv }
@@ -89,11 +94,23 @@ const COLLECTOR = /(?:^|[\s<])(?:heap::base::|v8::internal::(?:[\w ()]+::)*?(?:\
 /** A round whose collector's share is above this fraction of its count: a major collection fell in its window. */
 const DISTURBED = 0.1
 
-/** Instructions in V8's collector, from the dump `file`. */
-async function collectorCount (file: string): Promise<number> {
-  let total = 0
-  for (const [name, count] of await instructionsByFunction(file)) if (COLLECTOR.test(name)) total += count
-  return total
+// V8's optimising compilers (TurboFan, Maglev), by the names of their functions. A round in
+// whose window a hot function of Node's was deoptimised (under callgrind's slow clock, a timer
+// can find a stream writer in a state it was not optimised for) recompiles it there: ~1,700
+// instructions per request more for compiling, and a few hundred more for the slower code that
+// runs meanwhile, whichever route it measures.
+const COMPILERS = /(?:^|[\s<])v8::internal::(?:compiler|maglev)::|(?:^|[\s<])v8::internal::Compiler::/
+
+interface Shares { collector: number, compilers: number }
+
+/** Instructions in V8's collector and in its optimising compilers, from the dump `file`. */
+async function sharesOf (file: string): Promise<Shares> {
+  const shares: Shares = { collector: 0, compilers: 0 }
+  for (const [name, count] of await instructionsByFunction(file)) {
+    if (COLLECTOR.test(name)) shares.collector += count
+    else if (COMPILERS.test(name)) shares.compilers += count
+  }
+  return shares
 }
 
 /** The instructions counted since the last zeroing, from callgrind's dump of `pid`. */
@@ -116,7 +133,8 @@ console.log(versions((await run(node, ['--version'])).trim()))
 console.log(`Servers run under \`valgrind --tool=callgrind\` with \`${serverFlags.join(' ') || 'no flags'}\`.`)
 console.log(`${warmup} requests of warm-up, then ${requests} counted, over ${connections} keep-alive connections, one request at a time on each; ${rounds} round(s), each a fresh server per target.\n`)
 
-interface Round { count: number, collector: number }
+/** Per request: the whole count, and what V8's collector and compilers took of it. */
+interface Round { count: number, collector: number, compilers: number }
 const results = new Map<string, Round[]>()
 const disturbed = (round: Round): boolean => round.collector > DISTURBED * round.count
 try {
@@ -134,12 +152,14 @@ try {
           await load(pool, scenario.path, requests)
           const dump = await dumpCount(server.proc.pid as number)
           const count = dump.count / requests
-          const collector = await collectorCount(dump.file) / requests
+          const shares = await sharesOf(dump.file)
+          const collector = shares.collector / requests
+          const compilers = shares.compilers / requests
           await pool.close()
           const key = `${variant.name} ${scenario.path}`
-          results.set(key, [...(results.get(key) ?? []), { count, collector }])
+          results.set(key, [...(results.get(key) ?? []), { count, collector, compilers }])
           const kept = process.env.KEEP_CALLGRIND === undefined ? '' : `  ${dump.file}`
-          console.log(`  ${round} ${scenario.path.padEnd(7)} ${variant.name.padEnd(22)} ${thousands(count).padStart(9)} instructions/request (V8's collector ${thousands(collector)})${kept}`)
+          console.log(`  ${round} ${scenario.path.padEnd(7)} ${variant.name.padEnd(22)} ${thousands(count).padStart(9)} instructions/request (V8's collector ${thousands(collector)}, compilers ${thousands(compilers)})${kept}`)
         } finally {
           await server.stop()
         }
@@ -156,11 +176,21 @@ function thousands (value: number): string {
   return Math.round(value).toLocaleString('en-US')
 }
 
-/** The mean over the rounds without a major collection (over all if each had one), or undefined if the variant did not run. */
+/**
+ * A round with more than this share of its count in V8's compilers recompiled something in its
+ * window (a steady round spends 1–2.5 % there, one with a recompilation 4–5 %).
+ */
+const RECOMPILED = 0.03
+const recompiled = (round: Round): boolean => round.compilers > RECOMPILED * round.count
+
+/**
+ * The mean over the rounds with neither a major collection nor a recompilation in their window
+ * (over all of them if none is), or undefined if the variant did not run.
+ */
 function mean (name: string, scenario: Scenario): number | undefined {
   const rounds = results.get(`${name} ${scenario.path}`)
   if (rounds === undefined) return undefined
-  const quiet = rounds.filter((round) => !disturbed(round))
+  const quiet = rounds.filter((round) => !disturbed(round) && !recompiled(round))
   const chosen = quiet.length > 0 ? quiet : rounds
   return chosen.reduce((sum, round) => sum + round.count, 0) / chosen.length
 }
@@ -174,7 +204,7 @@ function ratio (name: string, reference: Target | undefined, scenario: Scenario)
   return `${(theirs / own).toFixed(3)} × ${TARGETS[reference].short}`
 }
 
-console.log(`\nRatios are reference ÷ route (higher is better), from the mean of the rounds; the rounds show how much the count moves from one fresh server to the next. † a round with more than ${DISTURBED * 100} % of its count in V8's collector (a major collection in its window): left out of the mean unless every round of the route is.\n`)
+console.log(`\nRatios are reference ÷ route (higher is better), from the mean of the rounds; the rounds show how much the count moves from one fresh server to the next. † more than ${DISTURBED * 100} % of a round's count in V8's collector (a major collection in its window), ‡ more than ${RECOMPILED * 100} % in its compilers (something recompiled in its window): left out of the mean unless every round of the route is.\n`)
 console.log('| route | body | instructions / request, by round | vs reference (goal) | vs floor, second comparison |\n| --- | --- | ---: | --- | --- |')
 for (const scenario of scenarios) {
   for (const variant of variantsOf(scenario)) {
@@ -184,6 +214,7 @@ for (const scenario of scenarios) {
     const versus = ratio(variant.name, reference, scenario)
     const also = alsoOf(variant.name)
     const notes = [ratio(variant.name, floorOf(variant.name), scenario), also === undefined ? undefined : `${ratio(variant.name, also.reference, scenario) ?? '—'} (goal ${also.goal.toFixed(2)})`]
-    console.log(`| ${variant.name} | ${scenario.label} | ${rounds.map((round) => `${thousands(round.count)}${disturbed(round) ? ' †' : ''}`).join(' / ')} | ${versus === undefined ? '—' : `${versus}${goal === undefined ? '' : ` (goal ${goal.toFixed(2)})`}`} | ${notes.filter((note) => note !== undefined).join('; ') || '—'} |`)
+    const byRound = rounds.map((round) => `${thousands(round.count)}${disturbed(round) ? ' †' : ''}${recompiled(round) ? ' ‡' : ''}`).join(' / ')
+    console.log(`| ${variant.name} | ${scenario.label} | ${byRound} | ${versus === undefined ? '—' : `${versus}${goal === undefined ? '' : ` (goal ${goal.toFixed(2)})`}`} | ${notes.filter((note) => note !== undefined).join('; ') || '—'} |`)
   }
 }
