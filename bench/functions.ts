@@ -1,7 +1,8 @@
 // Where two servers' instructions per request differ, function by function: reads two dumps
 // kept by `npm run bench:instructions` (KEEP_CALLGRIND=1), names the JIT's code from the perf
-// maps V8 wrote beside them (`--server-flags="--single-threaded --perf-basic-prof"`), and prints
-// each function's exclusive instructions per request in both and the difference, largest first.
+// maps V8 wrote beside them (when `--perf-basic-prof` was among bench:instructions'
+// `--server-flags`), and prints each function's exclusive instructions per request in both
+// and the difference, largest first.
 //
 // npm run bench:functions -- <reference dump> <route dump> [--requests=N] [--top=N]
 //   a dump is the file callgrind wrote after the count (cg.<pid>.1); N: the requests counted (8000)

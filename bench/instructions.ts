@@ -40,9 +40,9 @@ const baseline = stringOption(argv, 'baseline')
 // --single-threaded by default: V8's collector and compilers then work on the main thread, where
 // the count is the same from run to run, instead of on worker threads that run when they do.
 // The young generation has a fixed size (16 MiB semi-spaces): V8 otherwise resizes it as it
-// goes, and how often it was scavenged moved a JSON route's count by 3,000–3,500 instructions
-// per request from one fresh server to the next (as many scavenges, as much work per request,
-// for every route: a route that allocates more still collects more).
+// goes, and how often it was scavenged moved a JSON route's count by about 3,300 instructions
+// per request from one fresh server to the next. (With a fixed size, how often a route is
+// scavenged follows what it allocates: one that allocates more still collects more.)
 const DEFAULT_FLAGS = '--single-threaded --min-semi-space-size=16 --max-semi-space-size=16'
 const serverFlags = (stringOption(argv, 'server-flags') ?? DEFAULT_FLAGS).split(' ').filter((flag) => flag !== '')
 const node = stringOption(argv, 'node') ?? process.execPath
@@ -177,11 +177,16 @@ function thousands (value: number): string {
 }
 
 /**
- * A round with more than this share of its count in V8's compilers recompiled something in its
- * window (a steady round spends 1–2.5 % there, one with a recompilation 4–5 %).
+ * A round that spent more than this share of its count in V8's compilers beyond the route's
+ * quietest round recompiled something in its window. (What each round spends there anyway
+ * varies by route: 1–2.5 % for the JSON, 6–7 % at 104 B, where V8 is still compiling a little
+ * after 15,000 requests; one recompilation in the window adds about 3 %.)
  */
-const RECOMPILED = 0.03
-const recompiled = (round: Round): boolean => round.compilers > RECOMPILED * round.count
+const RECOMPILED = 0.01
+function recompiled (round: Round, rounds: readonly Round[]): boolean {
+  const quietest = Math.min(...rounds.map((other) => other.compilers))
+  return round.compilers - quietest > RECOMPILED * round.count
+}
 
 /**
  * The mean over the rounds with neither a major collection nor a recompilation in their window
@@ -190,7 +195,7 @@ const recompiled = (round: Round): boolean => round.compilers > RECOMPILED * rou
 function mean (name: string, scenario: Scenario): number | undefined {
   const rounds = results.get(`${name} ${scenario.path}`)
   if (rounds === undefined) return undefined
-  const quiet = rounds.filter((round) => !disturbed(round) && !recompiled(round))
+  const quiet = rounds.filter((round) => !disturbed(round) && !recompiled(round, rounds))
   const chosen = quiet.length > 0 ? quiet : rounds
   return chosen.reduce((sum, round) => sum + round.count, 0) / chosen.length
 }
@@ -204,7 +209,7 @@ function ratio (name: string, reference: Target | undefined, scenario: Scenario)
   return `${(theirs / own).toFixed(3)} × ${TARGETS[reference].short}`
 }
 
-console.log(`\nRatios are reference ÷ route (higher is better), from the mean of the rounds; the rounds show how much the count moves from one fresh server to the next. † more than ${DISTURBED * 100} % of a round's count in V8's collector (a major collection in its window), ‡ more than ${RECOMPILED * 100} % in its compilers (something recompiled in its window): left out of the mean unless every round of the route is.\n`)
+console.log(`\nRatios are reference ÷ route (higher is better), from the mean of the rounds; the rounds show how much the count moves from one fresh server to the next. † more than ${DISTURBED * 100} % of a round's count in V8's collector (a major collection in its window), ‡ more than ${RECOMPILED * 100} % more in its compilers than the route's quietest round (something recompiled in its window): left out of the mean unless every round of the route is.\n`)
 console.log('| route | body | instructions / request, by round | vs reference (goal) | vs floor, second comparison |\n| --- | --- | ---: | --- | --- |')
 for (const scenario of scenarios) {
   for (const variant of variantsOf(scenario)) {
@@ -214,7 +219,7 @@ for (const scenario of scenarios) {
     const versus = ratio(variant.name, reference, scenario)
     const also = alsoOf(variant.name)
     const notes = [ratio(variant.name, floorOf(variant.name), scenario), also === undefined ? undefined : `${ratio(variant.name, also.reference, scenario) ?? '—'} (goal ${also.goal.toFixed(2)})`]
-    const byRound = rounds.map((round) => `${thousands(round.count)}${disturbed(round) ? ' †' : ''}${recompiled(round) ? ' ‡' : ''}`).join(' / ')
+    const byRound = rounds.map((round) => `${thousands(round.count)}${disturbed(round) ? ' †' : ''}${recompiled(round, rounds) ? ' ‡' : ''}`).join(' / ')
     console.log(`| ${variant.name} | ${scenario.label} | ${byRound} | ${versus === undefined ? '—' : `${versus}${goal === undefined ? '' : ` (goal ${goal.toFixed(2)})`}`} | ${notes.filter((note) => note !== undefined).join('; ') || '—'} |`)
   }
 }
