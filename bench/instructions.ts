@@ -133,10 +133,10 @@ console.log(versions((await run(node, ['--version'])).trim()))
 console.log(`Servers run under \`valgrind --tool=callgrind\` with \`${serverFlags.join(' ') || 'no flags'}\`.`)
 console.log(`${warmup} requests of warm-up, then ${requests} counted, over ${connections} keep-alive connections, one request at a time on each; ${rounds} round(s), each a fresh server per target.\n`)
 
-/** Per request: the whole count, and what V8's collector and compilers took of it. */
-interface Round { count: number, collector: number, compilers: number }
+/** Per request: the whole count, and what V8's collector and compilers took of it; the window's major collections. */
+interface Round { count: number, collector: number, compilers: number, majors: number }
 const results = new Map<string, Round[]>()
-const disturbed = (round: Round): boolean => round.collector > DISTURBED * round.count
+const disturbed = (round: Round): boolean => round.majors > 0 || round.collector > DISTURBED * round.count
 try {
   for (let round = 1; round <= rounds; round++) {
     for (const scenario of scenarios) {
@@ -148,18 +148,20 @@ try {
           if (ready.port === undefined) throw new Error(ready.error ?? 'no port')
           const pool = new Pool(`http://127.0.0.1:${ready.port}`, { connections, pipelining: 1 })
           await load(pool, scenario.path, warmup)
+          const collectionsBefore = await server.ask('collections') as number
           await run('callgrind_control', ['--zero', String(server.proc.pid)])
           await load(pool, scenario.path, requests)
           const dump = await dumpCount(server.proc.pid as number)
+          const majors = (await server.ask('collections') as number) - collectionsBefore
           const count = dump.count / requests
           const shares = await sharesOf(dump.file)
           const collector = shares.collector / requests
           const compilers = shares.compilers / requests
           await pool.close()
           const key = `${variant.name} ${scenario.path}`
-          results.set(key, [...(results.get(key) ?? []), { count, collector, compilers }])
+          results.set(key, [...(results.get(key) ?? []), { count, collector, compilers, majors }])
           const kept = process.env.KEEP_CALLGRIND === undefined ? '' : `  ${dump.file}`
-          console.log(`  ${round} ${scenario.path.padEnd(7)} ${variant.name.padEnd(22)} ${thousands(count).padStart(9)} instructions/request (V8's collector ${thousands(collector)}, compilers ${thousands(compilers)})${kept}`)
+          console.log(`  ${round} ${scenario.path.padEnd(7)} ${variant.name.padEnd(22)} ${thousands(count).padStart(9)} instructions/request (V8's collector ${thousands(collector)}, compilers ${thousands(compilers)}; major collections ${majors})${kept}`)
         } finally {
           await server.stop()
         }
@@ -209,7 +211,7 @@ function ratio (name: string, reference: Target | undefined, scenario: Scenario)
   return `${(theirs / own).toFixed(3)} × ${TARGETS[reference].short}`
 }
 
-console.log(`\nRatios are reference ÷ route (higher is better), from the mean of the rounds; the rounds show how much the count moves from one fresh server to the next. † more than ${DISTURBED * 100} % of a round's count in V8's collector (a major collection in its window), ‡ more than ${RECOMPILED * 100} % more in its compilers than the route's quietest round (something recompiled in its window): left out of the mean unless every round of the route is.\n`)
+console.log(`\nRatios are reference ÷ route (higher is better), from the mean of the rounds; the rounds show how much the count moves from one fresh server to the next. † a major collection in the round's window (counted by the server, or more than ${DISTURBED * 100} % of its count in V8's collector), ‡ more than ${RECOMPILED * 100} % more in its compilers than the route's quietest round (something recompiled in its window): left out of the mean unless every round of the route is.\n`)
 console.log('| route | body | instructions / request, by round | vs reference (goal) | vs floor, second comparison |\n| --- | --- | ---: | --- | --- |')
 for (const scenario of scenarios) {
   for (const variant of variantsOf(scenario)) {

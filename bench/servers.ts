@@ -2,8 +2,10 @@
 // Every server listens on 127.0.0.1, forwards `GET <path>` to `<upstream><path>` (or answers
 // JSON itself for the no-upstream targets; the `-post` targets forward `POST <path>` with its
 // `application/octet-stream` body streamed through a pass-through parser). IPC: first `{ port, node }` (or `{ error }` if the
-// server could not start), then `'cpu'` → `process.cpuUsage()` (user + system, µs, all threads).
+// server could not start), then `'cpu'` → `process.cpuUsage()` (user + system, µs, all threads),
+// `'collections'` → how many major (mark-compact) collections V8 has made so far.
 import { EventEmitter } from 'node:events'
+import { constants as perfConstants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks'
 import http, { type OutgoingHttpHeaders } from 'node:http'
 import Fastify, { type FastifyInstance } from 'fastify'
 import replyFrom from '@fastify/reply-from'
@@ -173,8 +175,18 @@ async function start (target: string, upstream: string): Promise<number> {
   return (app.server.address() as { port: number }).port
 }
 
+// V8's major collections, counted as they end (the observer runs once per collection, not per
+// request): bench:instructions leaves a round out whose window held one.
+let majorCollections = 0
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries() as Array<PerformanceEntry & { detail?: { kind?: number } }>) {
+    if (entry.detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) majorCollections++
+  }
+}).observe({ entryTypes: ['gc'] })
+
 process.on('message', (message) => {
   if (message === 'cpu') process.send?.(process.cpuUsage())
+  else if (message === 'collections') process.send?.(majorCollections)
 })
 process.on('disconnect', () => process.exit(0))
 process.on('SIGTERM', () => process.exit(0))
